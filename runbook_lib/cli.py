@@ -1,0 +1,161 @@
+"""The `runbook` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from runbook_lib import archive, runinfo, runner
+from runbook_lib.params import ParamsError, load_params
+
+console = Console(stderr=True)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    report = runner.run(args.name, args.params, campaign=args.campaign, overrides=args.p, plan=args.plan,
+                        resume=args.resume, outputs_dir=Path(args.outputs) if args.outputs else None)
+    style = "green" if report.exit_code == 0 else "red"
+    console.print(f"[{style}]{runner.summary_line(report)}[/{style}]", highlight=False)
+    if args.json:
+        print(json.dumps(runner.as_json(report)))
+    return report.exit_code
+
+
+def _cmd_params_check(args: argparse.Namespace) -> int:
+    try:
+        params = load_params(args.file, args.p)
+    except ParamsError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        return runner.EXIT_BAD_INPUT
+    print(json.dumps(params.redacted(), indent=2, sort_keys=True))
+    for change in params.policy_changes:
+        kind = "LOOSENED (recorded)" if change.looser else "tightened"
+        console.print(f"policy.{change.key}: {change.default} -> {change.value} {kind}", highlight=False)
+    console.print(f"[green]{args.file}: valid[/green] (target {params.target.name}, "
+                  f"{len(params.secret_refs())} secret references, none resolved)", highlight=False)
+    return 0
+
+
+def _campaign_dir(args: argparse.Namespace) -> Path:
+    root = Path(args.outputs) if args.outputs else runinfo.outputs_root()
+    return root / args.campaign
+
+
+def _cmd_archive_verify(args: argparse.Namespace) -> int:
+    campaign_dir = _campaign_dir(args)
+    problems = archive.verify(campaign_dir)
+    for problem in problems:
+        console.print(f"[red]FAIL[/red] {problem}", highlight=False)
+    if problems:
+        return 1
+    console.print(f"[green]OK[/green] {campaign_dir}: {len(archive.chain_entries(campaign_dir))} sealed runs verify",
+                  highlight=False)
+    return 0
+
+
+def _cmd_archive_index(args: argparse.Namespace) -> int:
+    campaign_dir = _campaign_dir(args)
+    if not campaign_dir.exists():
+        console.print(f"[red]no campaign at {campaign_dir}[/red]")
+        return runner.EXIT_BAD_INPUT
+    console.print(f"wrote {archive.write_index(campaign_dir)}")
+    return 0
+
+
+def _cmd_archive_add(args: argparse.Namespace) -> int:
+    try:
+        sealed, run_dir = archive.add(Path(args.notebook), Path(args.outputs) if args.outputs else None)
+    except (archive.ArchiveError, OSError, json.JSONDecodeError) as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        return runner.EXIT_BAD_INPUT
+    if sealed.secret_hits:
+        console.print(f"[red]secret scan: values found and masked in {', '.join(sealed.secret_hits)}[/red]")
+        return 1
+    console.print(f"[green]sealed[/green] {run_dir} ({sealed.manifest['status']})", highlight=False)
+    return 0
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    """JupyterLab in the runbooks folder, using this environment's kernel."""
+    cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={runinfo.runbooks_dir()}",
+           f"--ServerApp.ip={args.ip}", f"--ServerApp.port={args.port}", "--no-browser"]
+    if os.geteuid() == 0:
+        cmd.append("--allow-root")
+    return subprocess.call(cmd + args.extra)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    table = Table("runbook", "mutating", "title")
+    for path in sorted(runinfo.runbooks_dir().glob("*.ipynb")):
+        meta = runinfo.runbook_meta(str(path))
+        table.add_row(path.stem, "yes" if meta.get("mutating") else "no", meta.get("title", ""))
+    Console().print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runbook", description="Runbooks for rolling out a distributed "
+                                     "PostgreSQL cluster: run, archive, verify.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute a runbook with papermill and archive it")
+    run.add_argument("name", help="runbook name (runbooks/NAME.ipynb) or a notebook path")
+    run.add_argument("--params", required=True, help="parameters file (YAML)")
+    run.add_argument("--campaign", help="campaign folder under outputs/ (default: the parameters' campaign)")
+    run.add_argument("-p", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a parameter")
+    run.add_argument("--plan", action="store_true", help="mutating steps report what they would change, and stop")
+    run.add_argument("--resume", metavar="RUN_ID", help="re-execute, skipping steps that run completed")
+    run.add_argument("--outputs", help="archive root (default outputs/)")
+    run.add_argument("--json", action="store_true", help="print the run report as JSON on stdout")
+    run.set_defaults(func=_cmd_run)
+
+    params = sub.add_parser("params", help="parameters files").add_subparsers(dest="params_cmd", required=True)
+    check = params.add_parser("check", help="validate a parameters file and print it redacted")
+    check.add_argument("file")
+    check.add_argument("-p", action="append", default=[], metavar="KEY.PATH=VALUE")
+    check.set_defaults(func=_cmd_params_check)
+
+    arch = sub.add_parser("archive", help="the audit archive").add_subparsers(dest="archive_cmd", required=True)
+    for name, func, helptext in (("verify", _cmd_archive_verify, "check every sealed byte of a campaign"),
+                                 ("index", _cmd_archive_index, "write the campaign's index.html")):
+        cmd = arch.add_parser(name, help=helptext)
+        cmd.add_argument("campaign")
+        cmd.add_argument("--outputs", help="archive root (default outputs/)")
+        cmd.set_defaults(func=func)
+    add = arch.add_parser("add", help="seal an interactively executed, saved notebook into its run folder")
+    add.add_argument("notebook")
+    add.add_argument("--outputs", help="archive root (default outputs/)")
+    add.set_defaults(func=_cmd_archive_add)
+
+    lab = sub.add_parser("lab", help="open the runbooks in JupyterLab")
+    lab.add_argument("--ip", default="127.0.0.1")
+    lab.add_argument("--port", default="8888")
+    lab.add_argument("extra", nargs=argparse.REMAINDER)
+    lab.set_defaults(func=_cmd_lab)
+
+    sub.add_parser("list", help="list the runbooks").set_defaults(func=_cmd_list)
+
+    try:
+        from runbook_lib.sandbox import cli as sandbox_cli
+    except ImportError:  # pragma: no cover - the sandbox is optional for the core commands
+        sandbox_cli = None
+    if sandbox_cli is not None and hasattr(sandbox_cli, "register"):
+        sandbox_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

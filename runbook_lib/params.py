@@ -1,0 +1,393 @@
+"""The typed parameters of a run: the target, the policy, waivers and evidence.
+
+Everything is validated here, before a kernel starts and before anything is
+touched. Errors name the key path and what was expected. Overrides given as
+`-p key.path=value` are coerced by the schema's own types, not guessed.
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from runbook_lib import policy as policy_mod
+from runbook_lib.sandbox.spec import SandboxSpec
+from runbook_lib.secrets import Secret, SecretRef
+
+_SLUG = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+_LITERAL_SECRET_KEYS = re.compile(r"(password|passwd|secret|token|api_key|private_key)$", re.IGNORECASE)
+_URL_WITH_PASSWORD = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
+_KV_PASSWORD = re.compile(r"\bpassword\s*=", re.IGNORECASE)
+
+
+class ParamsError(Exception):
+    """Bad input: one line per problem, each naming its key path and what was expected."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        head = f"{source}: " if source else ""
+        super().__init__("\n".join(f"{head}{path or '<top>'}: {msg}" for path, msg in problems))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _no_embedded_password(value: str | None) -> str | None:
+    if value and (_URL_WITH_PASSWORD.search(value) or _KV_PASSWORD.search(value)):
+        raise ValueError("carries a literal password; put it in a secret reference field instead")
+    return value
+
+
+class Endpoint(_Model):
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+class Database(_Model):
+    """A PostgreSQL endpoint the runbooks connect to."""
+
+    host: str
+    port: int = Field(5432, ge=1, le=65535)
+    dbname: str = "postgres"
+    user: str
+    password: SecretRef | None = None
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    sslrootcert: str | None = None
+    role: Literal["legacy", "primary", "replica", "member", "pooler", "any"] = "any"
+    connect_timeout: int = Field(5, ge=1, le=120)
+
+    _check_host = field_validator("host")(_no_embedded_password)
+
+
+class PatroniMember(_Model):
+    name: str
+    api_url: str
+
+
+class Patroni(_Model):
+    scope: str
+    members: list[PatroniMember] = Field(min_length=1)
+
+
+class Etcd(_Model):
+    endpoints: list[str] = Field(min_length=1)
+
+    _check = field_validator("endpoints")(lambda v: [_no_embedded_password(e) for e in v])
+
+
+class HAProxy(_Model):
+    rw: Endpoint
+    ro: Endpoint | None = None
+    stats_url: str | None = None
+
+
+class PgBouncer(_Model):
+    host: str
+    port: int = Field(6432, ge=1, le=65535)
+    admin_user: str
+    admin_password: SecretRef | None = None
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    sslrootcert: str | None = None
+
+
+class HttpService(_Model):
+    url: str
+    webhook_url: str | None = None
+
+    _check = field_validator("url", "webhook_url")(_no_embedded_password)
+
+
+class Swarm(_Model):
+    docker_host: str | None = None
+    stacks: list[str] = Field(default_factory=list)
+
+
+class App(_Model):
+    database: str
+    role: str
+
+
+class Target(_Model):
+    """The system the runbooks act on."""
+
+    name: str = Field(pattern=_SLUG)
+    environment: Literal["sandbox", "staging", "production"]
+    databases: dict[str, Database] = Field(min_length=1)
+    patroni: Patroni | None = None
+    etcd: Etcd | None = None
+    haproxy: HAProxy | None = None
+    pgbouncer: PgBouncer | None = None
+    prometheus: HttpService | None = None
+    alertmanager: HttpService | None = None
+    swarm: Swarm | None = None
+    app: App | None = None
+
+
+class Loosening(_Model):
+    """A recorded exception to the rollout policy."""
+
+    key: str
+    reason: str = Field(min_length=10)
+    approved_by: str = Field(min_length=2)
+
+
+class Waiver(_Model):
+    item: str
+    reason: str = Field(min_length=10)
+    approved_by: str = Field(min_length=2)
+
+
+class RunSettings(_Model):
+    """How runs execute: timeouts that bound a hung kernel or a slow step."""
+
+    cell_timeout: int = Field(900, ge=10, description="seconds one cell may run before the kernel is stopped")
+    kernel_start_timeout: int = Field(60, ge=5)
+    kernel_name: str = "python3"
+
+
+class Params(_Model):
+    """One parameters file, validated."""
+
+    campaign: str = Field("default", pattern=_SLUG)
+    operator: str | None = None
+    target: Target
+    policy: policy_mod.Policy = Field(default_factory=policy_mod.default_policy)
+    policy_loosening: list[Loosening] = Field(default_factory=list)
+    waivers: list[Waiver] = Field(default_factory=list)
+    evidence: dict[str, str] = Field(default_factory=dict)
+    run: RunSettings = Field(default_factory=RunSettings)
+    sandbox: SandboxSpec | None = None
+
+    _source: Path | None = PrivateAttr(default=None)
+    _changes: list[policy_mod.Change] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _policy_changes_are_recorded(self) -> "Params":
+        changes = policy_mod.compare(policy_mod.default_policy(), self.policy)
+        recorded = {entry.key for entry in self.policy_loosening}
+        problems = [
+            (f"policy.{c.key}", f"{_show(c.value)} is looser than the rollout policy's {_show(c.default)}; "
+             "a loosening needs an entry in policy_loosening with key, reason and approved_by")
+            for c in changes if c.looser and c.key not in recorded
+        ]
+        loosened = {c.key for c in changes if c.looser}
+        problems += [(f"policy_loosening[{i}].key", f"{e.key!r} names no loosened policy figure")
+                     for i, e in enumerate(self.policy_loosening) if e.key not in loosened]
+        if problems:
+            raise _Problems(problems)
+        self._changes = changes
+        return self
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    @property
+    def base_dir(self) -> Path:
+        return self._source.parent if self._source else Path.cwd()
+
+    @property
+    def policy_changes(self) -> list[policy_mod.Change]:
+        return list(self._changes)
+
+    @property
+    def operator_name(self) -> str:
+        return self.operator or getpass.getuser()
+
+    def secret_refs(self) -> list[SecretRef]:
+        """Every secret reference in these parameters, anchored at the file's directory."""
+        refs: list[SecretRef] = []
+        _collect_refs(self, refs)
+        return [r.absolute(self.base_dir) for r in refs]
+
+    def resolve(self, ref: SecretRef) -> "Secret":
+        """Resolve a reference from these parameters (file: paths anchored at the file's directory)."""
+        return ref.absolute(self.base_dir).resolve()
+
+    def path(self, value: str) -> Path:
+        """A path from the parameters, relative ones anchored at the parameters file."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def redacted(self) -> dict[str, Any]:
+        """JSON-ready parameters: secrets appear only as their references."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class _Problems(ValueError):
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{p}: {m}" for p, m in problems))
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float) and not isinstance(value, bool):
+        return f"{value:g}"
+    return str(getattr(value, "text", value))
+
+
+def _collect_refs(value: Any, out: list[SecretRef]) -> None:
+    if isinstance(value, SecretRef):
+        out.append(value)
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            _collect_refs(getattr(value, name), out)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect_refs(v, out)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _collect_refs(v, out)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_params(path: str | Path, overrides: list[str] | None = None) -> Params:
+    """Read, override and validate a parameters file; raise ParamsError naming every problem."""
+    source = Path(path)
+    try:
+        raw = yaml.safe_load(source.read_text()) or {}
+    except FileNotFoundError:
+        raise ParamsError([("", f"parameters file not found: {source}")], str(source)) from None
+    except yaml.YAMLError as exc:
+        raise ParamsError([("", f"not valid YAML: {exc}")], str(source)) from None
+    if not isinstance(raw, dict):
+        raise ParamsError([("", "expected a mapping at the top of the file")], str(source))
+    problems: list[tuple[str, str]] = []
+    for item in overrides or []:
+        try:
+            apply_override(raw, item)
+        except ParamsError as exc:
+            problems += exc.problems
+    if problems:
+        raise ParamsError(problems, str(source))
+    return validate(raw, source)
+
+
+def validate(raw: dict[str, Any], source: Path | None = None) -> Params:
+    """Validate a raw mapping; the policy section is merged onto the shipped defaults first."""
+    data = dict(raw)
+    name = str(source) if source else ""
+    if "policy" in data:
+        if not isinstance(data["policy"], dict):
+            raise ParamsError([("policy", "expected a mapping of policy figures to tighten")], name)
+        data["policy"] = policy_mod.merge_policy(policy_mod.default_policy_dict(), data["policy"])
+    problems = _literal_secrets(data)
+    try:
+        params = Params.model_validate(data)
+    except ValidationError as exc:
+        problems += [_describe(err) for err in exc.errors()]
+        raise ParamsError(_unique(problems), name) from None
+    if problems:
+        raise ParamsError(problems, name)
+    params._source = source.resolve() if source else None
+    return params
+
+
+def _unique(problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    seen: list[tuple[str, str]] = []
+    for p in problems:
+        if p not in seen:
+            seen.append(p)
+    return seen
+
+
+def _describe(err: Any) -> tuple[str, str]:
+    if err["type"] == "value_error" and isinstance(err.get("ctx", {}).get("error"), _Problems):
+        inner = err["ctx"]["error"].problems
+        return inner[0] if len(inner) == 1 else ("; ".join(p for p, _ in inner), "; ".join(m for _, m in inner))
+    path = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return path, "unknown key (not part of the parameters schema)"
+    if err["type"] == "missing":
+        return path, "required field is missing"
+    got = err.get("input")
+    shown = "" if isinstance(got, (dict, list)) or got is None else f", got {got!r}"
+    if err["type"] == "secret_reference":
+        shown = ""  # never echo what may be a literal secret
+    return path, f"{err['msg']}{shown}"
+
+
+def _literal_secrets(data: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Secret-looking keys anywhere in the file must hold references, not values."""
+    found: list[tuple[str, str]] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if (isinstance(value, str) and _LITERAL_SECRET_KEYS.search(str(key))
+                    and not re.match(r"^(env|file|docker-secret):.+$", value)):
+                found.append((path, "expected a secret reference: env:NAME, file:PATH or docker-secret:NAME "
+                                    "(never a literal value)"))
+            else:
+                found += _literal_secrets(value, path)
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            found += _literal_secrets(value, f"{prefix}[{i}]")
+    return found
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply `key.path=value` to a raw mapping, converting by the schema's type at that path."""
+    if "=" not in item:
+        raise ParamsError([(item, "expected key.path=value")])
+    path, _, text = item.partition("=")
+    keys = [k for k in path.strip().split(".") if k]
+    if not keys:
+        raise ParamsError([(path, "expected key.path=value")])
+    annotation = _annotation_at(keys)
+    value: Any = text
+    if _is_structured(annotation):
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ParamsError([(path, "expected a YAML/JSON value for this structured field")]) from None
+    node = raw
+    for key in keys[:-1]:
+        node = node.setdefault(key, {}) if isinstance(node, dict) else node
+        if not isinstance(node, dict):
+            raise ParamsError([(path, f"cannot set below {key!r}: it is not a mapping")])
+    node[keys[-1]] = value
+
+
+def _annotation_at(keys: list[str]) -> Any:
+    """The schema type at a key path; unknown paths are an error naming the path."""
+    annotation: Any = Params
+    walked: list[str] = []
+    for key in keys:
+        walked.append(key)
+        annotation = _unwrap_optional(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            fields = {f.alias or n: f for n, f in annotation.model_fields.items()}
+            if key not in fields:
+                raise ParamsError([(".".join(walked), "unknown key (not part of the parameters schema)")])
+            annotation = fields[key].annotation
+        elif get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+        else:
+            raise ParamsError([(".".join(walked), "cannot override inside this field; give the whole value")])
+    return annotation
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (None, list, dict, Literal) or len(args) != 1:
+        return annotation
+    return args[0]
+
+
+def _is_structured(annotation: Any) -> bool:
+    annotation = _unwrap_optional(annotation)
+    if get_origin(annotation) in (list, dict):
+        return True
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)

@@ -1,0 +1,67 @@
+"""Redaction applied to everything shown, logged, journaled or archived.
+
+Two rules: any secret value resolved in this process is replaced, and passwords
+inside DSNs / connection strings are removed even if they were never resolved.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+MASK = "***"
+_values: set[str] = set()
+_URL_PASSWORD = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?P<post>@)")
+_KV_PASSWORD = re.compile(r"(?P<pre>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def register(value: str) -> None:
+    """Remember a secret value so it is masked wherever it might appear."""
+    if value and len(value) >= 4:
+        _values.add(value)
+        _values.add(json.dumps(value)[1:-1])
+
+
+def known_values() -> set[str]:
+    return set(_values)
+
+
+def text(value: str) -> str:
+    """Mask registered secret values and DSN passwords in a string."""
+    for secret in sorted(_values, key=len, reverse=True):
+        if secret in value:
+            value = value.replace(secret, MASK)
+    value = _URL_PASSWORD.sub(lambda m: m["pre"] + MASK + m["post"], value)
+    return _KV_PASSWORD.sub(lambda m: m["pre"] + MASK, value)
+
+
+def obj(value: Any) -> Any:
+    """Redact strings anywhere inside a JSON-like structure."""
+    if isinstance(value, str):
+        return text(value)
+    if isinstance(value, dict):
+        return {obj(k): obj(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [obj(v) for v in value]
+    return value
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that masks secrets in every record it passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = text(record.getMessage())
+        record.args = ()
+        return True
+
+
+def install_logging_filter(logger: logging.Logger | None = None) -> None:
+    """Attach the redacting filter to every handler of the given (root) logger."""
+    target = logger or logging.getLogger()
+    for handler in target.handlers or []:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+    if not any(isinstance(f, RedactingFilter) for f in target.filters):
+        target.addFilter(RedactingFilter())

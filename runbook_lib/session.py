@@ -1,0 +1,130 @@
+"""The run as seen from inside the kernel: parameters, journal, resume, plan mode.
+
+A notebook's first cell calls `start(...)`; every step cell calls
+`rb.run(step)`. The same code serves a papermill run (the runner made the run
+folder and passed its id) and an interactive JupyterLab run (a run folder is
+made here, and `runbook archive add` seals it afterwards).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Iterator, TypeVar
+
+from tqdm.std import tqdm
+
+from runbook_lib import redact, runinfo
+from runbook_lib.journal import Journal, completed_steps
+from runbook_lib.lock import TargetLock
+from runbook_lib.params import Params, load_params
+from runbook_lib.steps import Step, StepFailed, StepResult, execute, now
+
+T = TypeVar("T")
+log = logging.getLogger("runbook")
+
+
+class Session:
+    """One run of one runbook against one target."""
+
+    def __init__(self, params: Params, info: runinfo.RunInfo, run_dir: Path, interactive: bool) -> None:
+        self.params = params
+        self.info = info
+        self.run_dir = run_dir
+        self.interactive = interactive
+        self.journal = Journal(run_dir)
+        self.state: dict[str, Any] = {}
+        self.results: list[StepResult] = []
+        self._resumed = completed_steps(run_dir.parent / info.resumed_from / "journal.jsonl") \
+            if info.resumed_from else {}
+        self._lock: TargetLock | None = None
+
+    @property
+    def plan_mode(self) -> bool:
+        return self.info.plan
+
+    @property
+    def target(self):  # noqa: ANN201 - the pydantic Target
+        return self.params.target
+
+    def run(self, spec: Step) -> StepResult:
+        """Run a step (or reuse its recorded result on resume), journal it, show it; stop on failure."""
+        recorded = self._resumed.get(spec.name)
+        if recorded is not None and not self.plan_mode:
+            result = StepResult.from_record(recorded)
+            result.recorded_in = recorded.get("recorded_in") or self.info.resumed_from
+            result.status = "skipped"
+            result.summary = f"already completed: {recorded['summary']}"
+            self.state.update(recorded.get("state") or {})
+        else:
+            self.journal.append("step_start", name=spec.name, mutating=spec.mutating, plan=self.plan_mode)
+            result = execute(self, spec)
+            self.state.update(result.state)
+        self.results.append(result)
+        self.journal.record_step(result)
+        runinfo.write_draft_manifest(self.run_dir, self.info, self.params, status="running")
+        if result.status == "failed":
+            result._ipython_display_() if _in_ipython() else print(result.summary, file=sys.stderr)
+            raise StepFailed(f"step {spec.name} failed: {result.summary}")
+        return result
+
+    def progress(self, iterable: Iterable[T], total: int | None = None, desc: str = "") -> Iterator[T]:
+        """Progress for long steps, shown in the notebook and in the terminal running papermill."""
+        yield from tqdm(iterable, total=total, desc=desc, file=sys.stderr, mininterval=0.5, ascii=True,
+                        dynamic_ncols=False, ncols=100)
+
+    def finish(self) -> dict[str, Any]:
+        """Close the run: journal its outcome and tell an interactive operator how to seal it."""
+        failed = [r.name for r in self.results if r.status == "failed"]
+        outcome = "failed" if failed else ("planned" if self.plan_mode else "succeeded")
+        self.journal.append("run_end", outcome=outcome, failed_steps=failed)
+        runinfo.write_draft_manifest(self.run_dir, self.info, self.params, status=outcome)
+        if self._lock:
+            self._lock.release()
+        summary = {"run_id": self.info.run_id, "outcome": outcome, "steps": len(self.results), "failed": failed}
+        if self.interactive:
+            summary["next"] = ("save the notebook, then seal it into the archive: "
+                               f"runbook archive add PATH/TO/{self.info.runbook}.ipynb")
+        return summary
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display({runinfo.RUN_MIME: self.info.public(), "text/html": runinfo.header_html(self.info, self.params),
+                 "text/plain": f"run {self.info.run_id} of {self.info.runbook} on {self.params.target.name}"},
+                raw=True)
+
+
+def _in_ipython() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return False
+    return get_ipython() is not None
+
+
+def start(params_path: str, runbook: str, run_id: str | None = None, campaign: str | None = None,
+          plan: bool = False, resume_from: str | None = None, overrides: list[str] | None = None,
+          outputs_dir: str | None = None) -> Session:
+    """Open the run: load and validate parameters, make or join the run folder, journal the start."""
+    redact.install_logging_filter()
+    params = load_params(params_path, overrides)
+    interactive = run_id is None
+    info = runinfo.RunInfo.create(
+        params=params, runbook=runbook, run_id=run_id, campaign=campaign, plan=plan,
+        resumed_from=resume_from, interactive=interactive, overrides=overrides or [],
+    )
+    root = Path(outputs_dir) if outputs_dir else runinfo.outputs_root()
+    run_dir = root / info.campaign / info.run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    session = Session(params, info, run_dir, interactive)
+    if interactive and runinfo.runbook_meta(runbook).get("mutating") and not plan:
+        session._lock = TargetLock(root, params.target.name)
+        session._lock.acquire(info.holder())
+    session.journal.append("run_start", pid=os.getpid(), **info.public())
+    runinfo.write_draft_manifest(run_dir, info, params, status="running")
+    (run_dir / "params.json").write_text(json.dumps(params.redacted(), indent=2, sort_keys=True))
+    return session
