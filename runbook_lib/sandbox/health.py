@@ -1,0 +1,113 @@
+"""Observe the sandbox: service replicas, container health, Patroni cluster state, readiness waits."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import psycopg
+import requests
+
+from runbook_lib.sandbox import credentials, docker_cli, stacks
+from runbook_lib.sandbox.context import STACKS, Sandbox, SandboxError
+
+
+@dataclass
+class ServiceState:
+    stack: str
+    name: str
+    desired: int
+    running: int
+    healthy: int
+    unhealthy: int
+    last_error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.running == self.desired and self.healthy == self.desired
+
+
+def services(sb: Sandbox) -> list[ServiceState]:
+    """Every service of the sandbox's stacks with replicas and container health counts."""
+    out: list[ServiceState] = []
+    health: dict[str, list[str]] = {}
+    for row in docker_cli.json_lines("ps", "--filter", f"label={'com.docker.stack.namespace'}"):
+        labels = dict(kv.split("=", 1) for kv in row.get("Labels", "").split(",") if "=" in kv)
+        svc = labels.get("com.docker.swarm.service.name")
+        if svc:
+            health.setdefault(svc, []).append(row.get("Status", ""))
+    for stack in STACKS:
+        name = sb.stack_name(stack)
+        for row in docker_cli.json_lines("service", "ls", "--filter", f"label=com.docker.stack.namespace={name}"):
+            running, _, desired = row["Replicas"].partition("/")
+            desired = desired.split()[0] if desired else "0"
+            statuses = health.get(row["Name"], [])
+            out.append(ServiceState(
+                stack=stack, name=row["Name"], desired=int(desired), running=int(running),
+                healthy=sum("(healthy)" in s for s in statuses),
+                unhealthy=sum("unhealthy" in s for s in statuses)))
+    return out
+
+
+def last_task_error(service: str) -> str:
+    """The most recent task error of a service (why it does not start), for messages."""
+    rows = docker_cli.run("service", "ps", service, "--no-trunc", "--format", "{{.CurrentState}}|{{.Error}}",
+                          check=False).stdout.splitlines()
+    for row in rows:
+        state, _, err = row.partition("|")
+        if err.strip():
+            return f"{state.strip()}: {err.strip()}"
+    return ""
+
+
+def connect(sb: Sandbox, port: int, dbname: str = "postgres", user: str = "postgres",
+            secret: str = "postgres_password", timeout: int = 3, **kw: Any) -> psycopg.Connection:
+    """TLS (verify-ca against the sandbox CA) connection with a password from the state dir."""
+    return psycopg.connect(host="127.0.0.1", port=port, dbname=dbname, user=user,
+                           password=credentials.read(sb, secret), sslmode="verify-ca",
+                           sslrootcert=str(sb.tls_dir / "ca.crt"), connect_timeout=timeout, **kw)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
+    """Poll `check` until it returns a truthy value; raise SandboxError naming what and the last error."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+            last = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        time.sleep(interval)
+    raise SandboxError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last})" if last else ""))
+
+
+def patroni_cluster(sb: Sandbox) -> dict[str, Any] | None:
+    """GET /cluster from the first member that answers."""
+    for m in stacks.members(sb):
+        try:
+            r = requests.get(f"http://127.0.0.1:{m['api']}/cluster", timeout=2)
+            if r.ok:
+                return r.json()
+        except requests.RequestException:
+            continue
+    return None
+
+
+def patroni_ready(sb: Sandbox) -> bool:
+    """Exactly one leader running and two streaming replicas."""
+    cluster = patroni_cluster(sb) or {}
+    ms = cluster.get("members", [])
+    leaders = [m for m in ms if m.get("role") == "leader" and m.get("state") == "running"]
+    streaming = [m for m in ms if m.get("role") in ("replica", "sync_standby") and m.get("state") == "streaming"]
+    return len(leaders) == 1 and len(streaming) == 2
+
+
+def leader_name(sb: Sandbox) -> str | None:
+    cluster = patroni_cluster(sb) or {}
+    for m in cluster.get("members", []):
+        if m.get("role") == "leader":
+            return m["name"]
+    return None

@@ -1,0 +1,143 @@
+"""`sandbox build | up | down | reset`: idempotent orchestration of the other modules.
+
+Order in `up` matters: ports are checked before anything is deployed; secrets and configs are
+content-addressed, the seed is one transaction, and every deploy is a `docker stack deploy`, so a
+failed `up` is repaired by running `up` again.
+"""
+
+from __future__ import annotations
+
+import time
+
+from runbook_lib.sandbox import (credentials, docker_cli, engine, health, image, ports, progress, seed,
+                                 stacks, tls)
+from runbook_lib.sandbox.context import STACKS, Sandbox, SandboxError
+
+
+def prepare_engine(sb: Sandbox) -> None:
+    with progress.step("Docker engine"):
+        version = engine.ensure_engine(sb)
+        progress.info(f"engine {version}")
+    with progress.step("Swarm"):
+        progress.info(engine.ensure_swarm())
+
+
+def build(sb: Sandbox, force: bool = False) -> float:
+    prepare_engine(sb)
+    name, seconds = image.build(sb, force=force)
+    progress.info(f"image {name}" + (f" built in {seconds:.0f}s" if seconds else " (already built)"))
+    return seconds
+
+
+def check_ports(sb: Sandbox) -> None:
+    conflicts = ports.conflicts(sb)
+    if conflicts:
+        lines = "\n".join(f"  - {c.describe()}" for c in conflicts)
+        raise SandboxError(f"cannot deploy: {len(conflicts)} sandbox port(s) taken:\n{lines}\n"
+                           "Stop the process(es) above or change sandbox.ports in the parameters file "
+                           "(and the matching target endpoints). Nothing was deployed.")
+
+
+def up(sb: Sandbox, scale: int | None = None) -> float:
+    """Bring every stack to healthy; return seconds from deploy start to all healthy."""
+    if scale:
+        sb.spec.scale = scale
+    prepare_engine(sb)
+    with progress.step("port check (127.0.0.1)"):
+        check_ports(sb)
+        progress.info(f"{len(sb.spec.ports.all_ports(sb.spec.app.replicas))} ports free or held by this sandbox")
+    image.build(sb)
+    with progress.step("credentials, CA and server certificate"):
+        credentials.ensure(sb)
+        tls.ensure(sb)
+        created = stacks.ensure_secrets(sb)
+        progress.info(f"state in {sb.state_dir} (0600); {created} Docker secret(s) created")
+    files = stacks.render(sb)
+    start = time.monotonic()
+    with progress.step("deploy legacy, dpg, edge, monitoring"):
+        for stack in ("legacy", "dpg", "edge", "monitoring"):
+            stacks.deploy(sb, stack, files[stack])
+            progress.info(f"stack {sb.stack_name(stack)} deployed")
+    timeout = sb.spec.up_timeout_s
+    app_db, app_role = stacks.app_names(sb)
+    with progress.step("legacy database: roles and seed"):
+        conn = health.wait_for("legacy PostgreSQL to accept TLS connections",
+                               lambda: health.connect(sb, sb.spec.ports.legacy), timeout)
+        with conn:
+            seed.ensure_roles(conn, app_db, app_role, credentials.read(sb, "app_password"),
+                              credentials.read(sb, "monitor_password"))
+        with health.connect(sb, sb.spec.ports.legacy, dbname=app_db) as conn:
+            counts = seed.seed(conn, sb.spec.scale, app_role)
+        progress.info("already seeded" if counts is None else
+                      "seeded " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    with progress.step("dpg cluster: one leader, two streaming replicas"):
+        health.wait_for("a Patroni leader and two streaming replicas", lambda: health.patroni_ready(sb), timeout)
+        progress.info(f"leader {health.leader_name(sb)}")
+        with health.wait_for("HAProxy read-write port", lambda: health.connect(sb, sb.spec.ports.haproxy_rw),
+                             60) as conn:
+            seed.ensure_roles(conn, app_db, app_role, credentials.read(sb, "app_password"),
+                              credentials.read(sb, "monitor_password"))
+        with health.connect(sb, sb.spec.ports.haproxy_rw, dbname=app_db) as conn:
+            conn.autocommit = True
+            seed.grant_app(conn, app_role)
+    with progress.step("deploy app"):
+        stacks.deploy(sb, "app", files["app"])
+    with progress.step("all services healthy"):
+        wait_healthy(sb, timeout)
+    elapsed = time.monotonic() - start
+    progress.info(f"sandbox up: deploy to all healthy in {elapsed:.1f}s")
+    return elapsed
+
+
+def wait_healthy(sb: Sandbox, timeout: float) -> None:
+    def check() -> bool:
+        states = health.services(sb)
+        return bool(states) and len({s.stack for s in states}) == len(STACKS) and all(s.ok for s in states)
+
+    try:
+        health.wait_for("every service to run and report healthy", check, timeout, interval=2)
+    except SandboxError as exc:
+        bad = [s for s in health.services(sb) if not s.ok]
+        detail = "\n".join(f"  - {s.name}: {s.running}/{s.desired} running, {s.healthy} healthy "
+                           f"{health.last_task_error(s.name)}" for s in bad)
+        raise SandboxError(f"{exc}\n{detail}\nInspect with `docker service logs <name>`; "
+                           "`runbook sandbox up` again repairs a partial deploy.") from None
+
+
+def down(sb: Sandbox, volumes: bool = False) -> None:
+    """Remove the stacks (and with volumes=True their volumes and the sandbox's secrets/configs)."""
+    docker_cli.set_env(sb.docker_env())
+    if engine.server_version() is None:
+        raise SandboxError("no Docker engine answers; nothing to take down (start it or set DOCKER_HOST)")
+    present = stacks.deployed(sb)
+    with progress.step(f"remove stacks {', '.join(present) or '(none deployed)'}"):
+        for stack in reversed(STACKS):
+            if stack in present:
+                docker_cli.run("stack", "rm", sb.stack_name(stack))
+        _wait_gone(sb)
+    if volumes:
+        with progress.step("remove volumes, secrets and configs"):
+            names = {sb.stack_name(s) for s in STACKS}
+            vols = [v for v in docker_cli.lines("volume", "ls", "--format", "{{.Name}}")
+                    if v.split("_", 1)[0] in names]
+            for v in vols:
+                docker_cli.run("volume", "rm", "-f", v)
+            secrets = docker_cli.lines("secret", "ls", "--filter", f"label={stacks.LABEL}", "--format", "{{.Name}}")
+            for s in secrets:
+                docker_cli.run("secret", "rm", s, check=False)
+            progress.info(f"{len(vols)} volume(s), {len(secrets)} secret(s) removed; "
+                          f"credentials and CA stay in {sb.state_dir}")
+
+
+def _wait_gone(sb: Sandbox, timeout: float = 90) -> None:
+    """Stack removal is asynchronous: wait until no container of ours is left (volumes are then free)."""
+    def gone() -> bool:
+        rows = docker_cli.json_lines("ps", "-a", "--filter", "label=com.docker.stack.namespace")
+        ours = {sb.stack_name(s) for s in STACKS}
+        return not any(f"com.docker.stack.namespace={n}" in r.get("Labels", "") for r in rows for n in ours)
+    health.wait_for("the sandbox's containers to stop", gone, timeout)
+    # stopped containers can hold volumes: remove the exited ones of our stacks
+    for n in (sb.stack_name(s) for s in STACKS):
+        ids = docker_cli.lines("ps", "-aq", "--filter", f"label=com.docker.stack.namespace={n}")
+        if ids:
+            docker_cli.run("rm", "-f", *ids, check=False)

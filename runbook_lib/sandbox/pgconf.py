@@ -1,0 +1,65 @@
+"""PostgreSQL settings shared by legacy and the Patroni members, and their pg_hba lines.
+
+One list, so legacy and the new cluster are configured alike and the readiness checks (TLS, scram,
+connection logging, slow-query logging, archiving, logical decoding) pass on both.
+"""
+
+from __future__ import annotations
+
+from runbook_lib.sandbox.spec import SandboxSpec
+
+ARCHIVE_DIR = "/var/lib/pgarchive"
+
+
+def settings(spec: SandboxSpec) -> dict[str, str | int]:
+    return {
+        "max_connections": spec.max_connections,
+        "shared_buffers": spec.shared_buffers,
+        "effective_cache_size": "512MB",
+        "password_encryption": "scram-sha-256",
+        "ssl": "on",
+        "ssl_cert_file": "/run/sandbox/server.crt",
+        "ssl_key_file": "/run/sandbox/server.key",
+        "ssl_ca_file": "/run/sandbox/ca.crt",
+        "ssl_min_protocol_version": "TLSv1.2",
+        "wal_level": "logical",
+        "hot_standby": "on",
+        "max_wal_senders": 10,
+        "max_replication_slots": 10,
+        "wal_keep_size": "256MB",
+        "max_slot_wal_keep_size": "2GB",
+        "wal_log_hints": "on",
+        "archive_mode": "on",
+        "archive_command": f"test ! -f {ARCHIVE_DIR}/%f && cp %p {ARCHIVE_DIR}/%f",
+        "archive_timeout": 60,
+        "shared_preload_libraries": "pg_stat_statements",
+        "log_connections": "on",
+        "log_disconnections": "on",
+        "log_min_duration_statement": 500,
+        "log_parameter_max_length": 0,
+        "log_parameter_max_length_on_error": 0,
+        "log_line_prefix": "%m [%p] %q%u@%d ",
+        "autovacuum": "on",
+        "autovacuum_vacuum_scale_factor": 0.05,
+        "autovacuum_analyze_scale_factor": 0.02,
+    }
+
+
+def postgresql_conf(spec: SandboxSpec, port: int) -> str:
+    """sandbox.conf for the legacy server (included from its postgresql.conf)."""
+    lines = ["# Written by the sandbox at every start; ALTER SYSTEM (postgresql.auto.conf) still wins.",
+             "listen_addresses = '127.0.0.1'", f"port = {port}", "unix_socket_directories = '/tmp'"]
+    for key, value in settings(spec).items():
+        lines.append(f"{key} = {value}" if isinstance(value, (int, float)) else f"{key} = '{value}'")
+    return "\n".join(lines) + "\n"
+
+
+def hba_lines(app_db: str, app_role: str) -> list[str]:
+    """TLS + scram on every network line; the application role only over TLS (plain is refused)."""
+    return [
+        "local all all peer",
+        "hostssl replication replicator 127.0.0.1/32 scram-sha-256",
+        "hostssl all postgres 127.0.0.1/32 scram-sha-256",
+        "hostssl all monitor 127.0.0.1/32 scram-sha-256",
+        f"hostssl {app_db} {app_role} 127.0.0.1/32 scram-sha-256",
+    ]

@@ -1,0 +1,159 @@
+"""The legacy database's application schema and data, and the roles every database needs.
+
+The schema is modelled on a real application: accounts -> collections -> entries (vector(384) with an
+HNSW index), tags joined through entry_tags, invoices numbered from a sequence, and a time-partitioned
+events table. Data is generated server-side so seeding stays fast; `scale` multiplies row counts.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+ROW_COUNTS = {"accounts": 100, "collections": 300, "entries": 2000, "invoices": 500, "events": 20000}
+DIM = 384
+
+SCHEMA = """
+CREATE EXTENSION IF NOT EXISTS vector;
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+CREATE TABLE accounts (
+    id bigserial PRIMARY KEY,
+    email text NOT NULL UNIQUE,
+    display_name text NOT NULL,
+    plan text NOT NULL DEFAULT 'free',
+    created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE collections (
+    id bigserial PRIMARY KEY,
+    account_id bigint NOT NULL REFERENCES accounts(id),
+    name text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now());
+CREATE INDEX collections_account_id_idx ON collections(account_id);
+CREATE TABLE entries (
+    id bigserial PRIMARY KEY,
+    collection_id bigint NOT NULL REFERENCES collections(id),
+    account_id bigint NOT NULL REFERENCES accounts(id),
+    title text NOT NULL,
+    body text NOT NULL,
+    embedding vector(384) NOT NULL,
+    metadata jsonb NOT NULL DEFAULT '{}',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now());
+CREATE INDEX entries_collection_id_idx ON entries(collection_id);
+CREATE INDEX entries_account_id_idx ON entries(account_id);
+CREATE TABLE tags (id serial PRIMARY KEY, name text NOT NULL UNIQUE);
+CREATE TABLE entry_tags (
+    entry_id bigint NOT NULL REFERENCES entries(id) ON DELETE CASCADE,
+    tag_id int NOT NULL REFERENCES tags(id),
+    PRIMARY KEY (entry_id, tag_id));
+CREATE INDEX entry_tags_tag_id_idx ON entry_tags(tag_id);
+CREATE SEQUENCE invoice_number_seq START 100000;
+CREATE TABLE invoices (
+    id bigserial PRIMARY KEY,
+    account_id bigint NOT NULL REFERENCES accounts(id),
+    number bigint NOT NULL UNIQUE DEFAULT nextval('invoice_number_seq'),
+    amount_cents integer NOT NULL,
+    issued_at timestamptz NOT NULL DEFAULT now());
+CREATE INDEX invoices_account_id_idx ON invoices(account_id);
+CREATE TABLE events (
+    id bigint GENERATED ALWAYS AS IDENTITY,
+    occurred_at timestamptz NOT NULL,
+    account_id bigint NOT NULL REFERENCES accounts(id),
+    entry_id bigint,
+    kind text NOT NULL,
+    payload jsonb NOT NULL DEFAULT '{}',
+    PRIMARY KEY (id, occurred_at)) PARTITION BY RANGE (occurred_at);
+CREATE INDEX events_account_id_idx ON events(account_id);
+CREATE INDEX events_occurred_at_idx ON events(occurred_at);
+CREATE TABLE events_default PARTITION OF events DEFAULT;
+CREATE TABLE sandbox_seed (scale integer NOT NULL, seeded_at timestamptz NOT NULL DEFAULT now());
+"""
+
+PARTITIONS = """
+SELECT format('CREATE TABLE %I PARTITION OF events FOR VALUES FROM (%L) TO (%L)',
+              'events_' || to_char(m, 'YYYY_MM'), m, m + interval '1 month')
+FROM generate_series(date_trunc('month', now()) - interval '3 months',
+                     date_trunc('month', now()) + interval '3 months', interval '1 month') AS m
+"""
+
+DATA = """
+INSERT INTO accounts (email, display_name, plan)
+  SELECT 'user' || g || '@example.test', 'User ' || g, (ARRAY['free','pro','team'])[1 + g % 3]
+  FROM generate_series(1, {accounts}) g;
+INSERT INTO collections (account_id, name)
+  SELECT 1 + g % {accounts}, 'collection ' || g FROM generate_series(1, {collections}) g;
+INSERT INTO tags (name) SELECT 'tag' || g FROM generate_series(1, 50) g;
+INSERT INTO entries (collection_id, account_id, title, body, embedding, metadata, created_at)
+  SELECT c.id, c.account_id, 'entry ' || g, repeat('lorem ipsum ', 5 + g % 20), v.e,
+         jsonb_build_object('source', (ARRAY['web','api','import'])[1 + g % 3], 'rank', g % 100),
+         now() - (g % 90) * interval '1 day'
+  FROM generate_series(1, {entries}) g
+  JOIN collections c ON c.id = 1 + g % {collections}
+  CROSS JOIN LATERAL (SELECT array_agg(random()::real)::vector(384) AS e
+                      FROM generate_series(1, 384) d WHERE g > 0) v;
+INSERT INTO entry_tags (entry_id, tag_id)
+  SELECT e.id, 1 + (e.id * k) % 50 FROM entries e, generate_series(1, 2) k ON CONFLICT DO NOTHING;
+INSERT INTO invoices (account_id, amount_cents, issued_at)
+  SELECT 1 + g % {accounts}, 100 + (g * 37) % 10000, now() - (g % 80) * interval '1 day'
+  FROM generate_series(1, {invoices}) g;
+INSERT INTO events (occurred_at, account_id, entry_id, kind, payload)
+  SELECT now() - (g::double precision / {events}) * interval '80 days', 1 + g % {accounts},
+         1 + g % {entries}, (ARRAY['view','search','edit','share'])[1 + g % 4], jsonb_build_object('n', g)
+  FROM generate_series(1, {events}) g;
+CREATE INDEX entries_embedding_hnsw_idx ON entries USING hnsw (embedding vector_cosine_ops)
+  WITH (m = 16, ef_construction = 64);
+"""
+
+
+def ensure_roles(conn: psycopg.Connection, app_db: str, app_role: str, app_password: str,
+                 monitor_password: str) -> None:
+    """Least-privilege application role, pg_monitor role and the application database (idempotent)."""
+    conn.autocommit = True
+    for role, password, extra in ((app_role, app_password, "NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS"),
+                                  ("monitor", monitor_password, "NOSUPERUSER NOCREATEDB NOCREATEROLE")):
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        verb = "ALTER" if exists else "CREATE"
+        conn.execute(sql.SQL("{} ROLE {} LOGIN " + extra + " PASSWORD {}").format(
+            sql.SQL(verb), sql.Identifier(role), sql.Literal(password)))
+    conn.execute("GRANT pg_monitor TO monitor")
+    if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (app_db,)).fetchone():
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(app_db)))
+    conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(app_db)))
+    conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}, monitor").format(
+        sql.Identifier(app_db), sql.Identifier(app_role)))
+
+
+def grant_app(conn: psycopg.Connection, app_role: str) -> None:
+    """DML on the application tables, nothing more (no CREATE in public)."""
+    role = sql.Identifier(app_role)
+    conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
+    conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}").format(role))
+    conn.execute(sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {}").format(role))
+    conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE "
+                         "ON TABLES TO {}").format(role))
+    conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {}")
+                 .format(role))
+
+
+def seed(conn: psycopg.Connection, scale: int, app_role: str) -> dict[str, int] | None:
+    """Create schema and data in one transaction (a failed seed leaves nothing); None if already seeded."""
+    conn.autocommit = False
+    if conn.execute("SELECT to_regclass('public.sandbox_seed')").fetchone()[0] is not None:
+        conn.rollback()
+        grant_app(conn, app_role)
+        conn.commit()
+        return None
+    with conn.transaction():
+        conn.execute(SCHEMA)
+        for (stmt,) in conn.execute(PARTITIONS).fetchall():
+            conn.execute(stmt)
+        counts = {k: v * scale for k, v in ROW_COUNTS.items()}
+        conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        conn.execute(sql.SQL(DATA).format(**{k: sql.Literal(v) for k, v in counts.items()}))
+        conn.execute("INSERT INTO sandbox_seed (scale) VALUES (%s)", (scale,))
+        grant_app(conn, app_role)
+    conn.autocommit = True
+    conn.execute("ANALYZE")
+    return counts
