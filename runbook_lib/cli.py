@@ -15,7 +15,7 @@ from rich.table import Table
 from runbook_lib import archive, runinfo, runner
 from runbook_lib.params import ParamsError, load_params
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -100,6 +100,28 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_localpg(args: argparse.Namespace) -> int:
+    """The docker-free target of parameters/local.yaml."""
+    from runbook_lib.localpg import LocalPostgres, LocalPostgresError
+
+    pg = LocalPostgres(runinfo.project_root() / ".localpg", port=args.port)
+    try:
+        if args.action == "up":
+            console.print(f"starting PostgreSQL on 127.0.0.1:{args.port} (data in {pg.data}) ...")
+            pg.start()
+            console.print("[green]up[/green]: try `runbook run status --params parameters/local.yaml`")
+        elif args.action == "down":
+            pg.stop()
+            console.print("stopped (data kept; `runbook localpg reset` removes it)")
+        else:
+            pg.destroy()
+            console.print("removed")
+    except LocalPostgresError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runbook", description="Runbooks for rolling out a distributed "
                                      "PostgreSQL cluster: run, archive, verify.")
@@ -141,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     lab.set_defaults(func=_cmd_lab)
 
     sub.add_parser("list", help="list the runbooks").set_defaults(func=_cmd_list)
+
+    localpg = sub.add_parser("localpg", help="a local PostgreSQL for parameters/local.yaml (no Docker needed)")
+    localpg.add_argument("action", choices=["up", "down", "reset"])
+    localpg.add_argument("--port", type=int, default=55432)
+    localpg.set_defaults(func=_cmd_localpg)
 
     try:
         from runbook_lib.sandbox import cli as sandbox_cli

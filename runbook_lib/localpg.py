@@ -95,7 +95,9 @@ class LocalPostgres:
                                      str(self.data / "server.log"), "-w", "-t", str(int(timeout)), "start"],
                                     capture_output=True, text=True, **self._run_as())
             if result.returncode != 0:
-                raise LocalPostgresError(f"pg_ctl start failed: {result.stdout.strip()} {result.stderr.strip()}")
+                log = self.data / "server.log"
+                tail = log.read_text().strip().splitlines()[-3:] if log.exists() else []
+                raise LocalPostgresError("PostgreSQL did not start: " + " | ".join(tail or [result.stderr.strip()]))
         self.wait(timeout)
 
     def running(self) -> bool:

@@ -20,7 +20,6 @@ from pydantic_core import PydanticCustomError, core_schema
 from runbook_lib import redact
 
 SCHEMES = ("env", "file", "docker-secret")
-DOCKER_SECRETS_DIR = Path(os.environ.get("RUNBOOK_DOCKER_SECRETS_DIR", "/run/secrets"))
 _REF_RE = re.compile(r"^(env|file|docker-secret):(.+)$")
 EXPECTED = "a secret reference: env:NAME, file:PATH or docker-secret:NAME (never a literal value)"
 
@@ -94,7 +93,8 @@ class SecretRef(str):
                 raise SecretError(f"{self}: environment variable {name} is not set")
             value = os.environ[name]
         else:
-            path = Path(name) if scheme == "file" else DOCKER_SECRETS_DIR / name
+            secrets_dir = Path(os.environ.get("RUNBOOK_DOCKER_SECRETS_DIR", "/run/secrets"))
+            path = Path(name) if scheme == "file" else secrets_dir / name
             try:
                 value = path.read_text().rstrip("\n")
             except OSError as exc:

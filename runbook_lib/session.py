@@ -73,7 +73,7 @@ class Session:
 
     def progress(self, iterable: Iterable[T], total: int | None = None, desc: str = "") -> Iterator[T]:
         """Progress for long steps, shown in the notebook and in the terminal running papermill."""
-        yield from tqdm(iterable, total=total, desc=desc, file=sys.stderr, mininterval=0.5, ascii=True,
+        yield from tqdm(iterable, total=total, desc=desc, file=sys.stderr, mininterval=0.5, delay=0.5, ascii=True,
                         dynamic_ncols=False, ncols=100)
 
     def finish(self) -> dict[str, Any]:
