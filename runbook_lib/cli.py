@@ -9,11 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rich.console import Console
+# jsonschema (via nbformat) would build the rfc3987-syntax grammar at import, ~1 s on every command;
+# no URI format check is needed here, so the optional module is marked absent.
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
+from rich.console import Console  # noqa: E402
 from rich.table import Table
 
-from runbook_lib import archive, runinfo, runner
-from runbook_lib.params import ParamsError, load_params
+from runbook_lib import archive, runinfo, runner  # noqa: E402
+from runbook_lib.params import ParamsError, load_params  # noqa: E402
 
 console = Console(stderr=True, soft_wrap=True)
 

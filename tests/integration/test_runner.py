@@ -193,3 +193,12 @@ def test_journal_records_operator_revision_and_target(params_file: Path, outputs
     assert report.exit_code == 0, report.message
     start = next(e for e in read_events(report.run_dir / "journal.jsonl") if e["event"] == "run_start")
     assert start["operator"] == "alice" and start["target"] == "localtest" and start["git_revision"]
+
+
+def test_cell_timeout_stops_kernel_exit_3(params_file: Path, outputs: Path, drill: Path) -> None:
+    (drill / "pause").touch()
+    report = runner.run(str(DRILL), str(params_file), outputs_dir=outputs, overrides=["run.cell_timeout=10"],
+                        echo=False)
+    assert report.exit_code == 3 and "timed out" in report.message, report
+    manifest = json.loads((report.run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "kernel-died" and [s["name"] for s in manifest["steps"]] == ["count_one", "mutate"]
