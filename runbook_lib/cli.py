@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     localpg.add_argument("--port", type=int, default=55432)
     localpg.set_defaults(func=_cmd_localpg)
 
+    from runbook_lib.readiness import cli as readiness_cli
+
+    readiness_cli.register(sub)
     try:
         from runbook_lib.sandbox import cli as sandbox_cli
     except ImportError:  # pragma: no cover - the sandbox is optional for the core commands

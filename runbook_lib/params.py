@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from runbook_lib import policy as policy_mod
+from runbook_lib.readiness.settings import ReadinessSettings
 from runbook_lib.sandbox.spec import SandboxSpec
 from runbook_lib.secrets import Secret, SecretRef
 
@@ -163,6 +164,7 @@ class Params(_Model):
     waivers: list[Waiver] = Field(default_factory=list)
     evidence: dict[str, str] = Field(default_factory=dict)
     run: RunSettings = Field(default_factory=RunSettings)
+    readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
     sandbox: SandboxSpec | None = None
 
     _source: Path | None = PrivateAttr(default=None)

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any, Iterable, TypeVar
 
 from tqdm.std import tqdm
 
@@ -71,10 +71,13 @@ class Session:
             raise StepFailed(f"step {spec.name} failed: {result.summary}")
         return result
 
-    def progress(self, iterable: Iterable[T], total: int | None = None, desc: str = "") -> Iterator[T]:
-        """Progress for long steps, shown in the notebook and in the terminal running papermill."""
-        yield from tqdm(iterable, total=total, desc=desc, file=sys.stderr, mininterval=0.5, delay=0.5, ascii=True,
-                        dynamic_ncols=False, ncols=100)
+    def progress(self, iterable: Iterable[T] | None, total: int | None = None, desc: str = "") -> tqdm:
+        """Progress for long steps, shown in the notebook and in the terminal running papermill.
+
+        Iterate over it, or pass None with a total and call `.update()` as work completes.
+        """
+        return tqdm(iterable, total=total, desc=desc, file=sys.stderr, mininterval=0.5, delay=0.5, ascii=True,
+                    dynamic_ncols=False, ncols=100)
 
     def finish(self) -> dict[str, Any]:
         """Close the run: journal its outcome and tell an interactive operator how to seal it."""

@@ -1,0 +1,48 @@
+"""Patroni's REST API: cluster membership, roles, lag, and the leader."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from runbook_lib.clients import http
+from runbook_lib.params import Patroni
+
+
+def cluster(spec: Patroni) -> dict[str, Any]:
+    """GET /cluster from the first member that answers."""
+    errors = []
+    for member in spec.members:
+        try:
+            return http.get(f"{member.api_url.rstrip('/')}/cluster")
+        except http.HttpError as exc:
+            errors.append(str(exc))
+    raise http.HttpError("no Patroni member answered /cluster: " + "; ".join(errors))
+
+
+def members(spec: Patroni) -> list[dict[str, Any]]:
+    return cluster(spec).get("members", [])
+
+
+def leader(spec: Patroni) -> str | None:
+    return next((m["name"] for m in members(spec) if m.get("role") in ("leader", "standby_leader")), None)
+
+
+def is_primary(api_url: str) -> bool:
+    """GET /primary answers 200 only on the leader (what HAProxy's health check asks)."""
+    try:
+        return requests.get(f"{api_url.rstrip('/')}/primary", timeout=http.TIMEOUT).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def config(spec: Patroni) -> dict[str, Any]:
+    return http.get(f"{spec.members[0].api_url.rstrip('/')}/config")
+
+
+def patch_config(spec: Patroni, change: dict[str, Any]) -> dict[str, Any]:
+    """PATCH /config on the leader's API: a dynamic configuration change for the whole cluster."""
+    name = leader(spec)
+    api = next((m.api_url for m in spec.members if m.name == name), spec.members[0].api_url)
+    return http.call("PATCH", f"{api.rstrip('/')}/config", json_body=change)

@@ -1,0 +1,42 @@
+"""Prometheus and Alertmanager HTTP APIs."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from runbook_lib.clients import http
+
+
+def targets(url: str) -> list[dict[str, Any]]:
+    return http.get(f"{url.rstrip('/')}/api/v1/targets", params={"state": "active"})["data"]["activeTargets"]
+
+
+def rules(url: str) -> list[dict[str, Any]]:
+    groups = http.get(f"{url.rstrip('/')}/api/v1/rules")["data"]["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+def query(url: str, expr: str) -> list[dict[str, Any]]:
+    return http.get(f"{url.rstrip('/')}/api/v1/query", params={"query": expr})["data"]["result"]
+
+
+def query_range(url: str, expr: str, seconds: float, step: float) -> list[dict[str, Any]]:
+    end = time.time()
+    return http.get(f"{url.rstrip('/')}/api/v1/query_range",
+                    params={"query": expr, "start": end - seconds, "end": end, "step": step})["data"]["result"]
+
+
+def series_names(url: str, match: str) -> list[str]:
+    return http.get(f"{url.rstrip('/')}/api/v1/label/__name__/values", params={"match[]": match})["data"]
+
+
+def alertmanager_receivers(url: str) -> list[str]:
+    return [r["name"] for r in http.get(f"{url.rstrip('/')}/api/v2/receivers")]
+
+
+def send_alert(url: str, labels: dict[str, str], annotations: dict[str, str], seconds: float = 120) -> None:
+    now = time.time()
+    iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
+    http.post(f"{url.rstrip('/')}/api/v2/alerts",
+              [{"labels": labels, "annotations": annotations, "startsAt": iso(now), "endsAt": iso(now + seconds)}])

@@ -1,0 +1,89 @@
+"""Run the checklist: every item decided concurrently, with per-item timeouts, waivers and evidence."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+from runbook_lib import redact
+from runbook_lib.params import Params
+from runbook_lib.readiness import registry
+from runbook_lib.readiness.model import Finding, Item, ItemResult, checklist  # noqa: F401 (checklist re-exported)
+from runbook_lib.readiness.probe import NotConfigured, Probe
+
+
+def decide(item: Item, probe: Probe) -> Finding:
+    """One item's finding; a check that cannot reach its source reports error, never pass."""
+    fn = registry.load_all().get(item.id)
+    if fn is None:
+        if item.automated:
+            return Finding("error", reason="no check is implemented for this automated item")
+        ref = probe.params.evidence.get(item.id)
+        return Finding("pass", observed=ref, expected="an evidence reference", source="parameters.evidence") \
+            if ref else Finding("missing", expected="an evidence reference in parameters.evidence",
+                                source="parameters.evidence", reason="no evidence recorded")
+    try:
+        return fn(probe)
+    except NotConfigured as exc:
+        return Finding("error", reason=str(exc), source="parameters")
+    except Exception as exc:  # unreachable source, refused connection, unexpected answer
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return Finding("error", reason=redact.text(f"{type(exc).__name__}: {first}"))
+
+
+def _result(item: Item, finding: Finding, seconds: float, params: Params) -> ItemResult:
+    result = ItemResult(id=item.id, title=item.title, category=item.category, severity=item.severity,
+                        outcome=finding.outcome, observed=finding.observed, expected=finding.expected,
+                        source=finding.source, reason=finding.reason, seconds=round(seconds, 3),
+                        evidence_ref=params.evidence.get(item.id))
+    waiver = next((w for w in params.waivers if w.item == item.id), None)
+    if waiver is not None:
+        result.checked_outcome, result.outcome = result.outcome, "waived"
+        result.waiver = {"reason": waiver.reason, "approved_by": waiver.approved_by}
+    return result
+
+
+def run(params: Params, *, only: list[str] | None = None, campaign_dir: Path | None = None,
+        on_done: Callable[[ItemResult], None] | None = None) -> list[ItemResult]:
+    """Decide every item (or `only` these ids); results come back in checklist order."""
+    items = [it for it in checklist() if only is None or it.id in only]
+    unknown = sorted(set(only or []) - {it.id for it in items})
+    if unknown:
+        raise ValueError(f"unknown readiness items: {', '.join(unknown)}")
+    probe = Probe(params, campaign_dir)
+    settings = params.readiness
+    started: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def work(item: Item) -> ItemResult:
+        with lock:
+            started[item.id] = time.monotonic()
+        t0 = time.monotonic()
+        return _result(item, decide(item, probe), time.monotonic() - t0, params)
+
+    pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="readiness")
+    futures: dict[str, Future] = {it.id: pool.submit(work, it) for it in items}
+    results: dict[str, ItemResult] = {}
+    try:
+        while len(results) < len(items):
+            for item in items:
+                if item.id in results:
+                    continue
+                future = futures[item.id]
+                if future.done():
+                    results[item.id] = future.result()
+                elif item.id in started and time.monotonic() - started[item.id] > settings.item_timeout_s:
+                    results[item.id] = _result(item, Finding(
+                        "error", reason=f"timed out after {settings.item_timeout_s:g} s"),
+                        settings.item_timeout_s, params)
+                else:
+                    continue
+                if on_done:
+                    on_done(results[item.id])
+            time.sleep(0.02)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return [results[it.id] for it in items]

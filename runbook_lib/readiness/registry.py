@@ -1,0 +1,30 @@
+"""Which function decides which automated item: one registration per item id."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from runbook_lib.readiness.model import Finding
+    from runbook_lib.readiness.probe import Probe
+
+CheckFn = Callable[["Probe"], "Finding"]
+CHECKS: dict[str, CheckFn] = {}
+
+
+def check(item_id: str) -> Callable[[CheckFn], CheckFn]:
+    def register(fn: CheckFn) -> CheckFn:
+        if item_id in CHECKS:
+            raise ValueError(f"{item_id} is decided twice ({CHECKS[item_id].__name__}, {fn.__name__})")
+        CHECKS[item_id] = fn
+        return fn
+
+    return register
+
+
+def load_all() -> dict[str, CheckFn]:
+    """Import every category module so each registers its checks."""
+    from runbook_lib.readiness import (  # noqa: F401
+        database, high_availability, infrastructure, monitoring, performance, security)
+
+    return CHECKS
