@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from runbook_lib import policy as policy_mod
+from runbook_lib.policy import Duration
 from runbook_lib.readiness.settings import ReadinessSettings
 from runbook_lib.sandbox.spec import SandboxSpec
 from runbook_lib.secrets import Secret, SecretRef
@@ -70,6 +71,7 @@ class Database(_Model):
 class PatroniMember(_Model):
     name: str
     api_url: str
+    service: str | None = Field(None, description="the Swarm service running this member (failover drills)")
 
 
 class Patroni(_Model):
@@ -115,6 +117,15 @@ class App(_Model):
     role: str
 
 
+class Workload(_Model):
+    """The synthetic load used by load tests and baselines."""
+
+    endpoint: str = Field(description="database endpoint the application uses (usually the pooler)")
+    concurrency: int = Field(8, ge=1, le=512)
+    duration: Duration = 30.0
+    max_requests: int = Field(2_000_000, ge=1)
+
+
 class Target(_Model):
     """The system the runbooks act on."""
 
@@ -129,6 +140,7 @@ class Target(_Model):
     alertmanager: HttpService | None = None
     swarm: Swarm | None = None
     app: App | None = None
+    workload: Workload | None = None
 
 
 class Loosening(_Model):
