@@ -156,6 +156,12 @@ def step(name: str, title: str, *, mutating: bool = False, plan: Callable[["Sess
 class StepFailed(Exception):
     """Raised in the notebook cell after a failed step is shown, so the run stops there."""
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows instead of a Python traceback: the operator needs the step, not our stack."""
+        return [f"\x1b[31mStepFailed\x1b[0m: {self}",
+                "The run stops here. Fix the cause, then re-run with `runbook run NAME --resume RUN_ID`: "
+                "completed steps are not repeated."]
+
 
 def execute(session: "Session", spec: Step) -> StepResult:
     """Run one step: guards, then plan or apply, with errors captured as a failed result."""

@@ -110,12 +110,15 @@ def db04(p: Probe) -> Finding:
 def db05(p: Probe) -> Finding:
     slots = p.sql(p.write_endpoint, "SELECT slot_name, slot_type, active, "
                   "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint AS retained FROM pg_replication_slots")
-    replicas = p.sql(p.write_endpoint, "SELECT application_name FROM pg_stat_replication")
+    streaming = p.sql(p.write_endpoint, "SELECT application_name FROM pg_stat_replication")
+    # the cluster's replicas are its configured members but the leader, whether or not they stream right now
+    replicas = len(p.params.target.patroni.members) - 1 if p.params.target.patroni else len(streaming)
     physical_active = [s for s in slots if s["slot_type"] == "physical" and s["active"]]
     limit = p.settings.wal_retention_limit_mb * 1024 * 1024
     hoarding = [s["slot_name"] for s in slots if not s["active"] and (s["retained"] or 0) > limit]
-    ok = len(physical_active) >= len(replicas) > 0 and not hoarding
-    return Finding.check(ok, {"replicas": len(replicas), "active_physical_slots": len(physical_active),
+    ok = len(physical_active) >= replicas > 0 and not hoarding
+    return Finding.check(ok, {"replicas": replicas, "streaming": len(streaming),
+                              "active_physical_slots": len(physical_active),
                               "inactive_over_limit": hoarding},
                          f"a slot per replica, active; no inactive slot over {p.settings.wal_retention_limit_mb} MB",
                          "pg_replication_slots, pg_stat_replication")
