@@ -86,6 +86,36 @@ def _cmd_archive_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_signoff(args: argparse.Namespace) -> int:
+    """Record an approval bound to the current readiness and phase 1 records, or list what is present."""
+    from runbook_lib import signoffs
+
+    try:
+        params = load_params(args.params)
+    except ParamsError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        return runner.EXIT_BAD_INPUT
+    campaign_dir = _campaign_dir(args)
+    if not args.status:
+        if not (args.role and args.name):
+            console.print("[red]--role and --name are required (or --status)[/red]")
+            return runner.EXIT_BAD_INPUT
+        try:
+            entry = signoffs.record(campaign_dir, params.policy, args.role, args.name, args.note or "")
+        except signoffs.SignoffError as exc:
+            console.print(f"[red]{exc}[/red]", highlight=False)
+            return runner.EXIT_BAD_INPUT
+        console.print(f"[green]recorded[/green] {entry['role']}: {entry['name']} (readiness "
+                      f"{entry['readiness_sha256'][:12]}, phase 1 {entry['phase1_sha256'][:12]})", highlight=False)
+    table = Table("role", "approved", "by", "at", "stale approvals")
+    rows = signoffs.status(campaign_dir, params.policy)
+    for row in rows:
+        table.add_row(row.role, "[green]yes[/green]" if row.present else "[red]missing[/red]", row.name or "",
+                      (row.at or "")[:19], str(len(row.stale or [])))
+    Console().print(table)
+    return 0 if not args.status or all(r.present for r in rows) else 1
+
+
 def _cmd_lab(args: argparse.Namespace) -> int:
     """JupyterLab in the runbooks folder, using this environment's kernel."""
     cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={runinfo.runbooks_dir()}",
@@ -167,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     lab.set_defaults(func=_cmd_lab)
 
     sub.add_parser("list", help="list the runbooks").set_defaults(func=_cmd_list)
+
+    signoff = sub.add_parser("signoff", help="record a sign-off for the migration, or list them (--status)")
+    signoff.add_argument("--campaign", required=True)
+    signoff.add_argument("--role", help="one of the policy's sign-off roles")
+    signoff.add_argument("--name", help="who approves")
+    signoff.add_argument("--note")
+    signoff.add_argument("--status", action="store_true", help="list present and missing sign-offs (exit 1 if any "
+                                                               "is missing)")
+    signoff.add_argument("--params", default="parameters/sandbox.yaml", help="for the policy's roles")
+    signoff.add_argument("--outputs", help="archive root (default outputs/)")
+    signoff.set_defaults(func=_cmd_signoff)
 
     localpg = sub.add_parser("localpg", help="a local PostgreSQL for parameters/local.yaml (no Docker needed)")
     localpg.add_argument("action", choices=["up", "down", "reset"])

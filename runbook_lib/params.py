@@ -8,6 +8,7 @@ touched. Errors name the key path and what was expected. Overrides given as
 from __future__ import annotations
 
 import getpass
+from datetime import datetime
 import re
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -143,6 +144,53 @@ class Target(_Model):
     workload: Workload | None = None
 
 
+class Backup(_Model):
+    """Where and how phase 1 backs up the legacy database."""
+
+    source: str = Field(description="database endpoint to back up (the legacy database)")
+    location: str = Field(description="backup folder on the operator host")
+    image: str | None = Field(None, description="image with the server's PostgreSQL binaries (default: the sandbox's)")
+    space_multiple: float = Field(3.0, ge=1.0, description="free space needed, as a multiple of the data size")
+    restore_port: int = Field(25499, ge=1, le=65535, description="127.0.0.1 port of the scratch restore-test server")
+
+
+class Phase1(_Model):
+    readiness_max_age: Duration = Field(86400.0, description="a readiness record older than this is re-checked")
+
+
+class Window(_Model):
+    """The maintenance window; the migration refuses to change anything outside it."""
+
+    start: datetime
+    end: datetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Window":
+        if self.end <= self.start:
+            raise ValueError("window.end must be after window.start")
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("window start and end need a time zone (e.g. 2026-12-05T22:00:00Z)")
+        return self
+
+
+class Smtp(_Model):
+    host: str
+    port: int = Field(25, ge=1, le=65535)
+    sender: str
+    recipients: list[str] = Field(min_length=1)
+    starttls: bool = False
+    username: str | None = None
+    password: SecretRef | None = None
+
+
+class Notifications(_Model):
+    """Where stakeholder notices go; a file in the campaign's outbox is always written too."""
+
+    webhook_url: SecretRef | None = Field(None, description="Slack-compatible incoming webhook (a secret URL)")
+    smtp: Smtp | None = None
+    audience: str = "application owners, support, on-call"
+
+
 class Loosening(_Model):
     """A recorded exception to the rollout policy."""
 
@@ -177,6 +225,10 @@ class Params(_Model):
     evidence: dict[str, str] = Field(default_factory=dict)
     run: RunSettings = Field(default_factory=RunSettings)
     readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
+    notifications: Notifications = Field(default_factory=Notifications)
+    backup: Backup | None = None
+    window: Window | None = None
+    phase1: Phase1 = Field(default_factory=Phase1)
     sandbox: SandboxSpec | None = None
 
     _source: Path | None = PrivateAttr(default=None)

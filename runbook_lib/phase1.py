@@ -1,0 +1,167 @@
+"""Steps of phase 1 (pre-migration): backup, verify, restore test, Swarm snapshot, readiness gate,
+stakeholder notice, window lock, and the phase 1 record the sign-offs bind to."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from runbook_lib import archive, backup, notify, records, swarm_snapshot, window
+from runbook_lib.readiness import engine, report, scoring
+from runbook_lib.session import Session
+from runbook_lib.steps import Guard, Outcome, step
+
+
+def _needs(attr: str, what: str) -> Guard:
+    return Guard(f"parameters name {what}", lambda s: None if getattr(s.params, attr) else f"{attr} is not set")
+
+
+HAS_BACKUP = _needs("backup", "the backup source and location")
+HAS_WINDOW = _needs("window", "the maintenance window")
+
+
+def _plan_backup(session: Session) -> Outcome:
+    space = backup.check_space(session.params)
+    return Outcome(summary=f"would run pg_basebackup of {session.params.backup.source} into {space['location']} "
+                           f"({space['data_bytes'] / 1e6:.1f} MB of data, {space['free_bytes'] / 1e9:.1f} GB free, "
+                           f"enough: {space['enough']})", metrics=space)
+
+
+@step("snapshot_and_backup", "Online physical backup and schema dump of the legacy database", mutating=True,
+      plan=_plan_backup, guards=(HAS_BACKUP,))
+def snapshot_and_backup(session: Session) -> Outcome:
+    result = backup.take(session.params)
+    return Outcome(summary=f"backup {result.id}: {result.bytes / 1e6:.1f} MB in {result.seconds:.1f} s "
+                           f"({result.mb_per_s:.1f} MB/s), LSN {result.start_lsn} .. {result.end_lsn}",
+                   metrics={"bytes": result.bytes, "seconds": result.seconds, "mb_per_s": round(result.mb_per_s, 2),
+                            "start_lsn": result.start_lsn, "end_lsn": result.end_lsn},
+                   state={"backup": result.to_dict()})
+
+
+@step("verify_backup", "Verify the backup against its manifest", guards=(HAS_BACKUP,))
+def verify_backup(session: Session) -> Outcome:
+    result = session.state["backup"]
+    output = backup.verify(session.params, result["path"])
+    return Outcome(summary=output or "backup verified", metrics={"verified": True},
+                   state={"backup": {**result, "verified": True}})
+
+
+@step("restore_test", "Restore test in a scratch server", guards=(HAS_BACKUP,))
+def restore_test(session: Session) -> Outcome:
+    result = backup.BackupResult(**session.state["backup"])
+    checks = backup.restore_test(session.params, result)
+    rows = [{"table": t, **v} for t, v in checks["mismatched"].items()]
+    summary = (f"restored server ready in {checks['ready_seconds']} s; {checks['tables']} tables, "
+               f"{checks['amcheck_indexes']} btree indexes pass amcheck, vector {checks['vector_extension']}, "
+               f"k-NN through HNSW: {checks['hnsw_used']}")
+    if checks["mismatched"]:
+        summary += f"; row counts differ in {', '.join(checks['mismatched'])}"
+    return Outcome(summary=summary, evidence=rows or None, metrics={k: v for k, v in checks.items()
+                                                                    if k != "mismatched"},
+                   failed=not checks["passed"], state={"restore_test": checks})
+
+
+@step("swarm_snapshot", "Snapshot of the Swarm state (names and specs, never secret data)")
+def swarm_state(session: Session) -> Outcome:
+    snapshot = swarm_snapshot.take(session.target.swarm)
+    campaign = session.run_dir.parent
+    path = session.run_dir / "swarm-snapshot.json"
+    path.write_text(json.dumps(snapshot, indent=2, sort_keys=True, default=str))
+    values, _ = archive.secret_values([str(r) for r in session.params.secret_refs()])
+    leaked = [v for v in values if v in path.read_text()]
+    if leaked:
+        path.unlink()
+        return Outcome(summary="the snapshot contained a secret value; it was deleted", failed=True)
+    record = records.save(campaign, "swarm_snapshot", {"file": str(path.relative_to(campaign)),
+                                                       "services": len(snapshot["services"]),
+                                                       "sha256": archive.sha256_file(path)}, session.info.run_id)
+    table = pd.DataFrame([{"service": s["name"], "version": s["version"]} for s in snapshot["services"]])
+    return Outcome(summary=f"{len(snapshot['services'])} services, {len(snapshot['networks'])} networks, "
+                           f"{len(snapshot['configs'])} configs, {len(snapshot['secrets'])} secret names -> "
+                           f"{path.name}", evidence=table, state={"swarm_snapshot_sha256": record["data"]["sha256"]})
+
+
+@step("readiness_gate", "Readiness gate")
+def readiness_gate(session: Session) -> Outcome:
+    campaign = session.run_dir.parent
+    record = records.latest(campaign, "readiness")
+    gate = session.params.policy.readiness_gate
+    max_age = session.params.phase1.readiness_max_age
+    if record is None or records.age_seconds(record) > max_age:
+        why = "no readiness record" if record is None else "the readiness record is too old"
+        results = engine.run(session.params, campaign_dir=campaign)
+        verdict = scoring.verdict(results, gate.min_score, gate.blockers_allowed)
+        record = report.save_record(campaign, results, verdict, session.info.run_id, session.target.name)
+        source = f"{why}: checked now"
+    else:
+        source = f"campaign record from run {record.get('run_id')} ({records.age_seconds(record) / 3600:.1f} h old)"
+    v = record["data"]["verdict"]
+    blockers = v["failing_blockers"]
+    ok = v["score"] >= gate.min_score and len(blockers) <= gate.blockers_allowed
+    summary = (f"{'PASSED' if ok else 'STOPPED'}: score {v['score']:.1%} (gate {gate.min_score:.0%}), "
+               f"blockers: {', '.join(blockers) or 'none'}; {source}")
+    return Outcome(summary=summary, failed=not ok, metrics={"score": v["score"], "blockers": len(blockers)},
+                   state={"readiness_sha256": record["sha256"]})
+
+
+def _notice(session: Session) -> tuple[str, str]:
+    w = session.params.window
+    t = session.target
+    subject = f"[{t.environment}] Database migration window for {t.name}: {w.start:%Y-%m-%d %H:%M} - {w.end:%H:%M} UTC"
+    body = (f"The {t.name} database moves to the new PostgreSQL cluster (Patroni, HA) during the maintenance window "
+            f"{w.start.isoformat()} to {w.end.isoformat()}.\n\nWhat to expect: writes pause for seconds at cutover; "
+            f"reads continue. Rollback to the current database is prepared and completes within "
+            f"{session.params.policy.rollback_completion_max / 60:.0f} minutes if needed.\n"
+            f"Audience: {session.params.notifications.audience}.\nCampaign: {session.info.campaign}; "
+            f"coordinator: {session.info.operator}.")
+    return subject, body
+
+
+def _plan_notify(session: Session) -> Outcome:
+    channels = ["webhook"] * bool(session.params.notifications.webhook_url) + \
+        ["smtp"] * bool(session.params.notifications.smtp) + ["outbox"]
+    return Outcome(summary=f"would send '{_notice(session)[0]}' to: {', '.join(channels)}")
+
+
+@step("notify_stakeholders", "Stakeholder notice", mutating=True, plan=_plan_notify, guards=(HAS_WINDOW,))
+def notify_stakeholders(session: Session) -> Outcome:
+    subject, body = _notice(session)
+    deliveries = notify.send(session.params, session.run_dir.parent, subject, body)
+    failed = [d.channel for d in deliveries if not d.ok]
+    return Outcome(summary=f"sent to {len(deliveries) - len(failed)} of {len(deliveries)} channels"
+                           + (f"; FAILED: {', '.join(failed)}" if failed else ""),
+                   evidence=[d.to_dict() for d in deliveries], metrics={"failed_channels": len(failed)},
+                   state={"notice": {"subject": subject, "deliveries": [d.to_dict() for d in deliveries]}})
+
+
+def _plan_lock(session: Session) -> Outcome:
+    w = session.params.window
+    return Outcome(summary=f"would lock the window {w.start.isoformat()} .. {w.end.isoformat()} in the campaign")
+
+
+@step("lock_window", "Lock the maintenance window", mutating=True, plan=_plan_lock, guards=(HAS_WINDOW,))
+def lock_window(session: Session) -> Outcome:
+    w = session.params.window
+    budget = session.params.policy.phases["migration"].budget
+    if (w.end - w.start).total_seconds() < budget:
+        note = f"; shorter than the migration budget of {budget / 3600:g} h"
+    else:
+        note = ""
+    window.lock(session.run_dir.parent, w.start, w.end, session.info.run_id)
+    return Outcome(summary=f"window {w.start.isoformat()} .. {w.end.isoformat()} locked{note}",
+                   state={"window": {"start": w.start.isoformat(), "end": w.end.isoformat()}})
+
+
+def _plan_record(session: Session) -> Outcome:
+    return Outcome(summary="would save records/phase1.json, the record sign-offs bind to")
+
+
+@step("record_phase1", "Record the phase 1 outcome for the sign-offs", mutating=True, plan=_plan_record)
+def record_phase1(session: Session) -> Outcome:
+    keys = ("backup", "restore_test", "swarm_snapshot_sha256", "readiness_sha256", "notice", "window")
+    data = {k: session.state.get(k) for k in keys}
+    record = records.save(session.run_dir.parent, "phase1", data, session.info.run_id)
+    return Outcome(summary=f"records/phase1.json sha256 {record['sha256'][:16]}…; sign-offs now bind to it "
+                           f"(`runbook signoff --campaign {session.info.campaign} --role ROLE --name NAME`)",
+                   metrics={"phase1_sha256": record["sha256"]})

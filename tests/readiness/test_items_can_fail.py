@@ -1,0 +1,366 @@
+"""Every automated readiness item shown able to fail, on the real sandbox.
+
+Each test creates the failing state for real where one machine allows it (a trust line in
+pg_hba, a dropped HNSW index, a stopped replica, a stopped exporter, a literal password in
+a service's environment, log_connections off, ...) and restores it afterwards. Where the
+state is a configuration of the target (a misrouted endpoint, a missing contact), the
+parameters are changed, not the code. States one machine cannot create (kernel settings,
+a 3-node Swarm) are decided from recorded answers in tests/unit/test_readiness_logic.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from runbook_lib import records
+from runbook_lib.clients import patroni, postgres, swarm
+from runbook_lib.params import Params, load_params
+from runbook_lib.readiness import engine
+
+pytestmark = pytest.mark.sandbox
+
+
+def decide(params: Params, *ids: str, campaign: Path | None = None) -> dict[str, str]:
+    return {r.id: r.outcome for r in engine.run(params, only=list(ids), campaign_dir=campaign)}
+
+
+def with_overrides(sandbox_params_file: Path, *overrides: str) -> Params:
+    return load_params(sandbox_params_file, list(overrides))
+
+
+def wait_until(what: str, check, timeout: float = 120, interval: float = 1.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - the thing is down while we wait
+            pass
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(interval)
+
+
+def leader_service(params: Params) -> object:
+    name = patroni.leader(params.target.patroni)
+    service = next(m.service for m in params.target.patroni.members if m.name == name)
+    return swarm.for_target(params.target.swarm).services.get(service)
+
+
+def replica_service(params: Params) -> object:
+    leader = patroni.leader(params.target.patroni)
+    member = next(m for m in params.target.patroni.members if m.name != leader)
+    return swarm.for_target(params.target.swarm).services.get(member.service)
+
+
+def cluster_healthy(params: Params) -> bool:
+    members = patroni.members(params.target.patroni)
+    return len(members) == 3 and sum(m["role"] == "leader" for m in members) == 1 and all(
+        m["role"] == "leader" or m.get("state") == "streaming" for m in members)
+
+
+@contextmanager
+def scaled_down(params: Params, service) -> Iterator[None]:  # noqa: ANN001
+    service.scale(0)
+    try:
+        yield
+    finally:
+        service.scale(1)
+        wait_until("the cluster to heal", lambda: cluster_healthy(params), timeout=180)
+
+
+def exec_leader(params: Params, script: str) -> str:
+    code, out = swarm.exec_in(params.target.swarm, leader_service(params), ["sh", "-c", script])
+    assert code == 0, out
+    return out
+
+
+@contextmanager
+def extra_hba_lines(params: Params, lines: list[str]) -> Iterator[None]:
+    """Append lines to the leader's pg_hba.conf and reload; restore the file afterwards."""
+    path = "/var/lib/postgresql/data/pg/pg_hba.conf"
+    original = exec_leader(params, f"cat {path}")
+    block = "\\n".join(lines)
+    exec_leader(params, f"printf '{block}\\n' | cat - {path} > /tmp/hba.new && cat /tmp/hba.new > {path}")
+    with postgres.connect(params, "dpg-rw") as conn:
+        postgres.query(conn, "SELECT pg_reload_conf()")
+    try:
+        yield
+    finally:
+        exec_leader(params, f"cat > {path} <<'EOF'\n{original}EOF")
+        with postgres.connect(params, "dpg-rw") as conn:
+            postgres.query(conn, "SELECT pg_reload_conf()")
+
+
+@contextmanager
+def patroni_parameters(params: Params, **settings: object) -> Iterator[None]:
+    """A dynamic configuration change through Patroni's REST API, undone afterwards."""
+    before = patroni.config(params.target.patroni)["postgresql"]["parameters"]
+    patroni.patch_config(params.target.patroni, {"postgresql": {"parameters": settings}})
+    wait_until("the change to apply", lambda: all(
+        str(postgres.scalar(postgres.connect(params, "dpg-rw"), "SELECT current_setting(%s)", [k])) == str(v)
+        for k, v in settings.items()), timeout=60)
+    try:
+        yield
+    finally:
+        patroni.patch_config(params.target.patroni, {"postgresql": {"parameters": {
+            k: before.get(k) for k in settings}}})
+        wait_until("the change to be undone", lambda: all(
+            str(postgres.scalar(postgres.connect(params, "dpg-rw"), "SELECT current_setting(%s)", [k]))
+            == str(before.get(k)) for k in settings if before.get(k) is not None), timeout=60)
+
+
+def legacy_sql(params: Params, statement: str) -> None:
+    with postgres.connect(params, "legacy") as conn:
+        postgres.query(conn, statement)
+
+
+# ---------------------------------------------------------------- the healthy sandbox
+
+
+def test_sandbox_verdict_is_ready_with_waivers_listed(sandbox_params: Params, sandbox_campaign: Path) -> None:
+    results = engine.run(sandbox_params, campaign_dir=sandbox_campaign)
+    from runbook_lib.readiness.scoring import verdict
+
+    gate = sandbox_params.policy.readiness_gate
+    v = verdict(results, gate.min_score, gate.blockers_allowed)
+    not_ok = {r.id: (r.outcome, r.reason or r.observed) for r in results if r.outcome not in ("pass", "n/a", "waived")}
+    assert v.ready, f"sandbox not ready: {not_ok}"
+    waived = {r.id for r in results if r.outcome == "waived"}
+    assert waived == {w.item for w in sandbox_params.waivers}
+    assert all(r.waiver and r.waiver["approved_by"] for r in results if r.outcome == "waived")
+
+
+# ---------------------------------------------------------------- parameters describe a broken target
+
+
+@pytest.mark.parametrize("item, overrides, expected", [
+    ("INF-04", ["readiness.network.probe_to=127.0.0.1:1"], "fail"),
+    ("INF-05", ["readiness.database_services=[dpg_haproxy]"], "fail"),
+    ("INF-06", ["readiness.cert_min_days=100000"], "fail"),
+    ("INF-07", ["readiness.dns={localhost: 10.255.255.1}"], "warn"),
+    ("INF-08", ["target.prometheus.url=http://127.0.0.1:1"], "warn"),
+    ("INF-15", ["readiness.backup_space_multiple=1000000000"], "fail"),
+    ("DB-02", ["readiness.vector.min_version={vector: 99.0.0}"], "fail"),
+    ("DB-03", ["readiness.node_memory=100GB"], "warn"),
+    ("DB-11", ["readiness.analyse_max_age=1ms"], "warn"),
+    ("DB-13", ["readiness.max_connections_floor=100000"], "warn"),
+    ("DB-15", ["readiness.timeseries_tables=[accounts]"], "warn"),
+    ("DB-16", ["readiness.citus_required=true"], "fail"),
+    ("SEC-06", ["readiness.secret_rotation=1ms"], "warn"),
+    ("MON-08", ["readiness.app_metrics={requests: no_such_metric_total}"], "fail"),
+    ("MON-10", ["readiness.contacts={}"], "warn"),
+    ("PERF-11", ["readiness.vector_recall_min=1.01"], "fail"),
+    ("PERF-12", ["readiness.capacity_users=null"], "missing"),
+    ("HA-03", ["policy.success_criteria.replication_lag_max=0ms"], "fail"),
+])
+def test_item_fails_when_the_target_is_misdescribed(sandbox_params_file: Path, item: str, overrides: list[str],
+                                                    expected: str) -> None:
+    params = with_overrides(sandbox_params_file, *overrides)
+    assert decide(params, item)[item] == expected
+
+
+def test_inf09_ha04_endpoint_landing_on_a_replica(sandbox_params: Params, sandbox_params_file: Path) -> None:
+    leader = patroni.leader(sandbox_params.target.patroni)
+    replica = next(m for m in patroni.members(sandbox_params.target.patroni) if m["name"] != leader)
+    params = with_overrides(sandbox_params_file, f"target.databases.dpg-rw.port={replica['port']}")
+    assert decide(params, "INF-09", "HA-04") == {"INF-09": "fail", "HA-04": "fail"}
+
+
+def test_sec03_certificate_not_from_the_configured_ca(sandbox_params_file: Path, tmp_path: Path) -> None:
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(tmp_path / "k"), "-out", str(tmp_path / "other-ca.crt"), "-days", "2",
+                    "-subj", "/CN=not the sandbox CA"], check=True, capture_output=True)
+    params = with_overrides(sandbox_params_file, f"target.databases.pg1.sslrootcert={tmp_path / 'other-ca.crt'}",
+                            "target.databases.pg1.sslmode=require")
+    assert decide(params, "SEC-03")["SEC-03"] == "fail"
+
+
+def test_sec16_mon02_mon05_sec17_with_bad_sources(sandbox_params_file: Path, tmp_path: Path) -> None:
+    class Plain(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(503 if self.path == "/ready" else 200)
+            self.end_headers()
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Plain)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    (tmp_path / "dash.json").write_text(json.dumps({"panels": [{"type": "graph"}] * 3}))
+    (tmp_path / "scan.json").write_text(json.dumps({"Results": [{"Vulnerabilities": [{"Severity": "CRITICAL"}]}]}))
+    try:
+        params = with_overrides(sandbox_params_file, f"readiness.https_endpoints=[{url}/]",
+                                f"readiness.dashboard_json={tmp_path / 'dash.json'}",
+                                f"readiness.log_aggregation_url={url}/ready",
+                                f"evidence.SEC-17={tmp_path / 'scan.json'}")
+        params.waivers = [w for w in params.waivers if w.item not in ("MON-02", "MON-05", "SEC-17")]
+        assert decide(params, "SEC-16", "MON-02", "MON-05", "SEC-17") == {
+            "SEC-16": "warn", "MON-02": "warn", "MON-05": "warn", "SEC-17": "warn"}
+    finally:
+        server.shutdown()
+
+
+# ---------------------------------------------------------------- campaign records
+
+
+def test_campaign_items_fail_without_or_with_poor_records(sandbox_params: Params, tmp_path: Path) -> None:
+    empty = tmp_path / "empty-campaign"
+    assert decide(sandbox_params, "MON-09", "PERF-01", "PERF-02", "PERF-03", "HA-02", campaign=empty) == {
+        "MON-09": "fail", "PERF-01": "fail", "PERF-02": "fail", "PERF-03": "fail", "HA-02": "fail"}
+    poor = tmp_path / "poor-campaign"
+    records.save(poor, "load_test", {"concurrency": 1, "tps": 1.0, "p50_ms": 900, "p95_ms": 5000, "p99_ms": 9000})
+    records.save(poor, "failover_drill", {"drills": [{"kind": "automatic", "passed": True},
+                                                     {"kind": "manual", "passed": False}]})
+    assert decide(sandbox_params, "PERF-01", "PERF-02", "PERF-03", "HA-02", campaign=poor) == {
+        "PERF-01": "warn", "PERF-02": "fail", "PERF-03": "warn", "HA-02": "fail"}
+
+
+# ---------------------------------------------------------------- real failing states, restored
+
+
+def test_db04_sec01_sec04_sec05_hba_lines(sandbox_params: Params) -> None:
+    lines = ["host all all 0.0.0.0/0 trust", "host app app 127.0.0.1/32 scram-sha-256",
+             "hostssl all postgres 10.0.0.0/8 md5"]
+    with extra_hba_lines(sandbox_params, lines):
+        outcome = decide(sandbox_params, "DB-04", "SEC-01", "SEC-04", "SEC-05")
+    assert outcome == {"DB-04": "fail", "SEC-01": "fail", "SEC-04": "fail", "SEC-05": "fail"}
+    assert decide(sandbox_params, "DB-04", "SEC-01", "SEC-04", "SEC-05") == {
+        "DB-04": "pass", "SEC-01": "pass", "SEC-04": "pass", "SEC-05": "pass"}
+
+
+def test_logging_settings_through_patroni(sandbox_params: Params) -> None:
+    with patroni_parameters(sandbox_params, log_connections="off", log_min_duration_statement=-1,
+                            log_statement="all"):
+        assert decide(sandbox_params, "SEC-08", "SEC-09", "SEC-15") == {
+            "SEC-08": "warn", "SEC-09": "warn", "SEC-15": "warn"}
+    assert decide(sandbox_params, "SEC-08", "SEC-09", "SEC-15") == {
+        "SEC-08": "pass", "SEC-09": "pass", "SEC-15": "pass"}
+
+
+def test_db06_archiving_broken(sandbox_params_file: Path, sandbox_params: Params) -> None:
+    params = with_overrides(sandbox_params_file, "readiness.archive_max_age_s=8")
+    with patroni_parameters(sandbox_params, archive_command="/bin/false"):
+        assert decide(params, "DB-06")["DB-06"] == "fail"
+    assert decide(sandbox_params, "DB-06")["DB-06"] == "pass"
+
+
+def test_schema_states_on_legacy(sandbox_params: Params, sandbox_params_file: Path) -> None:
+    legacy_sql(sandbox_params, "DROP TABLE IF EXISTS readiness_probe_child, readiness_probe_parent, "
+                               "readiness_probe_vec")
+    try:
+        legacy_sql(sandbox_params, "CREATE TABLE readiness_probe_vec (id int PRIMARY KEY, v vector(3))")
+        legacy_sql(sandbox_params, "CREATE TABLE readiness_probe_parent (id int PRIMARY KEY); "
+                                   "CREATE TABLE readiness_probe_child (id int PRIMARY KEY, "
+                                   "parent_id int REFERENCES readiness_probe_parent(id) NOT VALID)")
+        legacy_sql(sandbox_params, "CREATE INDEX readiness_probe_unused ON invoices (amount_cents, issued_at)")
+        legacy_sql(sandbox_params, "ALTER TABLE invoices SET (autovacuum_vacuum_scale_factor = 0.3)")
+        params = with_overrides(sandbox_params_file, "readiness.unused_index_min_mb=0",
+                                "readiness.autovacuum_large_table_rows=0")
+        assert decide(params, "DB-08", "DB-10", "DB-17", "DB-18") == {
+            "DB-08": "fail", "DB-10": "warn", "DB-17": "warn", "DB-18": "warn"}
+    finally:
+        legacy_sql(sandbox_params, "DROP TABLE IF EXISTS readiness_probe_child, readiness_probe_parent, "
+                                   "readiness_probe_vec; DROP INDEX IF EXISTS readiness_probe_unused; "
+                                   "ALTER TABLE invoices RESET (autovacuum_vacuum_scale_factor)")
+    assert decide(sandbox_params, "DB-08", "DB-17")["DB-08"] == "pass"
+
+
+def test_db08_perf11_without_the_hnsw_index(sandbox_params: Params) -> None:
+    legacy_sql(sandbox_params, "DROP INDEX IF EXISTS entries_embedding_hnsw_idx")
+    try:
+        assert decide(sandbox_params, "DB-08", "PERF-11") == {"DB-08": "fail", "PERF-11": "fail"}
+    finally:
+        legacy_sql(sandbox_params, "CREATE INDEX IF NOT EXISTS entries_embedding_hnsw_idx ON entries "
+                                   "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)")
+    assert decide(sandbox_params, "DB-08", "PERF-11") == {"DB-08": "pass", "PERF-11": "pass"}
+
+
+def test_sec02_application_role_with_too_much_power(sandbox_params: Params) -> None:
+    legacy_sql(sandbox_params, "ALTER ROLE app CREATEDB")
+    try:
+        assert decide(sandbox_params, "SEC-02")["SEC-02"] == "fail"
+    finally:
+        legacy_sql(sandbox_params, "ALTER ROLE app NOCREATEDB")
+    assert decide(sandbox_params, "SEC-02")["SEC-02"] == "pass"
+
+
+def test_sec07_literal_password_in_a_service_environment(sandbox_params: Params) -> None:
+    service = swarm.for_target(sandbox_params.target.swarm).services.get("monitoring_webhook")
+    subprocess.run(["docker", "service", "update", "--detach", "--env-add", "PROBE_PASSWORD=hunter2-literal",
+                    service.name], check=True, capture_output=True)
+    try:
+        assert decide(sandbox_params, "SEC-07")["SEC-07"] == "fail"
+    finally:
+        subprocess.run(["docker", "service", "update", "--detach", "--env-rm", "PROBE_PASSWORD", service.name],
+                       check=True, capture_output=True)
+    assert decide(sandbox_params, "SEC-07")["SEC-07"] == "pass"
+
+
+def test_mon01_stopped_exporter_and_mon04_unreadable_receiver(sandbox_params: Params,
+                                                               sandbox_params_file: Path) -> None:
+    service = swarm.for_target(sandbox_params.target.swarm).services.get("edge_exporter")
+    service.scale(0)
+    try:
+        wait_until("Prometheus to see the exporter down",
+                   lambda: decide(sandbox_params, "MON-01")["MON-01"] == "fail", timeout=90, interval=3)
+    finally:
+        service.scale(1)
+    wait_until("the exporter back up", lambda: decide(sandbox_params, "MON-01")["MON-01"] == "pass", timeout=120,
+               interval=3)
+    params = with_overrides(sandbox_params_file, "target.alertmanager.webhook_url=http://127.0.0.1:25094/elsewhere",
+                            "readiness.item_timeout_s=12")
+    assert decide(params, "MON-04")["MON-04"] in ("fail", "error")
+
+
+def test_ha01_db05_with_a_replica_stopped(sandbox_params: Params) -> None:
+    params = sandbox_params
+    with scaled_down(sandbox_params, replica_service(sandbox_params)):
+        wait_until("Patroni to notice", lambda: len(patroni.members(sandbox_params.target.patroni)) < 3 or any(
+            m.get("state") != "streaming" and m["role"] != "leader"
+            for m in patroni.members(sandbox_params.target.patroni)), timeout=60)
+        outcome = decide(params, "HA-01", "DB-05")
+    assert outcome == {"HA-01": "fail", "DB-05": "fail"}
+    assert decide(sandbox_params, "HA-01", "DB-05") == {"HA-01": "pass", "DB-05": "pass"}
+
+
+def test_ha05_with_an_etcd_member_stopped(sandbox_params: Params) -> None:
+    service = swarm.for_target(sandbox_params.target.swarm).services.get("dpg_etcd3")
+    service.scale(0)
+    try:
+        wait_until("etcd3 down", lambda: decide(sandbox_params, "HA-05")["HA-05"] == "fail", timeout=60)
+    finally:
+        service.scale(1)
+    wait_until("etcd healthy again", lambda: decide(sandbox_params, "HA-05")["HA-05"] == "pass", timeout=120)
+
+
+def test_perf06_sequential_scan_among_top_queries(sandbox_params: Params, sandbox_params_file: Path) -> None:
+    with postgres.connect(sandbox_params, "legacy") as conn:
+        for _ in range(30):
+            postgres.query(conn, "SELECT count(*) FROM events_default WHERE kind = 'nope' AND payload ? 'x'")
+    params = with_overrides(sandbox_params_file, "readiness.large_table_rows=0")
+    assert decide(params, "PERF-06")["PERF-06"] == "warn"
+
+
+def test_readiness_cli_exit_codes(sandbox_params_file: Path, tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "runbook_lib.cli", "check", "readiness", "--params", str(sandbox_params_file),
+           "--outputs", str(tmp_path), "--no-record"]
+    blocked = subprocess.run(cli + ["--only", "DB-16,DB-13", "-p", "readiness.citus_required=true"],
+                             capture_output=True, text=True, timeout=120)
+    # DB-16 (info) fails and DB-13 passes: no blocker, but a 50 % score is under the gate
+    assert blocked.returncode == 2, blocked.stdout
+    blocker = subprocess.run(cli + ["--only", "DB-02", "-p", "readiness.vector.min_version={vector: 99.0}"],
+                             capture_output=True, text=True, timeout=120)
+    assert blocker.returncode == 1 and "DB-02" in blocker.stdout
+    bad = subprocess.run(cli + ["-p", "readiness.concurrency=zero"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 3 and "readiness.concurrency" in bad.stderr
