@@ -1,0 +1,118 @@
+"""Phase 1 on the sandbox: papermill end to end, then each way it must stop."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from runbook_lib import archive, backup, phase1, records, runner, session
+from runbook_lib.params import load_params
+from runbook_lib.steps import StepFailed
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.sandbox
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        _Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _Mailbox:
+    messages: list[bytes] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802, ANN001, ANN201
+        _Mailbox.messages.append(envelope.content)
+        return "250 OK"
+
+
+def window_overrides() -> list[str]:
+    start = datetime.now(timezone.utc).replace(microsecond=0)
+    return [f"window.start={start.isoformat()}", f"window.end={(start + timedelta(hours=4)).isoformat()}"]
+
+
+def test_phase1_end_to_end(sandbox_params_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    http = HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    smtp = Controller(_Mailbox(), hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    monkeypatch.setenv("RB_PHASE1_WEBHOOK", f"http://127.0.0.1:{http.server_port}/notice")
+    outputs = tmp_path / "outputs"
+    # the order an operator follows: measure, drill, check readiness, then phase 1
+    for book, extra in (("load_test", ["target.workload.duration=10s"]), ("failover_drill", []), ("readiness", [])):
+        done = runner.run(book, str(sandbox_params_file), outputs_dir=outputs, echo=False, campaign="p1",
+                          overrides=extra)
+        assert done.exit_code == 0, f"{book}: {done.message}"
+    try:
+        report = runner.run("phase1_pre_migration", str(sandbox_params_file), outputs_dir=outputs, echo=False,
+                            campaign="p1", overrides=window_overrides() + [
+                                "notifications.webhook_url=env:RB_PHASE1_WEBHOOK",
+                                f"notifications.smtp={{host: 127.0.0.1, port: {smtp.port}, "
+                                "sender: rollout@example.test, recipients: [owners@example.test]}"])
+    finally:
+        http.shutdown()
+        smtp.stop()
+    assert report.exit_code == 0, report.message
+    manifest = json.loads((report.run_dir / "manifest.json").read_text())
+    steps = {s["name"]: s for s in manifest["steps"]}
+    assert all(s["status"] == "ok" for s in steps.values()), steps
+    assert steps["verify_backup"]["metrics"]["verified"] is True
+    assert steps["restore_test"]["metrics"]["passed"] is True and steps["restore_test"]["metrics"]["hnsw_used"]
+    assert steps["notify_stakeholders"]["metrics"]["failed_channels"] == 0
+    assert _Hook.received and "migration window" in _Hook.received[-1]["text"]
+    assert _Mailbox.messages and b"maintenance window" in _Mailbox.messages[-1]
+    # the Swarm snapshot holds names, never secret data
+    snapshot = (report.run_dir / "swarm-snapshot.json").read_text()
+    params = load_params(sandbox_params_file)
+    values, _ = archive.secret_values([str(r) for r in params.secret_refs()])
+    assert values and not any(v in snapshot for v in values)
+    assert '"secrets"' in snapshot and "postgres_password" in snapshot
+    campaign = outputs / "p1"
+    assert records.latest(campaign, "phase1") and records.latest(campaign, "window")
+    assert not list(Path(backup.location(params)).glob("*.partial"))
+    assert archive.verify(campaign) == []
+
+
+def test_corrupted_backup_fails_verify_and_stops(sandbox_params_file: Path, tmp_path: Path) -> None:
+    rb = session.start(str(sandbox_params_file), runbook="phase1_pre_migration", outputs_dir=str(tmp_path))
+    rb.run(phase1.snapshot_and_backup)
+    data = Path(rb.state["backup"]["path"]) / "data"
+    victim = next(p for p in sorted((data / "base").rglob("*")) if p.is_file() and p.stat().st_size > 8192)
+    blob = bytearray(victim.read_bytes())
+    blob[4096] ^= 0xFF
+    victim.write_bytes(bytes(blob))
+    with pytest.raises(StepFailed, match="verify_backup failed"):
+        rb.run(phase1.verify_backup)
+    assert rb.results[-1].status == "failed" and "checksum" in rb.results[-1].summary.lower()
+
+
+def test_not_enough_space_stops_before_the_backup(sandbox_params_file: Path, tmp_path: Path) -> None:
+    params = load_params(sandbox_params_file)
+    before = set(backup.location(params).glob("*")) if backup.location(params).exists() else set()
+    rb = session.start(str(sandbox_params_file), runbook="phase1_pre_migration", outputs_dir=str(tmp_path),
+                       overrides=["backup.space_multiple=1000000000"])
+    with pytest.raises(StepFailed, match="not enough space"):
+        rb.run(phase1.snapshot_and_backup)
+    assert set(backup.location(params).glob("*")) == before  # nothing was started
+
+
+def test_readiness_blocker_stops_the_gate(sandbox_params_file: Path, tmp_path: Path) -> None:
+    rb = session.start(str(sandbox_params_file), runbook="phase1_pre_migration", outputs_dir=str(tmp_path),
+                       campaign="blocked")
+    records.save(tmp_path / "blocked", "readiness", {"target": "sandbox", "items": [], "verdict": {
+        "score": 0.97, "failing_blockers": ["HA-01"], "ready": False}})
+    with pytest.raises(StepFailed, match="STOPPED.*HA-01"):
+        rb.run(phase1.readiness_gate)
