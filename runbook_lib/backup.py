@@ -1,9 +1,7 @@
 """Physical backups of the legacy database, their verification, and a restore test.
 
-The tools run in a throwaway container of an image whose PostgreSQL binaries match the
-server (the operator host's may be older), on the host network, with the backup folder
-bind-mounted. The password reaches pg_basebackup through a 0600 pgpass file that is
-removed afterwards, never through the environment or the command line.
+The client programs run through `pgtools` (a container of an image whose PostgreSQL
+binaries match the server, by default), with the backup folder mounted.
 
 A backup is written to `<id>.partial` and renamed only when pg_basebackup succeeded, so
 an interrupted backup is never mistaken for a good one.
@@ -16,16 +14,13 @@ import os
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import docker
-from docker.errors import ContainerError, ImageNotFound
 from psycopg import sql
 
-from runbook_lib import redact
+from runbook_lib import pgtools
 from runbook_lib.clients import postgres, swarm
 from runbook_lib.params import Params
 from runbook_lib.steps import now
@@ -58,58 +53,8 @@ class BackupResult:
         return self.bytes / 1e6 / self.seconds if self.seconds else 0.0
 
 
-def image(params: Params) -> str:
-    """The image carrying the server's PostgreSQL binaries."""
-    if params.backup.image:
-        return params.backup.image
-    if params.sandbox is not None:
-        from runbook_lib.sandbox import image as sandbox_image
-        from runbook_lib.sandbox.context import Sandbox
-
-        return sandbox_image.tag(Sandbox(params, params.sandbox))
-    raise BackupError("backup.image is not set: name an image with the server's PostgreSQL client binaries")
-
-
 def location(params: Params) -> Path:
     return params.path(params.backup.location)
-
-
-def _client(params: Params) -> docker.DockerClient:
-    return swarm.for_target(params.target.swarm)
-
-
-def _postgres_uid(params: Params, img: str) -> tuple[int, int]:
-    out = _client(params).containers.run(img, ["sh", "-c", "id -u postgres; id -g postgres"], remove=True)
-    uid, gid = (int(x) for x in out.decode().split())
-    return uid, gid
-
-
-@contextmanager
-def _pgpass(params: Params, uid: int, gid: int) -> Iterator[Path]:
-    db = params.target.databases[params.backup.source]
-    folder = Path(tempfile.mkdtemp(prefix="runbook-pgpass-"))
-    path = folder / "pgpass"
-    try:
-        password = params.resolve(db.password).reveal() if db.password else ""
-        path.write_text(f"{db.host}:{db.port}:*:{db.user}:{password}\n")
-        os.chmod(path, 0o600)
-        os.chown(path, uid, gid)
-        os.chmod(folder, 0o711)
-        yield path
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _run(params: Params, img: str, command: list[str], uid: int, mounts: dict[str, dict[str, str]],
-         env: dict[str, str] | None = None) -> str:
-    try:
-        out = _client(params).containers.run(img, command, user=f"{uid}", network_mode="host", volumes=mounts,
-                                             environment=env or {}, remove=True, stderr=True)
-    except ContainerError as exc:
-        raise BackupError(redact.text(f"{command[0]} failed: {(exc.stderr or b'').decode(errors='replace')[-800:]}"))
-    except ImageNotFound:
-        raise BackupError(f"image {img} not found: build it (`runbook sandbox build`) or set backup.image") from None
-    return out.decode(errors="replace")
 
 
 def table_counts(params: Params) -> dict[str, int]:
@@ -143,28 +88,23 @@ def take(params: Params) -> BackupResult:
     if not space["enough"]:
         raise BackupError(f"not enough space at {space['location']}: {space['free_bytes']} bytes free, "
                           f"{params.backup.space_multiple:g} x {space['data_bytes']} needed; nothing was started")
-    img = image(params)
-    uid, gid = _postgres_uid(params, img)
+    uid, gid = pgtools.postgres_ids(params)
     backup_id = now().strftime("%Y%m%dT%H%M%SZ")
     root = location(params)
     partial = root / f"{backup_id}.partial"
     partial.mkdir(parents=True)
     os.chown(partial, uid, gid)
-    db = params.target.databases[params.backup.source]
+    source = params.backup.source
+    target_dir = f"{MOUNT}/{partial.name}" if pgtools.in_container(params) else str(partial)
+    mounts = {str(root): MOUNT}
     before = table_counts(params)
     started = time.monotonic()
     try:
-        with _pgpass(params, uid, gid) as pgpass:
-            mounts = {str(root): {"bind": MOUNT, "mode": "rw"}, str(pgpass): {"bind": "/run/pgpass", "mode": "ro"}}
-            env = {"PGPASSFILE": "/run/pgpass", "PGSSLMODE": db.sslmode}
-            if db.sslrootcert:
-                mounts[str(params.path(db.sslrootcert))] = {"bind": "/run/ca.crt", "mode": "ro"}
-                env["PGSSLROOTCERT"] = "/run/ca.crt"
-            _run(params, img, ["pg_basebackup", "-h", db.host, "-p", str(db.port), "-U", db.user,
-                               "-D", f"{MOUNT}/{partial.name}/data", "-X", "stream", "-c", "fast",
-                               "--manifest-checksums=SHA256", "-l", f"runbook {backup_id}"], uid, mounts, env)
-            _run(params, img, ["pg_dump", "-h", db.host, "-p", str(db.port), "-U", db.user, "-d", db.dbname,
-                               "--schema-only", "-f", f"{MOUNT}/{partial.name}/schema.sql"], uid, mounts, env)
+        pgtools.run(params, ["pg_basebackup", *pgtools.conn_args(params, source)[:-2], "-D", f"{target_dir}/data",
+                             "-X", "stream", "-c", "fast", "--manifest-checksums=SHA256", "-l", f"runbook {backup_id}"],
+                    endpoints=[source], mounts=mounts)
+        pgtools.run(params, ["pg_dump", *pgtools.conn_args(params, source), "--schema-only",
+                             "-f", f"{target_dir}/schema.sql"], endpoints=[source], mounts=mounts)
     except BaseException:
         (partial / "FAILED").write_text(f"interrupted or failed at {now().isoformat()}; never use this backup\n")
         raise
@@ -184,10 +124,12 @@ def verify(params: Params, backup_path: str) -> str:
     path = Path(backup_path)
     if (path / "FAILED").exists() or path.name.endswith(".partial"):
         raise BackupError(f"{path} is marked failed: an interrupted backup is never used")
-    img = image(params)
-    uid, _ = _postgres_uid(params, img)
-    mounts = {str(path.parent): {"bind": MOUNT, "mode": "ro"}}
-    return _run(params, img, ["pg_verifybackup", "-n", f"{MOUNT}/{path.name}/data"], uid, mounts).strip()
+    data = f"{MOUNT}/{path.name}/data" if pgtools.in_container(params) else str(path / "data")
+    try:
+        return pgtools.run(params, ["pg_verifybackup", "-n", data], endpoints=[],
+                           mounts={str(path.parent): MOUNT}).strip()
+    except pgtools.ToolError as exc:
+        raise BackupError(str(exc)) from None
 
 
 RESTORE_CHECKS = """
@@ -211,8 +153,8 @@ EXPLAIN (FORMAT JSON) SELECT id FROM entries ORDER BY embedding <=> (SELECT embe
 
 def restore_test(params: Params, result: BackupResult, timeout: float = 120) -> dict[str, Any]:
     """Start a scratch server from a copy of the backup, check it, and always remove it."""
-    img = image(params)
-    uid, gid = _postgres_uid(params, img)
+    img = pgtools.image(params)
+    uid, gid = pgtools.postgres_ids(params)
     scratch = Path(tempfile.mkdtemp(prefix="runbook-restore-", dir=location(params)))
     os.chmod(scratch, 0o755)
     container = None
@@ -223,7 +165,7 @@ def restore_test(params: Params, result: BackupResult, timeout: float = 120) -> 
         os.chmod(scratch / "data", 0o700)
         (scratch / "checks.sql").write_text(RESTORE_CHECKS)
         port = params.backup.restore_port
-        container = _client(params).containers.run(
+        container = swarm.for_target(params.target.swarm).containers.run(
             img, ["postgres", "-D", "/scratch/data", "-c", f"port={port}", "-c", "listen_addresses=127.0.0.1",
                   "-c", "unix_socket_directories=/tmp", "-c", "ssl=off", "-c", "archive_mode=off"],
             user=str(uid), network_mode="host", volumes={str(scratch): {"bind": "/scratch", "mode": "rw"}},

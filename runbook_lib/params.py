@@ -149,9 +149,15 @@ class Backup(_Model):
 
     source: str = Field(description="database endpoint to back up (the legacy database)")
     location: str = Field(description="backup folder on the operator host")
-    image: str | None = Field(None, description="image with the server's PostgreSQL binaries (default: the sandbox's)")
     space_multiple: float = Field(3.0, ge=1.0, description="free space needed, as a multiple of the data size")
     restore_port: int = Field(25499, ge=1, le=65535, description="127.0.0.1 port of the scratch restore-test server")
+
+
+class Tools(_Model):
+    """Where PostgreSQL client programs run: in a container of an image matching the servers, or on the host."""
+
+    mode: Literal["image", "host"] = "image"
+    image: str | None = Field(None, description="image with the servers' PostgreSQL binaries (default: the sandbox's)")
 
 
 class Phase1(_Model):
@@ -229,6 +235,7 @@ class Params(_Model):
     backup: Backup | None = None
     window: Window | None = None
     phase1: Phase1 = Field(default_factory=Phase1)
+    tools: Tools = Field(default_factory=Tools)
     sandbox: SandboxSpec | None = None
 
     _source: Path | None = PrivateAttr(default=None)

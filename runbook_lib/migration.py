@@ -1,0 +1,229 @@
+"""Moving the data from legacy to the new cluster: logical replication, cutover, validation.
+
+The logical strategy fills the new cluster before the write pause (schema first, HNSW
+indexes built on the new side, then the initial copy and streaming); the pause is only
+the cutover. Every function checks its own effect first, so a resumed run does not do
+anything twice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from runbook_lib import pgtools
+from runbook_lib.clients import postgres
+from runbook_lib.params import Params
+
+PUBLICATION = "rollout_forward"
+SUBSCRIPTION = "rollout_forward"
+REVERSE_PUBLICATION = "rollout_reverse"
+REVERSE_SUBSCRIPTION = "rollout_reverse"
+
+
+class MigrationError(Exception):
+    pass
+
+
+def _conn(params: Params, endpoint: str) -> psycopg.Connection:
+    return postgres.connect(params, endpoint)
+
+
+# ---------------------------------------------------------------- preflight
+
+
+def unreplicable_tables(params: Params, source: str) -> list[dict[str, str]]:
+    """Tables logical replication cannot carry, by name and reason, found before anything changes."""
+    with _conn(params, source) as conn:
+        return postgres.query(conn, """
+            SELECT format('%I.%I', n.nspname, c.relname) AS "table",
+                   CASE WHEN c.relpersistence = 'u' THEN 'unlogged table (not in WAL)'
+                        ELSE 'no primary key and no replica identity (UPDATE/DELETE cannot replicate)' END AS reason
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind = 'r' AND NOT c.relispartition
+              AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+              AND (c.relpersistence = 'u' OR (c.relreplident = 'd' AND NOT EXISTS (
+                    SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
+                   OR c.relreplident = 'n')
+            UNION ALL
+            SELECT format('%I.%I', n.nspname, c.relname), 'partition without a primary key'
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind = 'r' AND c.relispartition AND c.relreplident = 'd'
+              AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+            ORDER BY 1""")
+
+
+# ---------------------------------------------------------------- schema and subscription
+
+
+def user_tables(params: Params, endpoint: str) -> list[str]:
+    with _conn(params, endpoint) as conn:
+        return [r["t"] for r in postgres.query(conn, """SELECT format('%I.%I', schemaname, tablename) AS t
+                FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1""")]
+
+
+def copy_schema(params: Params, source: str, target: str) -> str:
+    """pg_dump --schema-only | psql, unless the target already has every source table."""
+    missing = set(user_tables(params, source)) - set(user_tables(params, target))
+    if not missing:
+        return "schema already present on the target"
+    if set(user_tables(params, target)):
+        raise MigrationError(f"the target has part of the schema only (missing {sorted(missing)[:5]}...): "
+                             "drop it or finish it by hand before copying")
+    src = " ".join(pgtools.conn_args(params, source))
+    dst = " ".join(pgtools.conn_args(params, target))
+    pgtools.run(params, [f"pg_dump --schema-only --no-publications --no-subscriptions {src} | "
+                         f"psql -v ON_ERROR_STOP=1 -q {dst}"], endpoints=[source, target], shell=True)
+    return f"schema copied: {len(user_tables(params, target))} tables"
+
+
+def _subscription_conninfo(params: Params, endpoint: str) -> str:
+    db = params.target.databases[endpoint]
+    kwargs: dict[str, Any] = {"host": db.host, "port": db.port, "dbname": db.dbname, "user": db.user,
+                              "sslmode": "require" if db.sslmode in ("verify-ca", "verify-full") else db.sslmode}
+    if db.password:
+        kwargs["password"] = params.resolve(db.password).reveal()
+    return make_conninfo(**kwargs)
+
+
+def ensure_publication(params: Params, endpoint: str, name: str) -> bool:
+    with _conn(params, endpoint) as conn:
+        if postgres.query(conn, "SELECT 1 FROM pg_publication WHERE pubname = %s", [name]):
+            return False
+        postgres.query(conn, sql.SQL("CREATE PUBLICATION {} FOR ALL TABLES").format(sql.Identifier(name)))
+        return True
+
+
+def ensure_subscription(params: Params, subscriber: str, publisher: str, name: str, publication: str,
+                        copy_data: bool) -> bool:
+    with _conn(params, subscriber) as conn:
+        if postgres.query(conn, "SELECT 1 FROM pg_subscription WHERE subname = %s", [name]):
+            return False
+        postgres.query(conn, sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (copy_data = {})")
+                       .format(sql.Identifier(name), sql.Literal(_subscription_conninfo(params, publisher)),
+                               sql.Identifier(publication), sql.Literal(copy_data)))
+        return True
+
+
+def copy_progress(params: Params, subscriber: str, name: str) -> dict[str, int]:
+    with _conn(params, subscriber) as conn:
+        rows = postgres.query(conn, """SELECT srsubstate AS state, count(*) AS n FROM pg_subscription_rel r
+                                       JOIN pg_subscription s ON s.oid = r.srsubid WHERE s.subname = %s
+                                       GROUP BY 1""", [name])
+    return {r["state"]: r["n"] for r in rows}
+
+
+def wait_initial_copy(params: Params, subscriber: str, name: str, timeout: float,
+                      on_progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        states = copy_progress(params, subscriber, name)
+        total = sum(states.values())
+        done = states.get("r", 0)
+        if on_progress:
+            on_progress(done, total)
+        if total and done == total:
+            return states
+        if time.monotonic() > deadline:
+            raise MigrationError(f"initial copy not finished after {timeout:g} s: {states}")
+        time.sleep(0.5)
+
+
+# ---------------------------------------------------------------- cutover pieces
+
+
+def current_lsn(params: Params, endpoint: str) -> str:
+    with _conn(params, endpoint) as conn:
+        return postgres.scalar(conn, "SELECT pg_current_wal_lsn()::text")
+
+
+def wait_applied(params: Params, publisher: str, subscription: str, lsn: str, timeout: float) -> float:
+    """Seconds until the subscription's walsender reports `lsn` replayed on the subscriber."""
+    started = time.monotonic()
+    with _conn(params, publisher) as conn:
+        while True:
+            behind = postgres.scalar(conn, """SELECT min(pg_wal_lsn_diff(%s::pg_lsn, replay_lsn))
+                                              FROM pg_stat_replication WHERE application_name = %s""",
+                                     [lsn, subscription])
+            if behind is not None and behind <= 0:
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise MigrationError(f"the new cluster did not apply {lsn} within {timeout:g} s "
+                                     f"({behind} bytes behind)")
+            time.sleep(0.05)
+
+
+def copy_sequences(params: Params, source: str, target: str) -> int:
+    with _conn(params, source) as conn:
+        seqs = postgres.query(conn, "SELECT schemaname, sequencename, last_value FROM pg_sequences "
+                                    "WHERE last_value IS NOT NULL")
+    with _conn(params, target) as conn:
+        for s in seqs:
+            postgres.query(conn, "SELECT setval(%s::regclass, %s, true)",
+                           [sql.Identifier(s["schemaname"], s["sequencename"]).as_string(conn), s["last_value"]])
+    return len(seqs)
+
+
+@dataclass
+class TableCheck:
+    table: str
+    source_rows: int
+    target_rows: int
+    source_checksum: str
+    target_checksum: str
+
+    @property
+    def equal(self) -> bool:
+        return self.source_rows == self.target_rows and self.source_checksum == self.target_checksum
+
+
+def _table_digest(conn: psycopg.Connection, table: str) -> tuple[int, str]:
+    schema, name = table.split(".", 1)
+    ident = sql.Identifier(schema.strip('"'), name.strip('"'))
+    row = postgres.query(conn, sql.SQL(
+        "SELECT count(*) AS n, coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint::numeric), 0)"
+        "::text AS digest FROM {} AS t").format(ident))[0]
+    return int(row["n"]), row["digest"]
+
+
+def validate(params: Params, source: str, target: str) -> list[TableCheck]:
+    """Row count and an order-independent checksum of every row (vector columns included) on both sides."""
+    tables = user_tables(params, source)
+    checks = []
+    with _conn(params, source) as src, _conn(params, target) as dst:
+        for table in tables:
+            sn, sd = _table_digest(src, table)
+            try:
+                tn, td = _table_digest(dst, table)
+            except psycopg.errors.UndefinedTable:
+                tn, td = -1, "missing"
+            checks.append(TableCheck(table, sn, tn, sd, td))
+    return checks
+
+
+def drop_subscription(params: Params, subscriber: str, name: str) -> bool:
+    with _conn(params, subscriber) as conn:
+        if not postgres.query(conn, "SELECT 1 FROM pg_subscription WHERE subname = %s", [name]):
+            return False
+        postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sql.Identifier(name)))
+        postgres.query(conn, sql.SQL("DROP SUBSCRIPTION {}").format(sql.Identifier(name)))
+        return True
+
+
+def set_read_only(params: Params, endpoint: str, role: str, read_only: bool) -> int:
+    """Writes off (or on) for the application role on a server; its open sessions are ended when turning off."""
+    with _conn(params, endpoint) as conn:
+        if read_only:
+            postgres.query(conn, sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on")
+                           .format(sql.Identifier(role)))
+            ended = postgres.query(conn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                         "WHERE usename = %s AND pid <> pg_backend_pid()", [role])
+            return len(ended)
+        postgres.query(conn, sql.SQL("ALTER ROLE {} RESET default_transaction_read_only")
+                       .format(sql.Identifier(role)))
+        return 0
