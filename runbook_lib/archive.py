@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import html
 import json
+import os
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +53,15 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _write_atomically(path: Path, body: bytes) -> None:
+    tmp = path.with_name(path.name + ".sealing")
+    with tmp.open("wb") as fh:
+        fh.write(body)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
 @contextmanager
 def _campaign_lock(campaign_dir: Path) -> Iterator[None]:
     campaign_dir.mkdir(parents=True, exist_ok=True)
@@ -81,9 +92,17 @@ def secret_values(refs: list[str]) -> tuple[set[str], list[str]]:
     return {v for v in values if len(v) >= 4}, unresolved
 
 
+def secret_forms(values: set[str]) -> set[str]:
+    """Each value as it may appear in an archived file: raw, JSON-escaped, HTML-escaped."""
+    forms = set(values)
+    forms |= {json.dumps(v)[1:-1] for v in values} | {json.dumps(v, ensure_ascii=False)[1:-1] for v in values}
+    forms |= {html.escape(f, quote=q) for f in list(forms) for q in (True, False)}
+    return {f for f in forms if f}
+
+
 def scan_and_mask(run_dir: Path, values: set[str]) -> list[str]:
-    """Files that contained a secret value (raw or JSON-escaped); occurrences are masked in place."""
-    forms = set(values) | {json.dumps(v)[1:-1] for v in values}
+    """Files that contained a secret value in any archived form; occurrences are masked in place."""
+    forms = secret_forms(values)
     hits = []
     for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
         data = path.read_bytes()
@@ -102,6 +121,9 @@ def seal(run_dir: Path, *, params: Params | None, info: runinfo.RunInfo, outcome
     """Export, scan, hash and chain a finished run folder; returns the sealed manifest."""
     notebook = run_dir / f"{info.runbook}.ipynb"
     notes = []
+    refs = secret_refs if secret_refs is not None else [str(r) for r in (params.secret_refs() if params else [])]
+    values, unresolved = secret_values(refs)
+    hits = scan_and_mask(run_dir, values)  # before the export, so the HTML is made from masked files
     if notebook.exists():
         try:
             htmlexport.export(notebook, run_dir / f"{info.runbook}.html")
@@ -109,12 +131,10 @@ def seal(run_dir: Path, *, params: Params | None, info: runinfo.RunInfo, outcome
             notes.append(f"HTML export failed: {type(exc).__name__}: {exc}")
     else:
         notes.append("no executed notebook was produced")
-    manifest = runinfo.draft_manifest(run_dir, info, params, status=outcome)
+    hits = sorted(set(hits) | set(scan_and_mask(run_dir, values)))
+    manifest = runinfo.draft_manifest(run_dir, info, params, status=outcome)  # from the masked journal
     if draft and params is None:  # an interactive run: the kernel recorded the parameters
         manifest.update(parameters=draft.get("parameters"), policy_loosening=draft.get("policy_loosening", []))
-    refs = secret_refs if secret_refs is not None else [str(r) for r in (params.secret_refs() if params else [])]
-    values, unresolved = secret_values(refs)
-    hits = scan_and_mask(run_dir, values)
     if hits:
         manifest["status"] = "secret-leak"
         notes.append("secret values found and masked in: " + ", ".join(hits))
@@ -131,13 +151,16 @@ def seal(run_dir: Path, *, params: Params | None, info: runinfo.RunInfo, outcome
                              if p.is_file() and p.name not in (runinfo.MANIFEST, runinfo.MANIFEST + ".tmp")}
         entries = chain_entries(campaign_dir)
         manifest["prev_manifest_sha256"] = entries[-1]["manifest_sha256"] if entries else None
+        manifest = redact.obj(manifest)
         body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+        _write_atomically(run_dir / runinfo.MANIFEST, body)
         (run_dir / (runinfo.MANIFEST + ".tmp")).unlink(missing_ok=True)
-        (run_dir / runinfo.MANIFEST).write_bytes(body)
         entry = {"run_id": info.run_id, "manifest_sha256": hashlib.sha256(body).hexdigest(),
                  "prev": manifest["prev_manifest_sha256"], "sealed_at": manifest["finished"]}
         with (campaign_dir / CHAIN).open("a") as fh:
             fh.write(json.dumps(entry, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
         write_index(campaign_dir)
     return Sealed(manifest, hits)
 
@@ -192,6 +215,8 @@ def verify(campaign_dir: Path) -> list[str]:
             problems.append(f"{manifest_path}: changed since it was sealed")
             continue
         manifest = json.loads(body)
+        if manifest.get("prev_manifest_sha256") != entry.get("prev"):
+            problems.append(f"{manifest_path}: its link to the previous manifest disagrees with the chain")
         for name, digest in manifest.get("files", {}).items():
             path = run_dir / name
             if not path.exists():
@@ -201,7 +226,21 @@ def verify(campaign_dir: Path) -> list[str]:
         listed = set(manifest.get("files", {})) | {runinfo.MANIFEST}
         problems += [f"{p}: not part of the sealed run" for p in sorted(run_dir.rglob("*"))
                      if p.is_file() and p.relative_to(run_dir).as_posix() not in listed]
+    chained = {e["run_id"] for e in entries}
+    for manifest_path in sorted(campaign_dir.glob(f"*/{runinfo.MANIFEST}")):
+        try:
+            sealed = json.loads(manifest_path.read_text()).get("sealed")
+        except (OSError, json.JSONDecodeError):
+            sealed = True
+        if sealed and manifest_path.parent.name not in chained:
+            problems.append(f"{manifest_path}: a sealed run that the chain does not list")
     return problems
+
+
+def chain_head(campaign_dir: Path) -> str | None:
+    """The newest manifest hash: keep it outside the archive (ticket, sign-off) to anchor the chain."""
+    entries = chain_entries(campaign_dir)
+    return entries[-1]["manifest_sha256"] if entries else None
 
 
 # ---------------------------------------------------------------- index

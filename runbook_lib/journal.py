@@ -22,6 +22,9 @@ class Journal:
         self.path = run_dir / JOURNAL
 
     def append(self, event: str, **fields: Any) -> None:
+        manifest = self.path.parent / "manifest.json"
+        if manifest.exists() and '"sealed": true' in manifest.read_text():
+            raise RuntimeError(f"run {self.path.parent.name} is sealed in the archive; start a new run")
         record = redact.obj(json_safe({"ts": now().isoformat(), "event": event, **fields}))
         line = json.dumps(record, sort_keys=True)
         with self.path.open("a") as fh:

@@ -1,6 +1,6 @@
 """One mutating run per target at a time.
 
-An exclusive flock on outputs/.locks/<target>.lock, held for the run; the file
+An exclusive flock on <lock dir>/<target>.lock (~/.cache/runbook/locks), held for the run; the file
 names the holder so a refused run can say who has the target. The kernel holds
 nothing of its own when the runner already holds the lock for it; a crashed
 holder releases the lock with its process.
@@ -25,10 +25,15 @@ class TargetLocked(Exception):
                          "wait for it to finish or stop it before starting another")
 
 
+def lock_dir() -> Path:
+    """One place per machine, whatever archive folder a run writes to."""
+    return Path(os.environ.get("RUNBOOK_LOCK_DIR", Path.home() / ".cache" / "runbook" / "locks"))
+
+
 class TargetLock:
-    def __init__(self, outputs_root: Path, target: str) -> None:
+    def __init__(self, target: str) -> None:
         self.target = target
-        self.path = outputs_root / ".locks" / f"{target}.lock"
+        self.path = lock_dir() / f"{target}.lock"
         self._fd: int | None = None
 
     def acquire(self, holder: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from runbook_lib import policy as policy_mod
+from runbook_lib import redact
 from runbook_lib.policy import Duration
 from runbook_lib.readiness.settings import ReadinessSettings
 from runbook_lib.sandbox.spec import SandboxSpec
@@ -74,6 +75,8 @@ class PatroniMember(_Model):
     api_url: str
     service: str | None = Field(None, description="the Swarm service running this member (failover drills)")
 
+    _check = field_validator("api_url")(_no_embedded_password)
+
 
 class Patroni(_Model):
     scope: str
@@ -90,6 +93,8 @@ class HAProxy(_Model):
     rw: Endpoint
     ro: Endpoint | None = None
     stats_url: str | None = None
+
+    _check = field_validator("stats_url")(_no_embedded_password)
 
 
 class PgBouncer(_Model):
@@ -111,6 +116,8 @@ class HttpService(_Model):
 class Swarm(_Model):
     docker_host: str | None = None
     stacks: list[str] = Field(default_factory=list)
+
+    _check = field_validator("docker_host")(_no_embedded_password)
 
 
 class App(_Model):
@@ -383,9 +390,9 @@ def _describe(err: Any) -> tuple[str, str]:
     if err["type"] == "missing":
         return path, "required field is missing"
     got = err.get("input")
-    shown = "" if isinstance(got, (dict, list)) or got is None else f", got {got!r}"
-    if err["type"] == "secret_reference":
-        shown = ""  # never echo what may be a literal secret
+    shown = "" if isinstance(got, (dict, list)) or got is None else f", got {redact.text(repr(got))}"
+    if err["type"] in ("secret_reference", "value_error"):
+        shown = ""  # never echo what may carry a literal secret
     return path, f"{err['msg']}{shown}"
 
 

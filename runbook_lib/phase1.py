@@ -82,7 +82,7 @@ def swarm_state(session: Session) -> Outcome:
                            f"{path.name}", evidence=table, state={"swarm_snapshot_sha256": record["data"]["sha256"]})
 
 
-@step("readiness_gate", "Readiness gate")
+@step("readiness_gate", "Readiness gate", always_run=True)
 def readiness_gate(session: Session) -> Outcome:
     campaign = session.run_dir.parent
     record = records.latest(campaign, "readiness")

@@ -8,7 +8,7 @@ from runbook_lib.session import Session
 from runbook_lib.steps import Outcome, step
 
 
-@step("signoff_gate", "Sign-off gate")
+@step("signoff_gate", "Sign-off gate", always_run=True)
 def signoff_gate(session: Session) -> Outcome:
     campaign = session.run_dir.parent
     rows = signoffs.status(campaign, session.params.policy)
@@ -24,7 +24,7 @@ def signoff_gate(session: Session) -> Outcome:
     return Outcome(summary=f"all {len(rows)} sign-offs present and bound to the current records", evidence=evidence)
 
 
-@step("window_check", "Inside the maintenance window")
+@step("window_check", "Inside the maintenance window", always_run=True)
 def window_check(session: Session) -> Outcome:
     reason = window.outside(session.run_dir.parent)
     return Outcome(summary=f"refused: {reason}" if reason else "inside the locked window", failed=bool(reason))

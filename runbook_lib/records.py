@@ -6,8 +6,10 @@ run that wrote it and a content hash; earlier versions stay beside it, numbered.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,10 @@ def content_hash(data: Any) -> str:
     return hashlib.sha256(json.dumps(json_safe(data), sort_keys=True).encode()).hexdigest()
 
 
+class RecordError(Exception):
+    """A record whose content no longer matches its hash: edited after it was written."""
+
+
 def save(campaign_dir: Path, kind: str, data: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
     folder = campaign_dir / "records"
     folder.mkdir(parents=True, exist_ok=True)
@@ -27,18 +33,28 @@ def save(campaign_dir: Path, kind: str, data: dict[str, Any], run_id: str | None
               "data": redact.obj(json_safe(data))}
     record["sha256"] = content_hash(record["data"])
     path = folder / f"{kind}.json"
-    if path.exists():
-        n = len(list(folder.glob(f"{kind}.*.json"))) + 1
-        path.rename(folder / f"{kind}.{n}.json")
-    path.write_text(json.dumps(record, indent=2, sort_keys=True))
+    with (folder / ".lock").open("a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        if path.exists():  # keep the previous version beside it, never overwritten
+            n = 1 + max((int(p.name.split(".")[-2]) for p in folder.glob(f"{kind}.*.json")), default=0)
+            shutil.copyfile(path, folder / f"{kind}.{n}.json")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
+        tmp.replace(path)
     return record
 
 
 def latest(campaign_dir: Path | None, kind: str) -> dict[str, Any] | None:
+    """The newest record of a kind, its hash checked against its content."""
     if campaign_dir is None:
         return None
     path = campaign_dir / "records" / f"{kind}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    if content_hash(record["data"]) != record.get("sha256"):
+        raise RecordError(f"{path}: its content does not match its sha256; it was edited after it was written")
+    return record
 
 
 def age_seconds(record: dict[str, Any]) -> float:

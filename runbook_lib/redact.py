@@ -13,7 +13,7 @@ from typing import Any
 
 MASK = "***"
 _values: set[str] = set()
-_URL_PASSWORD = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?P<post>@)")
+_URL_PASSWORD = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>\S+)(?P<post>@[^@\s]*)")
 _KV_PASSWORD = re.compile(r"(?P<pre>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
@@ -33,7 +33,7 @@ def text(value: str) -> str:
     for secret in sorted(_values, key=len, reverse=True):
         if secret in value:
             value = value.replace(secret, MASK)
-    value = _URL_PASSWORD.sub(lambda m: m["pre"] + MASK + m["post"], value)
+    value = _URL_PASSWORD.sub(lambda m: m["pre"] + MASK + m["post"], value)  # up to the last @ of the URL
     return _KV_PASSWORD.sub(lambda m: m["pre"] + MASK, value)
 
 

@@ -128,7 +128,20 @@ def draft_manifest(run_dir: Path, info: RunInfo, params: Params | None, status: 
     }
 
 
+class RunSealed(Exception):
+    """The run folder was sealed into the archive; nothing may be added to it."""
+
+
+def is_sealed(run_dir: Path) -> bool:
+    try:
+        return bool(json.loads((run_dir / MANIFEST).read_text()).get("sealed"))
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
 def write_draft_manifest(run_dir: Path, info: RunInfo, params: Params | None, status: str) -> None:
+    if is_sealed(run_dir):
+        raise RunSealed(f"run {run_dir.name} is sealed in the archive; start a new run instead of adding to it")
     manifest = draft_manifest(run_dir, info, params, status)
     tmp = run_dir / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))

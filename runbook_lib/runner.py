@@ -20,7 +20,8 @@ import papermill
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 
-from runbook_lib import archive, runinfo
+from runbook_lib import archive, redact, runinfo
+from runbook_lib.journal import read_events
 from runbook_lib.lock import TargetLock, TargetLocked
 from runbook_lib.params import ParamsError, load_params
 
@@ -54,15 +55,16 @@ def run(name: str, params_path: str, *, campaign: str | None = None, overrides: 
             raise BadInput(f"runbook {name!r} not found (looked for {notebook})")
         root = (outputs_dir or runinfo.outputs_root()).resolve()
         campaign = campaign or params.campaign
-        if resume and not (root / campaign / resume / "journal.jsonl").exists():
-            raise BadInput(f"--resume {resume}: no journal at {root / campaign / resume}")
+        if resume:
+            _check_resumable(root / campaign / resume, name, params.target.name)
+        _check_kernel(params.run.kernel_name)
     except (ParamsError, BadInput) as exc:
         return RunReport(EXIT_BAD_INPUT, message=str(exc))
 
     info = runinfo.RunInfo.create(params=params, runbook=name, run_id=run_id, campaign=campaign, plan=plan,
                                   resumed_from=resume, interactive=False, overrides=overrides or [])
     run_dir = root / info.campaign / info.run_id
-    lock = TargetLock(root, params.target.name)
+    lock = TargetLock(params.target.name)
     if runinfo.runbook_meta(name).get("mutating") and not plan:
         try:
             lock.acquire(info.holder())
@@ -89,10 +91,13 @@ def run(name: str, params_path: str, *, campaign: str | None = None, overrides: 
         outcome, code, message = "failed", EXIT_FAILED, f"{exc.ename}: {exc.evalue}"
     except (DeadKernelError, CellTimeoutError, RuntimeError, TimeoutError) as exc:
         kind = "timed out" if isinstance(exc, (CellTimeoutError, TimeoutError)) else "kernel died"
-        outcome, code, message = "kernel-died", EXIT_KERNEL, f"{kind}: {str(exc).strip().splitlines()[0]}"
+        outcome, code, message = "kernel-died", EXIT_KERNEL, f"{kind}: {_first_line(exc)}"
+    except Exception as exc:  # anything else from the execution machinery: the run still gets sealed
+        outcome, code, message = "kernel-died", EXIT_KERNEL, f"execution error: {type(exc).__name__}: {_first_line(exc)}"
     finally:
         os.environ.pop("RUNBOOK_LOCK_HELD", None)
         lock.release()
+    message = redact.text(message)
     sealed = archive.seal(run_dir, params=params, info=info, outcome=outcome, message=message,
                           wall_seconds=time.monotonic() - started)
     if sealed.secret_hits:
@@ -100,6 +105,32 @@ def run(name: str, params_path: str, *, campaign: str | None = None, overrides: 
         message = "secret scan found resolved secret values in: " + ", ".join(sealed.secret_hits)
     return RunReport(code, info.run_id, run_dir, outcome, message, time.monotonic() - started,
                      sealed.step_seconds)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check_kernel(name: str) -> None:
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec(name)
+    except NoSuchKernel:
+        raise BadInput(f"run.kernel_name: no Jupyter kernel named {name!r} is installed") from None
+
+
+def _check_resumable(run_dir: Path, runbook: str, target: str) -> None:
+    """Only a real (not planned) run of the same runbook on the same target can be resumed."""
+    start = next((e for e in read_events(run_dir / "journal.jsonl") if e.get("event") == "run_start"), None)
+    if start is None:
+        raise BadInput(f"--resume {run_dir.name}: no journal at {run_dir}")
+    if start.get("runbook") != Path(runbook).stem or start.get("target") != target:
+        raise BadInput(f"--resume {run_dir.name}: that run was {start.get('runbook')} on {start.get('target')}, "
+                       f"not {Path(runbook).stem} on {target}")
+    if start.get("plan"):
+        raise BadInput(f"--resume {run_dir.name}: that was a --plan run; nothing it did can be skipped")
 
 
 def summary_line(report: RunReport) -> str:

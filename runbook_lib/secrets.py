@@ -99,6 +99,7 @@ class SecretRef(str):
                 value = path.read_text().rstrip("\n")
             except OSError as exc:
                 raise SecretError(f"{self}: cannot read {path}: {exc.strerror}") from None
-        if not value:
-            raise SecretError(f"{self}: the secret is empty")
+        if len(value) < 8:
+            raise SecretError(f"{self}: the secret is shorter than 8 characters; too short to use, or to mask "
+                              "reliably in outputs")
         return Secret(value, str(self))

@@ -52,7 +52,7 @@ class Session:
 
     def run(self, spec: Step) -> StepResult:
         """Run a step (or reuse its recorded result on resume), journal it, show it; stop on failure."""
-        recorded = self._resumed.get(spec.name)
+        recorded = None if spec.always_run else self._resumed.get(spec.name)
         if recorded is not None and not self.plan_mode:
             result = StepResult.from_record(recorded)
             result.recorded_in = recorded.get("recorded_in") or self.info.resumed_from
@@ -125,7 +125,7 @@ def start(params_path: str, runbook: str, run_id: str | None = None, campaign: s
     run_dir.mkdir(parents=True, exist_ok=True)
     session = Session(params, info, run_dir, interactive)
     if interactive and runinfo.runbook_meta(runbook).get("mutating") and not plan:
-        session._lock = TargetLock(root, params.target.name)
+        session._lock = TargetLock(params.target.name)
         session._lock.acquire(info.holder())
     session.journal.append("run_start", pid=os.getpid(), **info.public())
     runinfo.write_draft_manifest(run_dir, info, params, status="running")

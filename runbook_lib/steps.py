@@ -137,6 +137,7 @@ class Step:
     mutating: bool = False
     plan: Callable[["Session"], Outcome] | None = None
     guards: tuple[Guard, ...] = ()
+    always_run: bool = False  # gates: decided afresh on resume, never taken from an earlier run
 
     def __post_init__(self) -> None:
         if self.mutating and self.plan is None:
@@ -144,11 +145,12 @@ class Step:
 
 
 def step(name: str, title: str, *, mutating: bool = False, plan: Callable[["Session"], Outcome] | None = None,
-         guards: tuple[Guard, ...] = ()) -> Callable[[Callable[["Session"], Outcome]], Step]:
+         guards: tuple[Guard, ...] = (), always_run: bool = False) -> Callable[[Callable[["Session"], Outcome]], Step]:
     """Decorator form: `@step("backup", "Take the backup", mutating=True, plan=...)`."""
 
     def wrap(fn: Callable[["Session"], Outcome]) -> Step:
-        return Step(name=name, title=title, run=fn, mutating=mutating, plan=plan, guards=guards)
+        return Step(name=name, title=title, run=fn, mutating=mutating, plan=plan, guards=guards,
+                    always_run=always_run)
 
     return wrap
 

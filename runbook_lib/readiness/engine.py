@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -53,37 +52,48 @@ def run(params: Params, *, only: list[str] | None = None, campaign_dir: Path | N
     unknown = sorted(set(only or []) - {it.id for it in items})
     if unknown:
         raise ValueError(f"unknown readiness items: {', '.join(unknown)}")
+    registry.load_all()  # import every category module once, here, not from concurrent threads
     probe = Probe(params, campaign_dir)
     settings = params.readiness
+    slots = threading.BoundedSemaphore(settings.concurrency)
     started: dict[str, float] = {}
+    finished: dict[str, ItemResult] = {}
     lock = threading.Lock()
 
-    def work(item: Item) -> ItemResult:
-        with lock:
-            started[item.id] = time.monotonic()
-        t0 = time.monotonic()
-        return _result(item, decide(item, probe), time.monotonic() - t0, params)
+    def work(item: Item) -> None:
+        with slots:
+            with lock:
+                started[item.id] = time.monotonic()
+            t0 = time.monotonic()
+            result = _result(item, decide(item, probe), time.monotonic() - t0, params)
+            with lock:
+                finished.setdefault(item.id, result)
 
-    pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="readiness")
-    futures: dict[str, Future] = {it.id: pool.submit(work, it) for it in items}
+    # daemon threads: a check that hangs past its timeout is reported and abandoned, never waited for
+    for item in items:
+        threading.Thread(target=work, args=(item,), name=f"readiness-{item.id}", daemon=True).start()
+    # items queued behind hung ones still end: nothing waits longer than every slot timing out in turn
+    overall = time.monotonic() + settings.item_timeout_s * (len(items) / settings.concurrency + 1)
     results: dict[str, ItemResult] = {}
-    try:
-        while len(results) < len(items):
-            for item in items:
-                if item.id in results:
-                    continue
-                future = futures[item.id]
-                if future.done():
-                    results[item.id] = future.result()
-                elif item.id in started and time.monotonic() - started[item.id] > settings.item_timeout_s:
-                    results[item.id] = _result(item, Finding(
-                        "error", reason=f"timed out after {settings.item_timeout_s:g} s"),
-                        settings.item_timeout_s, params)
-                else:
-                    continue
-                if on_done:
-                    on_done(results[item.id])
-            time.sleep(0.02)
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+    while len(results) < len(items):
+        now = time.monotonic()
+        for item in items:
+            if item.id in results:
+                continue
+            with lock:
+                done = finished.get(item.id)
+                began = started.get(item.id)
+            if done is not None:
+                results[item.id] = done
+            elif (began is not None and now - began > settings.item_timeout_s) or now > overall:
+                reason = (f"timed out after {settings.item_timeout_s:g} s" if began is not None
+                          else "not started: every check slot was held by checks that hung")
+                results[item.id] = _result(item, Finding("error", reason=reason), settings.item_timeout_s, params)
+                with lock:
+                    finished.setdefault(item.id, results[item.id])
+            else:
+                continue
+            if on_done:
+                on_done(results[item.id])
+        time.sleep(0.02)
     return [results[it.id] for it in items]

@@ -12,15 +12,13 @@ from collections import Counter
 
 from runbook_lib.readiness.model import OUTCOMES, ItemResult, Verdict
 
-BLOCKING = ("fail", "error", "missing")
-
 
 def verdict(results: list[ItemResult], min_score: float = 0.90, blockers_allowed: int = 0) -> Verdict:
     counts = Counter(r.outcome for r in results)
     applicable = [r for r in results if r.outcome not in ("n/a", "waived")]
     passed = sum(1 for r in applicable if r.outcome == "pass")
     score = passed / len(applicable) if applicable else 0.0
-    blockers = [r.id for r in results if r.severity == "blocker" and r.outcome in BLOCKING]
+    blockers = [r.id for r in results if r.severity == "blocker" and r.outcome not in ("pass", "n/a", "waived")]
     warnings = [r.id for r in results if r.severity == "warning" and r.outcome not in ("pass", "n/a", "waived")]
     if len(blockers) > blockers_allowed:
         code = 1

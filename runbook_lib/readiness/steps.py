@@ -52,7 +52,7 @@ def save_record(session: Session) -> Outcome:
                    metrics={"record_sha256": record["sha256"]}, state={"readiness_sha256": record["sha256"]})
 
 
-@step("gate", "Readiness gate")
+@step("gate", "Readiness gate", always_run=True)
 def gate(session: Session) -> Outcome:
     verdict = _verdict(session)
     return Outcome(summary=f"{verdict.label} (exit code {verdict.exit_code})", failed=not verdict.ready,

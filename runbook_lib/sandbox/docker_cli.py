@@ -41,7 +41,8 @@ def json_lines(*args: str) -> list[dict[str, Any]]:
 def inspect(kind: str, *names: str) -> list[dict[str, Any]]:
     if not names:
         return []
-    proc = run(kind, "inspect", *names, check=False)
+    args = ("inspect", "--type", kind) if kind == "task" else (kind, "inspect")
+    proc = run(*args, *names, check=False)
     if proc.returncode != 0 and not proc.stdout.strip():
         return []
     return json.loads(proc.stdout or "[]")

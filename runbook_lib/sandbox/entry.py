@@ -27,7 +27,10 @@ def secret(name):
 
 
 def write(path, data, mode, uid, gid):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        os.makedirs(parent, mode=0o700)
+        os.chown(parent, uid, gid)
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as fh:
@@ -35,6 +38,17 @@ def write(path, data, mode, uid, gid):
     os.chown(tmp, uid, gid)
     os.chmod(tmp, mode)
     os.replace(tmp, path)
+
+
+def chown_tree(top, uid, gid):
+    """Own a volume directory; recurse only when a rebuilt image moved the user's uid."""
+    first = [top] + [os.path.join(top, n) for n in os.listdir(top)]
+    if all((os.lstat(p).st_uid, os.lstat(p).st_gid) == (uid, gid) for p in first):
+        return
+    for root, dirs, files in os.walk(top):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, gid)
+    os.chown(top, uid, gid)
 
 
 def main(argv):
@@ -59,7 +73,7 @@ def main(argv):
     for key, val in actions:
         if key == "--dir":
             os.makedirs(val, exist_ok=True)
-            os.chown(val, uid, gid)
+            chown_tree(val, uid, gid)
             os.chmod(val, 0o700)
         elif key == "--install":
             src, dst, mode = val.split(":")

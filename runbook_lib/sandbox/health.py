@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from datetime import datetime
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -69,11 +71,62 @@ def connect(sb: Sandbox, port: int, dbname: str = "postgres", user: str = "postg
                            sslrootcert=str(sb.tls_dir / "ca.crt"), connect_timeout=timeout, **kw)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
-    """Poll `check` until it returns a truthy value; raise SandboxError naming what and the last error."""
+def _spec_key(cs: dict[str, Any] | None) -> tuple[Any, ...]:
+    cs = cs or {}
+    return (cs.get("Image"), cs.get("Args"), cs.get("Env"),
+            sorted(c.get("ConfigName", "") for c in cs.get("Configs") or []),
+            sorted(c.get("SecretName", "") for c in cs.get("Secrets") or []))
+
+
+def crashlooping(sb: Sandbox, since: float, limit: int = 4) -> str | None:
+    """A message naming services whose tasks failed `limit` times after `since` (epoch seconds)."""
+    ids: list[str] = []
+    for stack in STACKS:
+        ids += docker_cli.run("stack", "ps", "-q", "--no-trunc", sb.stack_name(stack),
+                              check=False).stdout.split()
+    failed: dict[str, list[str]] = {}
+    current: dict[str, Any] = {}
+    for task in docker_cli.inspect("task", *ids) if ids else []:
+        status = task.get("Status", {})
+        if status.get("State") not in ("failed", "rejected"):
+            continue
+        svc = task.get("ServiceID", "?")
+        if svc not in current:
+            spec = docker_cli.inspect("service", svc)
+            current[svc] = _spec_key(spec[0]["Spec"]["TaskTemplate"].get("ContainerSpec")) if spec else None
+        if _spec_key(task.get("Spec", {}).get("ContainerSpec")) != current[svc]:
+            continue  # a failure of an older version of the service: not this deploy's problem
+        stamp = status.get("Timestamp", "")
+        try:
+            when = datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", stamp).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            continue
+        if when >= since:
+            failed.setdefault(svc, []).append(status.get("Err", ""))
+    bad = []
+    for svc_id, errs in failed.items():
+        if len(errs) >= limit:
+            name = docker_cli.run("service", "inspect", "--format", "{{.Spec.Name}}", svc_id, check=False).stdout.strip()
+            bad.append(f"{name or svc_id}: {len(errs)} failed tasks (last: {errs[-1]})")
+    return "; ".join(bad) or None
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0,
+             abort: Callable[[], str | None] | None = None) -> Any:
+    """Poll `check` until it returns a truthy value; raise SandboxError naming what and the last error.
+
+    `abort` is consulted every few seconds: a message from it ends the wait at once (crash loops).
+    """
     deadline = time.monotonic() + timeout
     last = ""
+    next_abort = time.monotonic() + 10
     while time.monotonic() < deadline:
+        if abort and time.monotonic() > next_abort:
+            next_abort = time.monotonic() + 10
+            reason = abort()
+            if reason:
+                raise SandboxError(f"gave up waiting for {what}: {reason}. "
+                                   "See `docker service logs <service>`; fix and rerun `runbook sandbox up`.")
         try:
             result = check()
             if result:

@@ -53,7 +53,7 @@ def up(sb: Sandbox, scale: int | None = None) -> float:
         created = stacks.ensure_secrets(sb)
         progress.info(f"state in {sb.state_dir} (0600); {created} Docker secret(s) created")
     files = stacks.render(sb)
-    start = time.monotonic()
+    start, since = time.monotonic(), time.time()
     with progress.step("deploy legacy, dpg, edge, monitoring"):
         for stack in ("legacy", "dpg", "edge", "monitoring"):
             stacks.deploy(sb, stack, files[stack])
@@ -62,7 +62,8 @@ def up(sb: Sandbox, scale: int | None = None) -> float:
     app_db, app_role = stacks.app_names(sb)
     with progress.step("legacy database: roles and seed"):
         conn = health.wait_for("legacy PostgreSQL to accept TLS connections",
-                               lambda: health.connect(sb, sb.spec.ports.legacy), timeout)
+                               lambda: health.connect(sb, sb.spec.ports.legacy), timeout,
+                               abort=lambda: health.crashlooping(sb, since))
         with conn:
             seed.ensure_roles(conn, app_db, app_role, credentials.read(sb, "app_password"),
                               credentials.read(sb, "monitor_password"))
@@ -71,7 +72,8 @@ def up(sb: Sandbox, scale: int | None = None) -> float:
         progress.info("already seeded" if counts is None else
                       "seeded " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     with progress.step("dpg cluster: one leader, two streaming replicas"):
-        health.wait_for("a Patroni leader and two streaming replicas", lambda: health.patroni_ready(sb), timeout)
+        health.wait_for("a Patroni leader and two streaming replicas", lambda: health.patroni_ready(sb), timeout,
+                        abort=lambda: health.crashlooping(sb, since))
         progress.info(f"leader {health.leader_name(sb)}")
         with health.wait_for("HAProxy read-write port", lambda: health.connect(sb, sb.spec.ports.haproxy_rw),
                              60) as conn:
@@ -95,7 +97,8 @@ def wait_healthy(sb: Sandbox, timeout: float) -> None:
         return bool(states) and len({s.stack for s in states}) == len(STACKS) and all(s.ok for s in states)
 
     try:
-        health.wait_for("every service to run and report healthy", check, timeout, interval=2)
+        health.wait_for("every service to run and report healthy", check, timeout, interval=2,
+                        abort=lambda: health.crashlooping(sb, since))
     except SandboxError as exc:
         bad = [s for s in health.services(sb) if not s.ok]
         detail = "\n".join(f"  - {s.name}: {s.running}/{s.desired} running, {s.healthy} healthy "

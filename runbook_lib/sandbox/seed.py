@@ -139,21 +139,18 @@ def grant_app(conn: psycopg.Connection, app_role: str) -> None:
 
 def seed(conn: psycopg.Connection, scale: int, app_role: str) -> dict[str, int] | None:
     """Create schema and data in one transaction (a failed seed leaves nothing); None if already seeded."""
-    conn.autocommit = False
+    conn.autocommit = True
     if conn.execute("SELECT to_regclass('public.sandbox_seed')").fetchone()[0] is not None:
-        conn.rollback()
         grant_app(conn, app_role)
-        conn.commit()
         return None
+    counts = {k: v * scale for k, v in ROW_COUNTS.items()}
     with conn.transaction():
         conn.execute(SCHEMA)
         for (stmt,) in conn.execute(PARTITIONS).fetchall():
             conn.execute(stmt)
-        counts = {k: v * scale for k, v in ROW_COUNTS.items()}
         conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
         conn.execute(sql.SQL(DATA).format(**{k: sql.Literal(v) for k, v in counts.items()}))
         conn.execute("INSERT INTO sandbox_seed (scale) VALUES (%s)", (scale,))
         grant_app(conn, app_role)
-    conn.autocommit = True
     conn.execute("ANALYZE")
     return counts

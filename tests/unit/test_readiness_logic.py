@@ -91,6 +91,7 @@ def test_engine_times_out_an_item(monkeypatch: pytest.MonkeyPatch) -> None:
 
     from runbook_lib.readiness.model import Finding
 
+    registry.load_all()
     monkeypatch.setitem(registry.CHECKS, "DB-13", lambda p: (time.sleep(3), Finding("pass"))[1])
     params = validate({"target": {"name": "t", "environment": "sandbox",
                                   "databases": {"m": {"host": "127.0.0.1", "user": "u"}}},

@@ -8,6 +8,6 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   echo "include_if_exists = 'sandbox.conf'" >> "$PGDATA/postgresql.conf"
 fi
 rm -f /run/sandbox/pwfile
-cp /sbx/sandbox.conf "$PGDATA/sandbox.conf"
-cp /sbx/pg_hba.conf "$PGDATA/pg_hba.conf"
+install -m 600 /sbx/sandbox.conf "$PGDATA/sandbox.conf"
+install -m 600 /sbx/pg_hba.conf "$PGDATA/pg_hba.conf"
 exec postgres -D "$PGDATA" -p "$PGPORT"

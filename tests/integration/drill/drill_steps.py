@@ -58,6 +58,10 @@ def maybe_fail(session: Session) -> Outcome:
 def leak(session: Session) -> Outcome:
     if (DIR / "leak").exists():
         print("the password is", session.params.resolve(session.target.databases["main"].password).reveal())
+        if os.environ.get("DRILL_LEAK_VALUE"):
+            from IPython.display import HTML, display
+
+            display(HTML(f"<p>{__import__('html').escape(os.environ['DRILL_LEAK_VALUE'])}</p>"))
     return Outcome(summary="done")
 
 

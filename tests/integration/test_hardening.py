@@ -1,0 +1,104 @@
+"""Regressions for ways the archive, the runner and the parameters could be fooled or leak."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from runbook_lib import archive, runner
+from runbook_lib.params import ParamsError, load_params, validate
+from runbook_lib.readiness import engine, registry
+from runbook_lib.readiness.model import Finding
+
+DRILL = Path(__file__).parent / "drill" / "drill.ipynb"
+
+
+@pytest.fixture
+def drill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "drill"
+    d.mkdir()
+    monkeypatch.setenv("DRILL_DIR", str(d))
+    (d / "go").touch()
+    return d
+
+
+def test_secret_with_html_characters_is_masked_everywhere(tmp_path: Path, local_pg, drill: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import write_params
+
+    secret = "Tr0ub&dor<x>'s\"pw"
+    (tmp_path / "odd").write_text(secret)
+    params = write_params(tmp_path / "p.yaml", local_pg)
+    data = json.loads(json.dumps(__import__("yaml").safe_load(params.read_text())))
+    data["notifications"] = {"smtp": {"host": "127.0.0.1", "sender": "a@b.test", "recipients": ["c@d.test"],
+                                      "username": "u", "password": f"file:{tmp_path / 'odd'}"}}
+    params.write_text(__import__("yaml").safe_dump(data))
+    monkeypatch.setenv("DRILL_LEAK_VALUE", secret)
+    (drill / "leak").touch()
+    report = runner.run(str(DRILL), str(params), outputs_dir=tmp_path / "out", echo=False)
+    assert report.exit_code == 1 and report.outcome == "secret-leak"
+    escaped = {secret, json.dumps(secret)[1:-1], __import__("html").escape(secret)}
+    for path in report.run_dir.rglob("*"):
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            assert not any(form in text for form in escaped), f"{path.name} holds a form of the secret"
+
+
+def test_verify_catches_chain_edits_and_unchained_runs(params_file: Path, outputs: Path, drill: Path) -> None:
+    runs = [runner.run(str(DRILL), str(params_file), outputs_dir=outputs, echo=False) for _ in range(3)]
+    campaign = outputs / "test"
+    assert archive.verify(campaign) == []
+    # drop the middle run and re-link the chain around it: the manifests still disagree
+    lines = (campaign / "chain.jsonl").read_text().splitlines()
+    entries = [json.loads(x) for x in lines]
+    entries[2]["prev"] = entries[0]["manifest_sha256"]
+    (campaign / "chain.jsonl").write_text("\n".join(json.dumps(e) for e in (entries[0], entries[2])) + "\n")
+    shutil.rmtree(runs[1].run_dir)
+    problems = archive.verify(campaign)
+    assert any("link to the previous manifest" in p for p in problems), problems
+    # a sealed run folder copied in without a chain entry is reported
+    shutil.copytree(runs[0].run_dir, campaign / "intruder")
+    assert any("intruder" in p and "does not list" in p for p in archive.verify(campaign))
+
+
+def test_resume_refuses_plan_runs_and_other_runbooks(params_file: Path, outputs: Path, drill: Path) -> None:
+    planned = runner.run(str(DRILL), str(params_file), outputs_dir=outputs, plan=True, echo=False)
+    refused = runner.run(str(DRILL), str(params_file), outputs_dir=outputs, resume=planned.run_id, echo=False)
+    assert refused.exit_code == 2 and "--plan run" in refused.message
+    other = runner.run("status", str(params_file), outputs_dir=outputs, resume=planned.run_id, echo=False)
+    assert other.exit_code == 2 and "not status" in other.message
+
+
+def test_unknown_kernel_is_bad_input(params_file: Path, outputs: Path) -> None:
+    report = runner.run("status", str(params_file), outputs_dir=outputs, overrides=["run.kernel_name=nope"],
+                        echo=False)
+    assert report.exit_code == 2 and "run.kernel_name" in report.message
+
+
+def test_embedded_password_never_echoed(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("target: {name: t, environment: sandbox, databases: {m: {host: h, user: u}}, "
+                    "prometheus: {url: 'http://admin:Hunter2Secret@prom:9090'}, "
+                    "patroni: {scope: s, members: [{name: a, api_url: 'http://p:S3cretPw@x:8008'}]}}\n")
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert "target.prometheus.url" in str(info.value) and "target.patroni.members.0.api_url" in str(info.value)
+    assert "Hunter2Secret" not in str(info.value) and "S3cretPw" not in str(info.value)
+
+
+def test_hung_checks_do_not_hang_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    registry.load_all()
+    monkeypatch.setitem(registry.CHECKS, "DB-13", lambda p: (time.sleep(30), Finding("pass"))[1])
+    monkeypatch.setitem(registry.CHECKS, "DB-14", lambda p: Finding("pass"))
+    params = validate({"target": {"name": "t", "environment": "sandbox",
+                                  "databases": {"m": {"host": "127.0.0.1", "user": "u"}}},
+                       "readiness": {"item_timeout_s": 0.5, "concurrency": 1}})
+    started = time.monotonic()
+    results = {r.id: r for r in engine.run(params, only=["DB-13", "DB-14"])}
+    assert time.monotonic() - started < 5
+    assert results["DB-13"].outcome == "error"
+    assert results["DB-14"].outcome in ("pass", "error")
