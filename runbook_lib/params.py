@@ -104,6 +104,8 @@ class PgBouncer(_Model):
     admin_password: SecretRef | None = None
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
     sslrootcert: str | None = None
+    service: str | None = Field(None, description="the Swarm service running PgBouncer (cutover rewrites its config)")
+    config_path: str = Field("/etc/pgbouncer/pgbouncer.ini", description="pgbouncer.ini inside that service's task")
 
 
 class HttpService(_Model):
@@ -165,6 +167,21 @@ class Tools(_Model):
 
     mode: Literal["image", "host"] = "image"
     image: str | None = Field(None, description="image with the servers' PostgreSQL binaries (default: the sandbox's)")
+
+
+class Migration(_Model):
+    """How phase 2 moves the data and switches the traffic."""
+
+    strategy: Literal["logical", "dump-restore"] = "logical"
+    source: str = Field(description="database endpoint of the legacy database")
+    target: str = Field(description="database endpoint of the new cluster's write endpoint")
+    pooler_database: str = Field(description="the PgBouncer [databases] entry the applications use")
+    new_backend: Endpoint = Field(description="where PgBouncer points after the cutover (the write endpoint)")
+    app_service: str | None = Field(None, description="Swarm service of the application (dump-restore scales it)")
+    copy_timeout: Duration = 1800.0
+    apply_timeout: Duration = 60.0
+    probe_interval: Duration = 0.05
+    probe_endpoint: str | None = Field(None, description="endpoint the write probe uses (default: the pooler)")
 
 
 class Phase1(_Model):
@@ -243,6 +260,7 @@ class Params(_Model):
     window: Window | None = None
     phase1: Phase1 = Field(default_factory=Phase1)
     tools: Tools = Field(default_factory=Tools)
+    migration: Migration | None = None
     sandbox: SandboxSpec | None = None
 
     _source: Path | None = PrivateAttr(default=None)

@@ -1,11 +1,57 @@
-"""Steps of phase 2 (the maintenance window). The gates come first: nothing is changed without
-every sign-off bound to the current readiness and phase 1 records, or outside the locked window."""
+"""Steps of phase 2 (the maintenance window): move production from legacy to the new cluster.
+
+The gates come first: nothing changes without every sign-off bound to the current readiness
+and phase 1 records, or outside the locked window. Every mutating step checks its own
+effect first, so a resumed run (after a killed kernel) continues without doing harm twice.
+A window timer runs through every step; past the budget, steps refuse with rollback guidance.
+"""
 
 from __future__ import annotations
 
-from runbook_lib import signoffs, window
+import time
+import pandas as pd
+import plotly.graph_objects as go
+
+from runbook_lib import backup, migration, pgtools, signoffs, window, writeprobe
+from runbook_lib.clients import patroni, pgbouncer, postgres, swarm
 from runbook_lib.session import Session
-from runbook_lib.steps import Outcome, step
+from runbook_lib.steps import Guard, Outcome, step
+
+ROLLBACK = "stop here and run the rollback plan: PgBouncer back to legacy (`writes_on` on legacy), or the rollback runbook"
+_probes: dict[str, writeprobe.WriteProbe] = {}
+
+
+def _m(session: Session):  # noqa: ANN202 - the Migration settings
+    return session.params.migration
+
+
+def _budget_left(session: Session) -> str | None:
+    started = session.state.get("window_started")
+    if started is None:
+        return None
+    budget = session.params.policy.phases["migration"].budget
+    elapsed = time.time() - started
+    return None if elapsed < budget else (f"{elapsed / 60:.0f} min used of the {budget / 60:.0f} min budget; "
+                                          + ROLLBACK)
+
+
+HAS_MIGRATION = Guard("parameters describe the migration", lambda s: None if s.params.migration else
+                      "migration is not set in the parameters")
+BUDGET = Guard("inside the phase 2 time budget", _budget_left)
+GUARDS = (HAS_MIGRATION, BUDGET)
+
+
+def _timer(session: Session, outcome: Outcome) -> Outcome:
+    """Every phase 2 step shows the elapsed and remaining time of the window budget."""
+    started = session.state.get("window_started", time.time())
+    budget = session.params.policy.phases["migration"].budget
+    elapsed = time.time() - started
+    outcome.metrics = {**outcome.metrics, "window_elapsed_min": round(elapsed / 60, 2),
+                       "window_remaining_min": round((budget - elapsed) / 60, 2)}
+    return outcome
+
+
+# ---------------------------------------------------------------- gates
 
 
 @step("signoff_gate", "Sign-off gate", always_run=True)
@@ -21,10 +67,288 @@ def signoff_gate(session: Session) -> Outcome:
         if stale:
             detail += f" (approvals of an older readiness or phase 1 record do not count: {', '.join(stale)})"
         return Outcome(summary=f"refused: {detail}", evidence=evidence, failed=True)
-    return Outcome(summary=f"all {len(rows)} sign-offs present and bound to the current records", evidence=evidence)
+    started = session.state.get("window_started") or time.time()
+    return Outcome(summary=f"all {len(rows)} sign-offs present and bound to the current records", evidence=evidence,
+                   state={"window_started": started})
 
 
 @step("window_check", "Inside the maintenance window", always_run=True)
 def window_check(session: Session) -> Outcome:
     reason = window.outside(session.run_dir.parent)
-    return Outcome(summary=f"refused: {reason}" if reason else "inside the locked window", failed=bool(reason))
+    return _timer(session, Outcome(summary=f"refused: {reason}" if reason else "inside the locked window",
+                                   failed=bool(reason)))
+
+
+@step("preflight", "Preflight: strategy, tables logical replication cannot carry, both sides reachable",
+      guards=(HAS_MIGRATION,), always_run=True)
+def preflight(session: Session) -> Outcome:
+    m = _m(session)
+    problems = []
+    blockers = migration.unreplicable_tables(session.params, m.source) if m.strategy == "logical" else []
+    if blockers:
+        problems.append("logical replication cannot carry: " + ", ".join(f"{b['table']} ({b['reason']})"
+                                                                          for b in blockers))
+    for endpoint in (m.source, m.target):
+        with postgres.connect(session.params, endpoint) as conn:
+            postgres.scalar(conn, "SELECT 1")
+    current = pgbouncer.backend(session.params, m.pooler_database)
+    return _timer(session, Outcome(
+        summary=("refused before any change: " + "; ".join(problems)) if problems else
+        f"strategy {m.strategy}; PgBouncer sends {m.pooler_database} to {current[0]}:{current[1]}",
+        evidence=blockers or None, failed=bool(problems), metrics={"strategy": m.strategy}))
+
+
+# ---------------------------------------------------------------- write probe
+
+
+def _probe_endpoint(session: Session) -> str:
+    m = _m(session)
+    if m.probe_endpoint:
+        return m.probe_endpoint
+    return next(n for n, d in session.target.databases.items() if d.role == "pooler")
+
+
+def _plan_probe(session: Session) -> Outcome:
+    return Outcome(summary=f"would create {writeprobe.TABLE} on {_m(session).source} and write to it through "
+                           f"{_probe_endpoint(session)} every {_m(session).probe_interval * 1000:.0f} ms")
+
+
+@step("probe_start", "Start the write probe", mutating=True, plan=_plan_probe, guards=(HAS_MIGRATION,),
+      always_run=True)
+def probe_start(session: Session) -> Outcome:
+    m = _m(session)
+    writeprobe.ensure_table(session.params, m.source, session.target.app.role)
+    probe = _probes.get(session.info.run_id)
+    if probe is None or not probe.running:
+        probe = writeprobe.WriteProbe(session.params, _probe_endpoint(session), session.run_dir,
+                                      session.info.run_id, m.probe_interval)
+        probe.start()
+        _probes[session.info.run_id] = probe
+    time.sleep(1)
+    figures = writeprobe.figures(writeprobe.load(session.run_dir))
+    return _timer(session, Outcome(summary=f"probe writing through {_probe_endpoint(session)}: "
+                                           f"{figures['attempts']} attempts, {figures['failed_writes']} failed so far",
+                                   failed=figures["attempts"] == 0 or figures["failed_writes"] == figures["attempts"]))
+
+
+# ---------------------------------------------------------------- the new cluster and the data
+
+
+def _plan(text: str):  # noqa: ANN202
+    return lambda session: Outcome(summary=f"would {text}")
+
+
+@step("deploy_new_stack", "The new stack deployed and healthy", guards=GUARDS)
+def deploy_new_stack(session: Session) -> Outcome:
+    spec = session.target.patroni
+    members = patroni.members(spec) if spec else []
+    leaders = [m["name"] for m in members if m.get("role") == "leader"]
+    streaming = [m["name"] for m in members if m.get("state") == "streaming"]
+    ok = len(leaders) == 1 and len(streaming) == len(members) - 1 and members
+    return _timer(session, Outcome(
+        summary=f"leader {leaders[0]}, {len(streaming)} streaming replicas" if ok else
+        "the new cluster is not healthy (one leader, every other member streaming): deploy it first "
+        "(`docker stack deploy`; on the sandbox `runbook sandbox up`)",
+        evidence=[{k: m.get(k) for k in ("name", "role", "state", "lag")} for m in members], failed=not ok))
+
+
+@step("prepare_replication", "Fill the new cluster by logical replication (before the write pause)",
+      mutating=True, plan=_plan("copy the schema, create the publication and subscription, wait for the copy"),
+      guards=GUARDS)
+def prepare_replication(session: Session) -> Outcome:
+    m = _m(session)
+    if m.strategy != "logical":
+        return _timer(session, Outcome(summary="dump-restore strategy: the data moves during the pause"))
+    p = session.params
+    schema = migration.copy_schema(p, m.source, m.target)
+    migration.ensure_publication(p, m.source, migration.PUBLICATION)
+    created = migration.ensure_subscription(p, m.target, m.source, migration.SUBSCRIPTION, migration.PUBLICATION,
+                                            copy_data=True)
+    with session.progress(None, total=1, desc="initial copy (tables)") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        states = migration.wait_initial_copy(p, m.target, migration.SUBSCRIPTION, m.copy_timeout, progress)
+    return _timer(session, Outcome(summary=f"{schema}; subscription {'created' if created else 'already present'}; "
+                                           f"{states.get('r', 0)} tables copied and streaming",
+                                   metrics={"tables": states.get("r", 0)}))
+
+
+@step("final_backup", "Final online backup of legacy (before the pause)", mutating=True,
+      plan=_plan("take an online pg_basebackup of legacy and verify it"), guards=GUARDS)
+def final_backup(session: Session) -> Outcome:
+    if session.params.backup is None:
+        return _timer(session, Outcome(summary="backup is not set in the parameters", failed=True))
+    result = backup.take(session.params)
+    backup.verify(session.params, result.path)
+    return _timer(session, Outcome(summary=f"backup {result.id} verified, ends at LSN {result.end_lsn}",
+                                   metrics={"backup_end_lsn": result.end_lsn, "backup_seconds": result.seconds},
+                                   state={"final_backup": {"id": result.id, "end_lsn": result.end_lsn}}))
+
+
+def _pause(session: Session) -> None:
+    try:
+        pgbouncer.command(session.params, "PAUSE", _m(session).pooler_database)
+    except Exception as exc:  # already paused is fine: the step checks its effect, not its history
+        if "already" not in str(exc).lower():
+            raise
+
+
+def _resume(session: Session) -> None:
+    try:
+        pgbouncer.command(session.params, "RESUME", _m(session).pooler_database)
+    except Exception as exc:
+        if "not paused" not in str(exc).lower():
+            raise
+
+
+@step("writes_off", "Writes off: pause the pool, legacy read-only for the application", mutating=True,
+      plan=_plan("PAUSE the application's pool in PgBouncer and make legacy read-only for the application role"),
+      guards=GUARDS)
+def writes_off(session: Session) -> Outcome:
+    m = _m(session)
+    _pause(session)
+    ended = migration.set_read_only(session.params, m.source, session.target.app.role, True)
+    return _timer(session, Outcome(summary=f"pool {m.pooler_database} paused; legacy read-only for "
+                                           f"{session.target.app.role} ({ended} sessions ended)",
+                                   state={"writes_off_at": time.time()}))
+
+
+@step("drain_connections", "Drain the application's connections to legacy", mutating=True,
+      plan=_plan("end every remaining session of the application role on legacy"), guards=GUARDS)
+def drain_connections(session: Session) -> Outcome:
+    ended = migration.set_read_only(session.params, _m(session).source, session.target.app.role, True)
+    return _timer(session, Outcome(summary=f"{ended} remaining application sessions ended on legacy"))
+
+
+@step("app_down", "Applications down (or kept behind the paused pool)", mutating=True,
+      plan=_plan("scale the application service to 0 (dump-restore), or keep it behind the paused pool (logical)"),
+      guards=GUARDS)
+def app_down(session: Session) -> Outcome:
+    m = _m(session)
+    if m.strategy == "logical" or not m.app_service:
+        return _timer(session, Outcome(summary="applications kept running behind the paused pool"))
+    service = swarm.for_target(session.target.swarm).services.get(m.app_service)
+    replicas = service.attrs["Spec"]["Mode"].get("Replicated", {}).get("Replicas", 1)
+    before = session.state.get("app_replicas", replicas)
+    if replicas:
+        service.scale(0)
+    return _timer(session, Outcome(summary=f"{m.app_service} scaled from {before} to 0",
+                                   state={"app_replicas": before}))
+
+
+@step("move_data", "Move the data", mutating=True,
+      plan=_plan("wait until the new cluster applied legacy's last write and copy the sequences (logical), "
+                 "or dump legacy and restore into the new cluster (dump-restore)"), guards=GUARDS)
+def move_data(session: Session) -> Outcome:
+    m, p = _m(session), session.params
+    if m.strategy == "logical":
+        lsn = migration.current_lsn(p, m.source)
+        waited = migration.wait_applied(p, m.source, migration.SUBSCRIPTION, lsn, m.apply_timeout)
+        sequences = migration.copy_sequences(p, m.source, m.target)
+        return _timer(session, Outcome(summary=f"new cluster applied legacy's LSN {lsn} after {waited:.2f} s; "
+                                               f"{sequences} sequences copied",
+                                       metrics={"cutover_lsn": lsn, "apply_wait_s": round(waited, 3)},
+                                       state={"cutover_lsn": lsn}))
+    started = time.monotonic()
+    if migration.user_tables(p, m.target):
+        counts = {c.table: c.equal for c in migration.validate(p, m.source, m.target)}
+        if all(counts.values()):
+            return _timer(session, Outcome(summary="the new cluster already holds identical data (resumed run)"))
+        raise migration.MigrationError("the new cluster holds different data already; empty it before restoring")
+    src = " ".join(pgtools.conn_args(p, m.source))
+    dst = " ".join(pgtools.conn_args(p, m.target))
+    pgtools.run(p, [f"pg_dump -Fc --no-publications --no-subscriptions {src} | pg_restore --exit-on-error {dst}"],
+                endpoints=[m.source, m.target], shell=True)
+    return _timer(session, Outcome(summary=f"dump and restore took {time.monotonic() - started:.1f} s",
+                                   metrics={"dump_restore_s": round(time.monotonic() - started, 2)}))
+
+
+def _back_to_legacy(session: Session) -> str:
+    """Leave legacy serving: writable for the application again, pool resumed (still pointing at legacy)."""
+    m = _m(session)
+    migration.set_read_only(session.params, m.source, session.target.app.role, False)
+    _resume(session)
+    return "legacy left serving: writable again and the pool resumed"
+
+
+@step("validate_new", "Validate: per-table row count and checksum on both sides", guards=GUARDS)
+def validate_new(session: Session) -> Outcome:
+    m = _m(session)
+    checks = migration.validate(session.params, m.source, m.target)
+    rows = [{"table": c.table, "source_rows": c.source_rows, "target_rows": c.target_rows,
+             "checksum_equal": c.source_checksum == c.target_checksum} for c in checks]
+    bad = [c.table for c in checks if not c.equal]
+    if bad:
+        fallback = _back_to_legacy(session)
+        return _timer(session, Outcome(summary=f"cutover stopped: {', '.join(bad)} differ; {fallback}",
+                                       evidence=rows, failed=True))
+    return _timer(session, Outcome(summary=f"{len(checks)} tables: row counts and checksums equal",
+                                   evidence=rows, metrics={"tables_validated": len(checks)}))
+
+
+@step("switch_traffic", "Point PgBouncer at the new cluster; reverse replication keeps legacy current",
+      mutating=True, plan=_plan("repoint PgBouncer to the new write endpoint and replicate new -> legacy"),
+      guards=GUARDS)
+def switch_traffic(session: Session) -> Outcome:
+    m, p = _m(session), session.params
+    host, port = m.new_backend.host, m.new_backend.port
+    if pgbouncer.backend(p, m.pooler_database) != (host, port):
+        pgbouncer.repoint(p, m.pooler_database, host, port)
+    reverse = "no reverse replication (dump-restore): legacy is the pre-cutover copy"
+    if m.strategy == "logical":
+        migration.drop_subscription(p, m.target, migration.SUBSCRIPTION)
+        migration.ensure_publication(p, m.target, migration.REVERSE_PUBLICATION)
+        migration.ensure_subscription(p, m.source, m.target, migration.REVERSE_SUBSCRIPTION,
+                                      migration.REVERSE_PUBLICATION, copy_data=False)
+        reverse = "reverse replication new -> legacy running"
+    return _timer(session, Outcome(summary=f"PgBouncer sends {m.pooler_database} to {host}:{port}; {reverse}"))
+
+
+@step("writes_on", "Writes on: resume the pool", mutating=True, plan=_plan("RESUME the pool"), guards=GUARDS)
+def writes_on(session: Session) -> Outcome:
+    _resume(session)
+    paused = time.time() - session.state["writes_off_at"] if session.state.get("writes_off_at") else None
+    return _timer(session, Outcome(summary="pool resumed" + (f" after {paused:.2f} s" if paused else ""),
+                                   metrics={"pool_paused_s": round(paused, 3) if paused else None}))
+
+
+@step("app_up", "Applications up and writing to the new cluster", mutating=True,
+      plan=_plan("scale the application back (dump-restore) and prove a write through PgBouncer lands in the new "
+                 "cluster"), guards=GUARDS)
+def app_up(session: Session) -> Outcome:
+    m, p = _m(session), session.params
+    if m.strategy == "dump-restore" and m.app_service and session.state.get("app_replicas"):
+        swarm.for_target(session.target.swarm).services.get(m.app_service).scale(session.state["app_replicas"])
+    marker = f"cutover-{session.info.run_id}"
+    with postgres.connect(p, _probe_endpoint(session)) as conn:
+        postgres.query(conn, "INSERT INTO rollout_write_probe (run_id) VALUES (%s)", [marker])
+    with postgres.connect(p, m.target) as conn:
+        landed = postgres.scalar(conn, "SELECT count(*) FROM rollout_write_probe WHERE run_id = %s", [marker])
+    return _timer(session, Outcome(summary="a write through PgBouncer landed in the new cluster" if landed else
+                                   "a write through PgBouncer did NOT land in the new cluster", failed=not landed))
+
+
+@step("probe_report", "Write probe: availability through the window", always_run=True)
+def probe_report(session: Session) -> Outcome:
+    probe = _probes.pop(session.info.run_id, None)
+    if probe:
+        probe.stop()
+    frame = writeprobe.load(session.run_dir)
+    if frame.empty:
+        return Outcome(summary="no write probe data in this run", failed=True)
+    interval = session.params.migration.probe_interval if session.params.migration else 0.05
+    figures = writeprobe.figures(frame, interval)
+    t0 = frame["start"].min()
+    fig = go.Figure()
+    for ok, colour, name in ((True, "#1a7f37", "write ok"), (False, "#cf222e", "write failed")):
+        part = frame[frame["ok"] == ok]
+        fig.add_trace(go.Scatter(x=part["start"] - t0, y=(part["end"] - part["start"]) * 1000, mode="markers",
+                                 marker={"color": colour, "size": 4}, name=name))
+    fig.update_layout(title="Write probe: latency of each write through the window (ms)", xaxis_title="seconds",
+                      yaxis_title="ms", yaxis_type="log", height=350)
+    return Outcome(summary=f"write-unavailable {figures['write_unavailable_s']} s; {figures['failed_writes']} of "
+                           f"{figures['attempts']} writes failed", metrics=figures, figures=[fig],
+                   evidence=pd.DataFrame([figures]))
