@@ -21,7 +21,7 @@ from runbook_lib import redact, runinfo
 from runbook_lib.journal import Journal, completed_steps
 from runbook_lib.lock import TargetLock
 from runbook_lib.params import Params, load_params
-from runbook_lib.steps import Step, StepFailed, StepResult, execute, now
+from runbook_lib.steps import Step, StepFailed, StepResult, execute
 
 T = TypeVar("T")
 log = logging.getLogger("runbook")
@@ -85,13 +85,18 @@ class Session:
         outcome = "failed" if failed else ("planned" if self.plan_mode else "succeeded")
         self.journal.append("run_end", outcome=outcome, failed_steps=failed)
         runinfo.write_draft_manifest(self.run_dir, self.info, self.params, status=outcome)
-        if self._lock:
-            self._lock.release()
+        self.release()
         summary = {"run_id": self.info.run_id, "outcome": outcome, "steps": len(self.results), "failed": failed}
         if self.interactive:
             summary["next"] = ("save the notebook, then seal it into the archive: "
                                f"runbook archive add PATH/TO/{self.info.runbook}.ipynb")
         return summary
+
+    def release(self) -> None:
+        """Give the target back (an interactive mutating run holds it from start to finish)."""
+        if self._lock:
+            self._lock.release()
+            self._lock = None
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

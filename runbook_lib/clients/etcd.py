@@ -9,13 +9,8 @@ from runbook_lib.params import Etcd
 
 
 def member_list(spec: Etcd) -> dict[str, Any]:
-    errors = []
-    for endpoint in spec.endpoints:
-        try:
-            return http.post(f"{endpoint.rstrip('/')}/v3/cluster/member/list")
-        except http.HttpError as exc:
-            errors.append(str(exc))
-    raise http.HttpError("no etcd endpoint answered member/list: " + "; ".join(errors))
+    return http.first_answer([e.rstrip("/") for e in spec.endpoints], "etcd member/list",
+                             lambda url: http.post(f"{url}/v3/cluster/member/list"))
 
 
 def endpoint_status(endpoint: str) -> dict[str, Any]:

@@ -32,3 +32,14 @@ def get(url: str, **kw: Any) -> Any:
 
 def post(url: str, body: Any = None, **kw: Any) -> Any:
     return call("POST", url, json_body=body if body is not None else {}, **kw)
+
+
+def first_answer(urls: list[str], what: str, call: Any) -> Any:
+    """`call(url)` on each URL until one answers; the error names every one that did not."""
+    errors = []
+    for url in urls:
+        try:
+            return call(url)
+        except HttpError as exc:
+            errors.append(str(exc))
+    raise HttpError(f"no endpoint answered {what}: " + "; ".join(errors))

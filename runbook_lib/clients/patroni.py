@@ -12,13 +12,8 @@ from runbook_lib.params import Patroni
 
 def cluster(spec: Patroni) -> dict[str, Any]:
     """GET /cluster from the first member that answers."""
-    errors = []
-    for member in spec.members:
-        try:
-            return http.get(f"{member.api_url.rstrip('/')}/cluster")
-        except http.HttpError as exc:
-            errors.append(str(exc))
-    raise http.HttpError("no Patroni member answered /cluster: " + "; ".join(errors))
+    return http.first_answer([m.api_url.rstrip("/") for m in spec.members], "Patroni /cluster",
+                             lambda url: http.get(f"{url}/cluster"))
 
 
 def members(spec: Patroni) -> list[dict[str, Any]]:

@@ -130,13 +130,12 @@ def inf04(p: Probe) -> Finding:
 
 @check("INF-05")
 def inf05(p: Probe) -> Finding:
-    wanted = p.need(p.settings.database_services, "readiness.database_services")
+    wanted = p.settings.database_services
     observed = {}
-    for service in swarm.stack_services(p.params.target.swarm):
-        if service.name in wanted:
-            mounts = service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Mounts", [])
-            data = [m for m in mounts if "postgresql" in m.get("Target", "") and m.get("Type") in ("volume", "bind")]
-            observed[service.name] = [f"{m['Type']}:{m.get('Source')}->{m['Target']}" for m in data]
+    for service in p.database_services():
+        mounts = service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Mounts", [])
+        data = [m for m in mounts if "postgresql" in m.get("Target", "") and m.get("Type") in ("volume", "bind")]
+        observed[service.name] = [f"{m['Type']}:{m.get('Source')}->{m['Target']}" for m in data]
     missing = [s for s in wanted if not observed.get(s)]
     return Finding.check(not missing, observed if not missing else {"without_persistent_data": missing, **observed},
                          "a named volume or bind path for every database data directory", "docker service inspect")
@@ -144,13 +143,12 @@ def inf05(p: Probe) -> Finding:
 
 @check("INF-06")
 def inf06(p: Probe) -> Finding:
-    wanted = p.need(p.settings.database_services, "readiness.database_services")
+    wanted = p.settings.database_services
     distributed = {}
-    for service in swarm.stack_services(p.params.target.swarm):
-        if service.name in wanted:
-            spec = service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]
-            names = [r.get("SecretName") or r.get("ConfigName") for r in spec.get("Secrets", []) + spec.get("Configs", [])]
-            distributed[service.name] = [n for n in names if re.search(r"(crt|cert|tls|key)", n or "")]
+    for service in p.database_services():
+        spec = service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]
+        names = [r.get("SecretName") or r.get("ConfigName") for r in spec.get("Secrets", []) + spec.get("Configs", [])]
+        distributed[service.name] = [n for n in names if re.search(r"(crt|cert|tls|key)", n or "")]
     certs = {}
     for member in p.members():
         db = p.database(member)
@@ -235,15 +233,10 @@ def inf12(p: Probe) -> Finding:
     return decide_clock(offsets, p.settings.clock_offset_max_ms)
 
 
-def _db_services(p: Probe) -> list[Any]:
-    wanted = p.need(p.settings.database_services, "readiness.database_services")
-    return [s for s in swarm.stack_services(p.params.target.swarm) if s.name in wanted]
-
-
 @check("INF-13")
 def inf13(p: Probe) -> Finding:
     values = {}
-    for service in _db_services(p):
+    for service in p.database_services():
         code, out = swarm.exec_in(p.params.target.swarm, service,
                                   ["cat", "/proc/sys/vm/swappiness", "/proc/sys/net/core/somaxconn"])
         swappiness, somaxconn = (int(x) for x in out.split()[:2])
@@ -256,7 +249,7 @@ def inf14(p: Probe) -> Finding:
     limits = {}
     script = ("for d in /proc/[0-9]*; do if [ \"$(cat $d/comm 2>/dev/null)\" = postgres ]; then "
               "grep 'Max open files' $d/limits; break; fi; done")
-    for service in _db_services(p):
+    for service in p.database_services():
         code, out = swarm.exec_in(p.params.target.swarm, service, ["sh", "-c", script])
         match = re.search(r"Max open files\s+(\d+|unlimited)", out)
         if not match:

@@ -89,5 +89,13 @@ class Probe:
         return self.shared(f"settings:{endpoint}", lambda: {
             r["name"]: r["setting"] for r in self.sql(endpoint, "SELECT name, setting FROM pg_settings")})[name]
 
+    def database_services(self) -> list[Any]:
+        """The Swarm services that run PostgreSQL (readiness.database_services), fetched once per run."""
+        from runbook_lib.clients import swarm
+
+        wanted = self.need(self.settings.database_services, "readiness.database_services")
+        return [s for s in self.shared("stack-services", lambda: swarm.stack_services(self.params.target.swarm))
+                if s.name in wanted]
+
     def seconds(self, text: str) -> float:
         return parse_duration(text)

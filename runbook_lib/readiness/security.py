@@ -211,23 +211,18 @@ def sec09(p: Probe) -> Finding:
 def sec10(p: Probe) -> Finding:
     endpoint = p.write_endpoint
     collector = {k: p.setting(endpoint, k) for k in ("logging_collector", "log_rotation_age", "log_rotation_size")}
-    drivers = {}
-    for service in swarm.stack_services(p.params.target.swarm):
-        if service.name in p.settings.database_services:
-            driver = service.attrs["Spec"]["TaskTemplate"].get("LogDriver") or {}
-            drivers[service.name] = driver.get("Options") or {}
+    drivers = {s.name: (s.attrs["Spec"]["TaskTemplate"].get("LogDriver") or {}).get("Options") or {}
+               for s in p.database_services()}
     return decide_log_rotation(collector, drivers)
 
 
 @check("SEC-11")
 def sec11(p: Probe) -> Finding:
-    wanted = p.need(p.settings.database_services, "readiness.database_services")
     profiles = {}
-    for service in swarm.stack_services(p.params.target.swarm):
-        if service.name in wanted:
-            container = swarm.running_container(p.params.target.swarm, service)
-            profiles[service.name] = container.attrs.get("AppArmorProfile", "") or \
-                ",".join(container.attrs.get("HostConfig", {}).get("SecurityOpt") or [])
+    for service in p.database_services():
+        container = swarm.running_container(p.params.target.swarm, service)
+        profiles[service.name] = container.attrs.get("AppArmorProfile", "") or \
+            ",".join(container.attrs.get("HostConfig", {}).get("SecurityOpt") or [])
     return decide_apparmor(profiles)
 
 

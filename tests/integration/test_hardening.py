@@ -14,16 +14,8 @@ from runbook_lib.params import ParamsError, load_params, validate
 from runbook_lib.readiness import engine, registry
 from runbook_lib.readiness.model import Finding
 
-DRILL = Path(__file__).parent / "drill" / "drill.ipynb"
+from tests.integration.conftest import DRILL
 
-
-@pytest.fixture
-def drill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    d = tmp_path / "drill"
-    d.mkdir()
-    monkeypatch.setenv("DRILL_DIR", str(d))
-    (d / "go").touch()
-    return d
 
 
 def test_secret_with_html_characters_is_masked_everywhere(tmp_path: Path, local_pg, drill: Path,

@@ -11,21 +11,12 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from runbook_lib import archive, runner
 from runbook_lib.journal import read_events
 
-DRILL = Path(__file__).parent / "drill" / "drill.ipynb"
+from tests.integration.conftest import DRILL
 
-
-@pytest.fixture
-def drill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    d = tmp_path / "drill"
-    d.mkdir()
-    monkeypatch.setenv("DRILL_DIR", str(d))
-    (d / "go").touch()
-    return d
 
 
 def only_run(outputs: Path, campaign: str = "test") -> Path:

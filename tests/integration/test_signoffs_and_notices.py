@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from runbook_lib import notify, phase2, records, session, signoffs
 from runbook_lib.params import load_params
 from runbook_lib.steps import StepFailed
+from tests import receivers
 from tests.conftest import free_port
 
 ROLES = ["Database Team Lead", "Infrastructure Lead", "Security Reviewer", "Product Manager", "Operations Manager"]
+
+
+@pytest.fixture
+def open_session(params_file: Path, outputs: Path):  # noqa: ANN201
+    """An interactive phase 2 session; it holds the target's lock, so it is released afterwards."""
+    opened = []
+
+    def make() -> session.Session:
+        opened.append(session.start(str(params_file), runbook="phase2_migration", outputs_dir=str(outputs)))
+        return opened[-1]
+
+    yield make
+    for rb in opened:
+        rb.release()
 
 
 @pytest.fixture
@@ -39,9 +50,9 @@ def test_signoff_needs_the_records(params_file: Path, outputs: Path) -> None:
 
 
 def test_gate_refuses_until_all_current_then_again_after_new_readiness(params_file: Path, campaign: Path,
-                                                                       outputs: Path) -> None:
+                                                                       open_session) -> None:  # noqa: ANN001
     params = load_params(params_file)
-    rb = session.start(str(params_file), runbook="phase2_migration", outputs_dir=str(outputs))
+    rb = open_session()
     for role in ROLES[:4]:
         signoffs.record(campaign, params.policy, role, "Ann Approver")
     with pytest.raises(StepFailed, match="missing sign-offs: Operations Manager"):
@@ -56,12 +67,12 @@ def test_gate_refuses_until_all_current_then_again_after_new_readiness(params_fi
         rb.run(phase2.signoff_gate)
 
 
-def test_window_check_refuses_outside(params_file: Path, campaign: Path, outputs: Path) -> None:
+def test_window_check_refuses_outside(campaign: Path, open_session) -> None:  # noqa: ANN001
     from datetime import datetime, timedelta, timezone
 
     from runbook_lib import window
 
-    rb = session.start(str(params_file), runbook="phase2_migration", outputs_dir=str(outputs))
+    rb = open_session()
     with pytest.raises(StepFailed, match="no maintenance window"):
         rb.run(phase2.window_check)
     now = datetime.now(timezone.utc)
@@ -86,50 +97,21 @@ def test_signoff_cli_status(params_file: Path, campaign: Path, outputs: Path) ->
     assert status.returncode == 1 and "missing" in status.stdout and "Ann" in status.stdout
 
 
-class _Hook(BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self) -> None:  # noqa: N802
-        _Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-class _Mailbox:
-    def __init__(self) -> None:
-        self.messages: list[bytes] = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802, ANN001, ANN201
-        self.messages.append(envelope.content)
-        return "250 OK"
-
-
 def test_notice_reaches_webhook_smtp_and_outbox(tmp_path: Path, local_pg, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.conftest import write_params
 
-    http = HTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=http.serve_forever, daemon=True).start()
-    mailbox = _Mailbox()
-    smtp = Controller(mailbox, hostname="127.0.0.1", port=free_port())
-    smtp.start()
-    monkeypatch.setenv("RB_TEST_WEBHOOK", f"http://127.0.0.1:{http.server_port}/hook")
-    try:
+    with receivers.webhook() as (url, posted), receivers.mailbox() as (smtp_port, mails):
+        monkeypatch.setenv("RB_TEST_WEBHOOK", url)
         params = load_params(write_params(tmp_path / "p.yaml", local_pg, notifications={
             "webhook_url": "env:RB_TEST_WEBHOOK",
-            "smtp": {"host": "127.0.0.1", "port": smtp.port, "sender": "rollout@example.test",
+            "smtp": {"host": "127.0.0.1", "port": smtp_port, "sender": "rollout@example.test",
                      "recipients": ["owners@example.test", "oncall@example.test"]}}))
         deliveries = notify.send(params, tmp_path / "campaign", "Window notice", "Writes pause at cutover.")
-    finally:
-        http.shutdown()
-        smtp.stop()
     assert [(d.channel, d.ok) for d in deliveries] == [("webhook", True), ("smtp", True), ("outbox", True)]
-    assert _Hook.received[-1]["text"].startswith("*Window notice*")
-    assert b"Writes pause at cutover." in mailbox.messages[-1]
+    assert posted[-1]["text"].startswith("*Window notice*")
+    assert b"Writes pause at cutover." in mails[-1]
     assert "Writes pause" in Path(deliveries[-1].detail).read_text()
-    assert "RB_TEST_WEBHOOK" in deliveries[0].detail and str(http.server_port) not in deliveries[0].detail
+    assert "RB_TEST_WEBHOOK" in deliveries[0].detail and url not in deliveries[0].detail
 
 
 def test_failed_channels_are_recorded_not_hidden(tmp_path: Path, local_pg, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,40 +3,17 @@
 from __future__ import annotations
 
 import json
-import threading
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from runbook_lib import archive, backup, phase1, records, runner, session
 from runbook_lib.params import load_params
 from runbook_lib.steps import StepFailed
-from tests.conftest import free_port
+from tests import receivers
 
 pytestmark = pytest.mark.sandbox
-
-
-class _Hook(BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self) -> None:  # noqa: N802
-        _Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-class _Mailbox:
-    messages: list[bytes] = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802, ANN001, ANN201
-        _Mailbox.messages.append(envelope.content)
-        return "250 OK"
 
 
 def window_overrides() -> list[str]:
@@ -45,26 +22,19 @@ def window_overrides() -> list[str]:
 
 
 def test_phase1_end_to_end(sandbox_params_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    http = HTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=http.serve_forever, daemon=True).start()
-    smtp = Controller(_Mailbox(), hostname="127.0.0.1", port=free_port())
-    smtp.start()
-    monkeypatch.setenv("RB_PHASE1_WEBHOOK", f"http://127.0.0.1:{http.server_port}/notice")
     outputs = tmp_path / "outputs"
     # the order an operator follows: measure, drill, check readiness, then phase 1
     for book, extra in (("load_test", ["target.workload.duration=10s"]), ("failover_drill", []), ("readiness", [])):
         done = runner.run(book, str(sandbox_params_file), outputs_dir=outputs, echo=False, campaign="p1",
                           overrides=extra)
         assert done.exit_code == 0, f"{book}: {done.message}"
-    try:
+    with receivers.webhook() as (url, posted), receivers.mailbox() as (smtp_port, mails):
+        monkeypatch.setenv("RB_PHASE1_WEBHOOK", url)
         report = runner.run("phase1_pre_migration", str(sandbox_params_file), outputs_dir=outputs, echo=False,
                             campaign="p1", overrides=window_overrides() + [
                                 "notifications.webhook_url=env:RB_PHASE1_WEBHOOK",
-                                f"notifications.smtp={{host: 127.0.0.1, port: {smtp.port}, "
+                                f"notifications.smtp={{host: 127.0.0.1, port: {smtp_port}, "
                                 "sender: rollout@example.test, recipients: [owners@example.test]}"])
-    finally:
-        http.shutdown()
-        smtp.stop()
     assert report.exit_code == 0, report.message
     manifest = json.loads((report.run_dir / "manifest.json").read_text())
     steps = {s["name"]: s for s in manifest["steps"]}
@@ -72,8 +42,8 @@ def test_phase1_end_to_end(sandbox_params_file: Path, tmp_path: Path, monkeypatc
     assert steps["verify_backup"]["metrics"]["verified"] is True
     assert steps["restore_test"]["metrics"]["passed"] is True and steps["restore_test"]["metrics"]["hnsw_used"]
     assert steps["notify_stakeholders"]["metrics"]["failed_channels"] == 0
-    assert _Hook.received and "migration window" in _Hook.received[-1]["text"]
-    assert _Mailbox.messages and b"maintenance window" in _Mailbox.messages[-1]
+    assert posted and "migration window" in posted[-1]["text"]
+    assert mails and b"maintenance window" in mails[-1]
     # the Swarm snapshot holds names, never secret data
     snapshot = (report.run_dir / "swarm-snapshot.json").read_text()
     params = load_params(sandbox_params_file)
@@ -86,8 +56,23 @@ def test_phase1_end_to_end(sandbox_params_file: Path, tmp_path: Path, monkeypatc
     assert archive.verify(campaign) == []
 
 
-def test_corrupted_backup_fails_verify_and_stops(sandbox_params_file: Path, tmp_path: Path) -> None:
-    rb = session.start(str(sandbox_params_file), runbook="phase1_pre_migration", outputs_dir=str(tmp_path))
+@pytest.fixture
+def open_phase1(sandbox_params_file: Path, tmp_path: Path):  # noqa: ANN201
+    """Interactive phase 1 sessions (they hold the target's lock), released afterwards."""
+    opened = []
+
+    def make(**kwargs: object) -> session.Session:
+        opened.append(session.start(str(sandbox_params_file), runbook="phase1_pre_migration",
+                                    outputs_dir=str(tmp_path), **kwargs))
+        return opened[-1]
+
+    yield make
+    for rb in opened:
+        rb.release()
+
+
+def test_corrupted_backup_fails_verify_and_stops(open_phase1) -> None:  # noqa: ANN001
+    rb = open_phase1()
     rb.run(phase1.snapshot_and_backup)
     data = Path(rb.state["backup"]["path"]) / "data"
     victim = next(p for p in sorted((data / "base").rglob("*")) if p.is_file() and p.stat().st_size > 8192)
@@ -99,19 +84,17 @@ def test_corrupted_backup_fails_verify_and_stops(sandbox_params_file: Path, tmp_
     assert rb.results[-1].status == "failed" and "checksum" in rb.results[-1].summary.lower()
 
 
-def test_not_enough_space_stops_before_the_backup(sandbox_params_file: Path, tmp_path: Path) -> None:
+def test_not_enough_space_stops_before_the_backup(sandbox_params_file: Path, open_phase1) -> None:  # noqa: ANN001
     params = load_params(sandbox_params_file)
     before = set(backup.location(params).glob("*")) if backup.location(params).exists() else set()
-    rb = session.start(str(sandbox_params_file), runbook="phase1_pre_migration", outputs_dir=str(tmp_path),
-                       overrides=["backup.space_multiple=1000000000"])
+    rb = open_phase1(overrides=["backup.space_multiple=1000000000"])
     with pytest.raises(StepFailed, match="not enough space"):
         rb.run(phase1.snapshot_and_backup)
     assert set(backup.location(params).glob("*")) == before  # nothing was started
 
 
-def test_readiness_blocker_stops_the_gate(sandbox_params_file: Path, tmp_path: Path) -> None:
-    rb = session.start(str(sandbox_params_file), runbook="phase1_pre_migration", outputs_dir=str(tmp_path),
-                       campaign="blocked")
+def test_readiness_blocker_stops_the_gate(open_phase1, tmp_path: Path) -> None:  # noqa: ANN001
+    rb = open_phase1(campaign="blocked")
     records.save(tmp_path / "blocked", "readiness", {"target": "sandbox", "items": [], "verdict": {
         "score": 0.97, "failing_blockers": ["HA-01"], "ready": False}})
     with pytest.raises(StepFailed, match="STOPPED.*HA-01"):
