@@ -158,6 +158,11 @@ def patroni_ready(sb: Sandbox) -> bool:
     return len(leaders) == 1 and len(streaming) == 2
 
 
+def leader_running(sb: Sandbox) -> bool:
+    cluster = patroni_cluster(sb) or {}
+    return any(m.get("role") == "leader" and m.get("state") == "running" for m in cluster.get("members", []))
+
+
 def leader_name(sb: Sandbox) -> str | None:
     cluster = patroni_cluster(sb) or {}
     for m in cluster.get("members", []):

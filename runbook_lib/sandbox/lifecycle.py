@@ -71,17 +71,19 @@ def up(sb: Sandbox, scale: int | None = None) -> float:
             counts = seed.seed(conn, sb.spec.scale, app_role)
         progress.info("already seeded" if counts is None else
                       "seeded " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    with progress.step("dpg cluster: one leader, two streaming replicas"):
-        health.wait_for("a Patroni leader and two streaming replicas", lambda: health.patroni_ready(sb), timeout,
+    with progress.step("dpg cluster: leader, roles, two streaming replicas"):
+        health.wait_for("a running Patroni leader", lambda: health.leader_running(sb), timeout,
                         abort=lambda: health.crashlooping(sb, since))
         progress.info(f"leader {health.leader_name(sb)}")
         with health.wait_for("HAProxy read-write port", lambda: health.connect(sb, sb.spec.ports.haproxy_rw),
                              60) as conn:
             seed.ensure_roles(conn, app_db, app_role, credentials.read(sb, "app_password"),
-                              credentials.read(sb, "monitor_password"))
+                              credentials.read(sb, "monitor_password"), credentials.read(sb, "replication_password"))
         with health.connect(sb, sb.spec.ports.haproxy_rw, dbname=app_db) as conn:
             conn.autocommit = True
             seed.grant_app(conn, app_role)
+        health.wait_for("two streaming replicas", lambda: health.patroni_ready(sb), timeout,
+                        abort=lambda: health.crashlooping(sb, since))
     with progress.step("deploy app"):
         stacks.deploy(sb, "app", files["app"])
     with progress.step("all services healthy"):

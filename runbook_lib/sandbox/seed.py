@@ -105,11 +105,18 @@ CREATE INDEX entries_embedding_hnsw_idx ON entries USING hnsw (embedding vector_
 
 
 def ensure_roles(conn: psycopg.Connection, app_db: str, app_role: str, app_password: str,
-                 monitor_password: str) -> None:
-    """Least-privilege application role, pg_monitor role and the application database (idempotent)."""
+                 monitor_password: str, replication_password: str | None = None) -> None:
+    """Least-privilege application role, pg_monitor role and the application database (idempotent).
+
+    On the new cluster also the replication role: Patroni creates it at bootstrap, but a bootstrap
+    interrupted after initdb leaves a leader without it and replicas that can never clone.
+    """
     conn.autocommit = True
-    for role, password, extra in ((app_role, app_password, "NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS"),
-                                  ("monitor", monitor_password, "NOSUPERUSER NOCREATEDB NOCREATEROLE")):
+    roles = [(app_role, app_password, "NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS"),
+             ("monitor", monitor_password, "NOSUPERUSER NOCREATEDB NOCREATEROLE")]
+    if replication_password is not None:
+        roles.append(("replicator", replication_password, "REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE"))
+    for role, password, extra in roles:
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
         verb = "ALTER" if exists else "CREATE"
         conn.execute(sql.SQL("{} ROLE {} LOGIN " + extra + " PASSWORD {}").format(
