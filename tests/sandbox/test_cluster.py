@@ -1,0 +1,98 @@
+"""The dpg cluster, HAProxy and PgBouncer against the real sandbox."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+import requests
+
+from runbook_lib.sandbox import health, status, testing
+
+pytestmark = pytest.mark.sandbox
+
+
+def test_exactly_one_leader_and_two_streaming_replicas(sandbox):
+    members = health.patroni_cluster(sandbox)["members"]
+    roles = sorted((m["role"], m["state"]) for m in members)
+    assert roles == [("leader", "running"), ("replica", "streaming"), ("replica", "streaming")], roles
+
+
+def test_replicas_stream_from_the_leader_with_slots(sandbox):
+    leader = health.leader_name(sandbox)
+    with health.connect(sandbox, testing.member_port(sandbox, leader)) as conn:
+        rows = conn.execute("SELECT application_name, state FROM pg_stat_replication").fetchall()
+        slots = conn.execute("SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'").fetchall()
+    assert sorted(r[1] for r in rows) == ["streaming", "streaming"]
+    assert len(slots) == 2 and all(active for _, active in slots)
+
+
+def test_haproxy_rw_lands_on_leader_and_ro_on_a_replica(sandbox):
+    name, in_recovery = testing.rw_lands_on(sandbox)
+    assert name == health.leader_name(sandbox) and in_recovery is False
+    with health.connect(sandbox, sandbox.spec.ports.haproxy_ro) as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
+
+
+def test_cluster_settings_are_production_shaped(sandbox):
+    with health.connect(sandbox, sandbox.spec.ports.haproxy_rw) as conn:
+        get = lambda n: conn.execute("SELECT current_setting(%s)", (n,)).fetchone()[0]  # noqa: E731
+        assert get("data_checksums") == "on"
+        assert get("wal_level") == "logical"
+        assert get("archive_mode") == "on"
+        assert get("ssl") == "on"
+        assert get("password_encryption") == "scram-sha-256"
+        assert get("log_connections") == "on" and get("log_disconnections") == "on"
+        assert get("log_min_duration_statement") == "500ms"
+        assert conn.execute("SELECT default_version FROM pg_available_extensions WHERE name = %s", ("vector",)).fetchone()
+        conn.execute("SELECT pg_switch_wal()")
+        health.wait_for("the archiver to archive a WAL segment",
+                        lambda: conn.execute("SELECT archived_count > 0 FROM pg_stat_archiver").fetchone()[0], 90)
+        assert conn.execute("SELECT failed_count FROM pg_stat_archiver").fetchone()[0] == 0
+
+
+def test_pgbouncer_routes_the_app_to_legacy(sandbox):
+    backend = status.pgbouncer_backend(sandbox)
+    assert backend.get("points_at") == "legacy", backend
+    with health.connect(sandbox, sandbox.spec.ports.pgbouncer, dbname="app", user="app",
+                        secret="app_password", prepare_threshold=None) as conn:
+        port = conn.execute("SELECT inet_server_port()").fetchone()[0]
+        assert port == sandbox.spec.ports.legacy
+        assert conn.execute("SELECT count(*) FROM entries").fetchone()[0] > 0
+
+
+def test_legacy_is_seeded_with_the_application_schema(sandbox):
+    with health.connect(sandbox, sandbox.spec.ports.legacy, dbname="app") as conn:
+        assert conn.execute("SELECT relkind FROM pg_class WHERE relname = 'events'").fetchone()[0] == "p"
+        assert conn.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass").fetchone()[0] >= 7
+        assert conn.execute(
+            "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam "
+            "WHERE i.indrelid = 'entries'::regclass AND a.amname = 'hnsw'").fetchone()[0] == 1
+        assert conn.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                            "WHERE attrelid = 'entries'::regclass AND attname = 'embedding'").fetchone()[0] == "vector(384)"
+        assert conn.execute("SELECT count(*) FROM pg_constraint WHERE contype = 'f'").fetchone()[0] >= 6
+        assert conn.execute("SELECT count(*) FROM pg_sequences WHERE sequencename = 'invoice_number_seq'").fetchone()[0] == 1
+        assert conn.execute("SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles WHERE rolname = 'app'").fetchone()[0] is False
+
+
+@pytest.mark.parametrize("port_name", ["legacy", "pgbouncer", "haproxy_rw"])
+def test_plain_connection_of_the_app_role_is_refused(sandbox, port_name):
+    from runbook_lib.sandbox import credentials
+    port = getattr(sandbox.spec.ports, port_name)
+    with pytest.raises(psycopg.OperationalError) as exc:
+        psycopg.connect(host="127.0.0.1", port=port, dbname="app", user="app", sslmode="disable",
+                        password=credentials.read(sandbox, "app_password"), connect_timeout=3)
+    assert "SSL" in str(exc.value) or "no pg_hba.conf entry" in str(exc.value) or "ssl" in str(exc.value)
+    # the same credentials over TLS work (so the refusal is about TLS, not the password)
+    with health.connect(sandbox, port, dbname="app", user="app", secret="app_password", prepare_threshold=None) as conn:
+        assert conn.execute("SELECT 1").fetchone()[0] == 1
+
+
+def test_etcd_has_three_healthy_members_and_a_leader(sandbox):
+    members = status.etcd_members(sandbox)
+    assert len(members) == 3 and all(m["healthy"] for m in members)
+    assert sum(m["leader"] for m in members) == 1
+
+
+def test_patroni_metrics_endpoint(sandbox):
+    api = sandbox.params.target.patroni.members[0].api_url
+    assert "patroni_postgres_running" in requests.get(f"{api}/metrics", timeout=3).text
