@@ -39,4 +39,5 @@ def send_alert(url: str, labels: dict[str, str], annotations: dict[str, str], se
     now = time.time()
     iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
     http.post(f"{url.rstrip('/')}/api/v2/alerts",
-              [{"labels": labels, "annotations": annotations, "startsAt": iso(now), "endsAt": iso(now + seconds)}])
+              [{"labels": labels, "annotations": annotations, "startsAt": iso(now), "endsAt": iso(now + seconds)}],
+              expect_json=False)
