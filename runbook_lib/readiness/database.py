@@ -173,7 +173,7 @@ def vector_columns(p: Probe, endpoint: str) -> list[dict[str, Any]]:
         LEFT JOIN pg_index i ON i.indrelid = c.oid AND a.attnum = ANY(i.indkey)
         LEFT JOIN pg_class ic ON ic.oid = i.indexrelid
         LEFT JOIN pg_am am ON am.oid = ic.relam
-        LEFT JOIN pg_opclass opc ON opc.oid = i.indclass[array_position(i.indkey::int2[], a.attnum) - 1]
+        LEFT JOIN pg_opclass opc ON opc.oid = i.indclass[array_position(i.indkey::int2[], a.attnum)]  -- both 0-based
         WHERE t.typname = ANY(%(types)s) AND a.attnum > 0 AND NOT a.attisdropped
           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
           AND NOT c.relispartition
