@@ -52,3 +52,43 @@ def outputs(tmp_path: Path) -> Path:
     out = tmp_path / "outputs"
     out.mkdir()
     return out
+
+
+# ---------------------------------------------------------------- the Swarm sandbox (shared by the session)
+
+
+@pytest.fixture(scope="session")
+def sandbox():  # noqa: ANN201 - runbook_lib.sandbox.context.Sandbox
+    """The sandbox, started once for the session and taken down at its end (RUNBOOK_KEEP_SANDBOX=1 keeps it)."""
+    from runbook_lib.sandbox import testing
+
+    yield from testing.session_sandbox()
+
+
+@pytest.fixture(scope="session")
+def sandbox_params_file(sandbox) -> Path:  # noqa: ANN001
+    return Path(sandbox.params.source)
+
+
+@pytest.fixture(scope="session")
+def sandbox_params(sandbox_params_file: Path):  # noqa: ANN201
+    from runbook_lib.params import load_params
+
+    return load_params(sandbox_params_file)
+
+
+@pytest.fixture(scope="session")
+def sandbox_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sandbox-outputs")
+
+
+@pytest.fixture(scope="session")
+def ready_campaign(sandbox_params_file: Path, sandbox_outputs: Path) -> Path:
+    """A campaign holding what readiness needs from earlier runs: a load test and passing failover drills."""
+    from runbook_lib import runner
+
+    for book, extra in (("load_test", ["target.workload.duration=10s"]), ("failover_drill", [])):
+        done = runner.run(book, str(sandbox_params_file), outputs_dir=sandbox_outputs, echo=False,
+                          campaign="ready", overrides=extra)
+        assert done.exit_code == 0, f"{book}: {done.message}"
+    return sandbox_outputs / "ready"

@@ -21,17 +21,16 @@ def window_overrides() -> list[str]:
     return [f"window.start={start.isoformat()}", f"window.end={(start + timedelta(hours=4)).isoformat()}"]
 
 
-def test_phase1_end_to_end(sandbox_params_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    outputs = tmp_path / "outputs"
-    # the order an operator follows: measure, drill, check readiness, then phase 1
-    for book, extra in (("load_test", ["target.workload.duration=10s"]), ("failover_drill", []), ("readiness", [])):
-        done = runner.run(book, str(sandbox_params_file), outputs_dir=outputs, echo=False, campaign="p1",
-                          overrides=extra)
-        assert done.exit_code == 0, f"{book}: {done.message}"
+def test_phase1_end_to_end(sandbox_params_file: Path, ready_campaign: Path,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # the order an operator follows: measure and drill (the campaign fixture), check readiness, then phase 1
+    outputs = ready_campaign.parent
+    done = runner.run("readiness", str(sandbox_params_file), outputs_dir=outputs, echo=False, campaign="ready")
+    assert done.exit_code == 0, done.message
     with receivers.webhook() as (url, posted), receivers.mailbox() as (smtp_port, mails):
         monkeypatch.setenv("RB_PHASE1_WEBHOOK", url)
         report = runner.run("phase1_pre_migration", str(sandbox_params_file), outputs_dir=outputs, echo=False,
-                            campaign="p1", overrides=window_overrides() + [
+                            campaign="ready", overrides=window_overrides() + [
                                 "notifications.webhook_url=env:RB_PHASE1_WEBHOOK",
                                 f"notifications.smtp={{host: 127.0.0.1, port: {smtp_port}, "
                                 "sender: rollout@example.test, recipients: [owners@example.test]}"])
@@ -50,7 +49,7 @@ def test_phase1_end_to_end(sandbox_params_file: Path, tmp_path: Path, monkeypatc
     values, _ = archive.secret_values([str(r) for r in params.secret_refs()])
     assert values and not any(v in snapshot for v in values)
     assert '"secrets"' in snapshot and "postgres_password" in snapshot
-    campaign = outputs / "p1"
+    campaign = ready_campaign
     assert records.latest(campaign, "phase1") and records.latest(campaign, "window")
     assert not list(Path(backup.location(params)).glob("*.partial"))
     assert archive.verify(campaign) == []

@@ -127,8 +127,8 @@ def legacy_sql(params: Params, statement: str) -> None:
 # ---------------------------------------------------------------- the healthy sandbox
 
 
-def test_sandbox_verdict_is_ready_with_waivers_listed(sandbox_params: Params, sandbox_campaign: Path) -> None:
-    results = engine.run(sandbox_params, campaign_dir=sandbox_campaign)
+def test_sandbox_verdict_is_ready_with_waivers_listed(sandbox_params: Params, ready_campaign: Path) -> None:
+    results = engine.run(sandbox_params, campaign_dir=ready_campaign)
     from runbook_lib.readiness.scoring import verdict
 
     gate = sandbox_params.policy.readiness_gate
