@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runbook_lib.sandbox import docker_cli
-from runbook_lib.sandbox.context import Sandbox
+from runbook_lib.sandbox.context import STACKS, Sandbox, SandboxError
 
 
 @dataclass
@@ -84,9 +84,12 @@ def _is_ours(sb: Sandbox, pid: int | None) -> bool:
     cid = _container_of(pid)
     if not cid:
         return False
-    info = docker_cli.inspect("container", cid)
+    try:
+        info = docker_cli.inspect("container", cid)
+    except SandboxError:
+        return False
     labels = (info[0].get("Config", {}).get("Labels") or {}) if info else {}
-    return labels.get("com.docker.stack.namespace") in {sb.stack_name(s) for s in ("legacy", "dpg", "edge", "monitoring", "app")}
+    return labels.get("com.docker.stack.namespace") in {sb.stack_name(s) for s in STACKS}
 
 
 def conflicts(sb: Sandbox) -> list[Conflict]:
