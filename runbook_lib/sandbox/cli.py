@@ -12,12 +12,15 @@ from runbook_lib.sandbox.context import SandboxError, load
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `sandbox` command and its subcommands; each sets `func` returning an exit code."""
     p = subparsers.add_parser("sandbox", help="the local Docker Swarm sandbox (the default target)")
-    sub = p.add_subparsers(dest="sandbox_command", metavar="{build,up,status,down,reset}")
+    sub = p.add_subparsers(dest="sandbox_command", metavar="{engine,build,up,status,down,reset}")
     sub.required = True
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--params", default=None, help="parameters file (default parameters/sandbox.yaml)")
 
+    e = sub.add_parser("engine", help="make sure a Docker engine answers (start dockerd as root) and a Swarm exists")
+    common(e)
+    e.set_defaults(func=_engine)
     b = sub.add_parser("build", help="build the image (mmdebstrap + docker import) if missing")
     common(b)
     b.add_argument("--force", action="store_true", help="rebuild even if the tagged image exists")
@@ -49,6 +52,13 @@ def _guard(fn):  # type: ignore[no-untyped-def]
             progress.console.print("[red]interrupted[/red]; run the same command again to finish or repair")
             return 130
     return wrapper
+
+
+@_guard
+def _engine(args: argparse.Namespace) -> int:
+    from runbook_lib.sandbox import lifecycle
+    lifecycle.prepare_engine(load(args.params))
+    return 0
 
 
 @_guard

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -44,7 +45,9 @@ def ensure_engine(sb: Sandbox) -> str:
     log.parent.mkdir(parents=True, exist_ok=True)
     progress.info(f"no Docker engine answers at {where}: starting dockerd (log: {log})")
     with open(log, "ab") as fh:
-        subprocess.Popen(["dockerd"], stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        # open-file limit of every task: PostgreSQL wants >= 65536 (readiness INF-14), capped by ours
+        nofile = _nofile_limit()
+        subprocess.Popen(["dockerd", "--default-ulimit", f"nofile={nofile}:{nofile}"], stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                          start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -67,6 +70,12 @@ def ensure_swarm() -> str:
         docker_cli.run("swarm", "leave", "--force", check=False)
     docker_cli.run("swarm", "init", "--advertise-addr", "127.0.0.1")
     return "initialised (single node, 127.0.0.1)"
+
+
+def _nofile_limit(wanted: int = 65536) -> int:
+    """The open-file limit tasks can get: `wanted`, unless this process's hard limit is lower."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
 
 
 def _may_start() -> bool:

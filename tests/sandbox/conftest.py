@@ -1,13 +1,3 @@
-"""The sandbox is shared by the test session: started once, reused, torn down at the end
-(unless RUNBOOK_KEEP_SANDBOX=1)."""
-
-from __future__ import annotations
-
-import pytest
-
-from runbook_lib.sandbox import testing
-
-
-@pytest.fixture(scope="session")
-def sandbox():
-    yield from testing.session_sandbox()
+"""The sandbox is shared by the whole test session: the session-scoped `sandbox` fixture lives in
+tests/conftest.py (it calls runbook_lib.sandbox.testing.session_sandbox: `up` once, reused, `down`
+at the end unless RUNBOOK_KEEP_SANDBOX=1; RUNBOOK_RESET_SANDBOX=1 also removes the volumes)."""
