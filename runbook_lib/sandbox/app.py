@@ -123,6 +123,11 @@ def main():
     workers = int(env.get("APP_WORKERS", "2"))
     rate = float(env.get("APP_RATE", "10")) / workers
     mix = json.loads(env.get("APP_MIX", '{"point_read": 1}'))
+    for op in mix:  # every series exists from the start (an error rate of 0 is a fact, not a gap)
+        REQUESTS.labels(op)
+        LATENCY.labels(op)
+        for kind in ("connection", "query"):
+            ERRORS.labels(op, kind)
     for _ in range(workers):
         Worker(conninfo, rate, mix).start()
     while True:

@@ -24,31 +24,41 @@ class ServiceState:
     healthy: int
     unhealthy: int
     last_error: str = ""
+    updating: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.running == self.desired and self.healthy == self.desired
+        return self.running == self.desired and self.healthy == self.desired and not self.updating
 
 
 def services(sb: Sandbox) -> list[ServiceState]:
-    """Every service of the sandbox's stacks with replicas and container health counts."""
+    """Every service of the sandbox's stacks: desired replicas, and tasks that run the *current* spec
+    and whose container reports healthy (so a redeploy is not mistaken for done before it rolled)."""
+    health_by_container: dict[str, str] = {}
+    for row in docker_cli.json_lines("ps", "--no-trunc", "--filter", "label=com.docker.stack.namespace"):
+        health_by_container[row["ID"]] = row.get("Status", "")
     out: list[ServiceState] = []
-    health: dict[str, list[str]] = {}
-    for row in docker_cli.json_lines("ps", "--filter", f"label={'com.docker.stack.namespace'}"):
-        labels = dict(kv.split("=", 1) for kv in row.get("Labels", "").split(",") if "=" in kv)
-        svc = labels.get("com.docker.swarm.service.name")
-        if svc:
-            health.setdefault(svc, []).append(row.get("Status", ""))
     for stack in STACKS:
         name = sb.stack_name(stack)
-        for row in docker_cli.json_lines("service", "ls", "--filter", f"label=com.docker.stack.namespace={name}"):
-            running, _, desired = row["Replicas"].partition("/")
-            desired = desired.split()[0] if desired else "0"
-            statuses = health.get(row["Name"], [])
+        svcs = docker_cli.inspect("service", *docker_cli.lines(
+            "service", "ls", "-q", "--filter", f"label=com.docker.stack.namespace={name}"))
+        task_ids = docker_cli.run("stack", "ps", "-q", "--no-trunc", "--filter", "desired-state=running", name,
+                                  check=False).stdout.split()
+        tasks = docker_cli.inspect("task", *task_ids) if task_ids else []
+        for svc in sorted(svcs, key=lambda x: x["Spec"]["Name"]):
+            spec = svc["Spec"]
+            desired = (spec.get("Mode", {}).get("Replicated") or {}).get("Replicas", 1)
+            current = _spec_key(spec["TaskTemplate"].get("ContainerSpec"))
+            mine = [t for t in tasks if t.get("ServiceID") == svc["ID"]]
+            running = [t for t in mine if t.get("Status", {}).get("State") == "running"
+                       and _spec_key(t.get("Spec", {}).get("ContainerSpec")) == current]
+            statuses = [health_by_container.get(((t.get("Status") or {}).get("ContainerStatus") or {})
+                                                .get("ContainerID", ""), "") for t in running]
+            updating = (svc.get("UpdateStatus") or {}).get("State") in ("updating", "rollback_started")
             out.append(ServiceState(
-                stack=stack, name=row["Name"], desired=int(desired), running=int(running),
-                healthy=sum("(healthy)" in s for s in statuses),
-                unhealthy=sum("unhealthy" in s for s in statuses)))
+                stack=stack, name=spec["Name"], desired=int(desired), running=len(running),
+                healthy=sum("(healthy)" in x for x in statuses), unhealthy=sum("unhealthy" in x for x in statuses),
+                updating=updating))
     return out
 
 

@@ -114,5 +114,8 @@ class SandboxSpec(_Strict):
     pgbouncer_pool_size: int = 20
     app: AppSpec = Field(default_factory=AppSpec)
     up_timeout_s: int = 240
+    # host directory (relative to the parameters file) mounted into Prometheus as extra rule files:
+    # runbooks drop generated *.yml rules there and POST /-/reload
+    prometheus_rules_dir: str = "../.sandbox/prometheus-rules"
     log_max_size: str = "10m"
     log_max_file: int = 3

@@ -97,7 +97,15 @@ def context(sb: Sandbox) -> dict[str, Any]:
         "pgbouncer_target": spec.pgbouncer_target,
         "app_mix": json.dumps(spec.app.mix),
         "sec": {n: v[0] for n, v in secret_names(sb).items()},
+        "prometheus_rules_dir": str(rules_dir(sb)),
     }
+
+
+def rules_dir(sb: Sandbox) -> Path:
+    """Host directory of extra Prometheus rule files (created here: a bind mount needs it to exist)."""
+    d = sb.params.path(sb.spec.prometheus_rules_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
 
 
 def render(sb: Sandbox) -> dict[str, Path]:
