@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import time
 
-from runbook_lib.sandbox import (credentials, docker_cli, engine, health, image, ports, progress, seed,
-                                 stacks, tls)
+import psycopg
+
+from runbook_lib.sandbox import (credentials, docker_cli, engine, health, image, ports, progress, resync,
+                                 seed, stacks, tls)
 from runbook_lib.sandbox.context import STACKS, Sandbox, SandboxError
 
 
@@ -62,7 +64,8 @@ def up(sb: Sandbox, scale: int | None = None) -> float:
     app_db, app_role = stacks.app_names(sb)
     with progress.step("legacy database: roles and seed"):
         conn = health.wait_for("legacy PostgreSQL to accept TLS connections",
-                               lambda: health.connect(sb, sb.spec.ports.legacy), timeout,
+                               lambda: _connect_or_resync(sb, f"{sb.stack_name('legacy')}_postgres",
+                                                          sb.spec.ports.legacy), timeout,
                                abort=lambda: health.crashlooping(sb, since))
         with conn:
             seed.ensure_roles(conn, app_db, app_role, credentials.read(sb, "app_password"),
@@ -75,6 +78,9 @@ def up(sb: Sandbox, scale: int | None = None) -> float:
         health.wait_for("a running Patroni leader", lambda: health.leader_running(sb), timeout,
                         abort=lambda: health.crashlooping(sb, since))
         progress.info(f"leader {health.leader_name(sb)}")
+        leader = health.leader_name(sb)
+        leader_port = next(m["pg"] for m in stacks.members(sb) if m["name"] == leader)
+        _connect_or_resync(sb, f"{sb.stack_name('dpg')}_{leader}", leader_port).close()
         with health.wait_for("HAProxy read-write port", lambda: health.connect(sb, sb.spec.ports.haproxy_rw),
                              60) as conn:
             seed.ensure_roles(conn, app_db, app_role, credentials.read(sb, "app_password"),
@@ -87,13 +93,27 @@ def up(sb: Sandbox, scale: int | None = None) -> float:
     with progress.step("deploy app"):
         stacks.deploy(sb, "app", files["app"])
     with progress.step("all services healthy"):
-        wait_healthy(sb, timeout)
+        wait_healthy(sb, timeout, since)
     elapsed = time.monotonic() - start
     progress.info(f"sandbox up: deploy to all healthy in {elapsed:.1f}s")
     return elapsed
 
 
-def wait_healthy(sb: Sandbox, timeout: float) -> None:
+def _connect_or_resync(sb: Sandbox, service: str, port: int):  # type: ignore[no-untyped-def]
+    """Connect as the superuser; if the volume predates our credentials, reset them and retry."""
+    try:
+        return health.connect(sb, port)
+    except psycopg.OperationalError as exc:
+        if "password authentication failed" not in str(exc):
+            raise
+    progress.warn(f"{service}: data directory predates this state directory's credentials; resetting passwords")
+    resync.reset_passwords(sb, service, port)
+    return health.connect(sb, port)
+
+
+def wait_healthy(sb: Sandbox, timeout: float, since: float | None = None) -> None:
+    since = time.time() if since is None else since
+
     def check() -> bool:
         states = health.services(sb)
         return bool(states) and len({s.stack for s in states}) == len(STACKS) and all(s.ok for s in states)
