@@ -157,11 +157,11 @@ def down(sb: Sandbox, volumes: bool = False) -> None:
 def _wait_gone(sb: Sandbox, timeout: float = 90) -> None:
     """Stack removal is asynchronous: wait until no container of ours is left (volumes are then free)."""
     def gone() -> bool:
-        rows = docker_cli.json_lines("ps", "-a", "--filter", "label=com.docker.stack.namespace")
+        rows = docker_cli.json_lines("ps", "--filter", "label=com.docker.stack.namespace")
         ours = {sb.stack_name(s) for s in STACKS}
         return not any(f"com.docker.stack.namespace={n}" in r.get("Labels", "") for r in rows for n in ours)
     health.wait_for("the sandbox's containers to stop", gone, timeout)
-    # stopped containers can hold volumes: remove the exited ones of our stacks
+    # exited containers (Swarm's task history) hold volumes and the image: remove ours
     for n in (sb.stack_name(s) for s in STACKS):
         ids = docker_cli.lines("ps", "-aq", "--filter", f"label=com.docker.stack.namespace={n}")
         if ids:
