@@ -77,16 +77,15 @@ def automatic(params: Params, write_endpoint: str, timeout: float = 120) -> Dril
     service_name = next((m.service for m in spec.members if m.name == old), None)
     if not service_name:
         raise DrillError(f"target.patroni.members[{old}].service is not set: cannot stop the leader's task")
-    service = swarm.for_target(params.target.swarm).services.get(service_name)
     t0 = time.monotonic()
-    service.scale(0)
+    swarm.scale(params.target.swarm, service_name, 0)
     try:
         new, _ = _wait("a new leader", lambda: _new_leader(params, old), timeout)
         t_leader = time.monotonic() - t0
         _wait("the write endpoint on the new leader", lambda: _writable(params, write_endpoint), timeout)
         t_write = time.monotonic() - t0
     finally:
-        service.scale(1)
+        swarm.scale(params.target.swarm, service_name, 1)
     rejoined = True
     try:
         _wait("every member streaming again", lambda: _all_streaming(params), timeout, interval=1)

@@ -234,7 +234,7 @@ def app_down(session: Session) -> Outcome:
     replicas = service.attrs["Spec"]["Mode"].get("Replicated", {}).get("Replicas", 1)
     before = session.state.get("app_replicas", replicas)
     if replicas:
-        service.scale(0)
+        swarm.scale(session.target.swarm, m.app_service, 0)
     return _timer(session, Outcome(summary=f"{m.app_service} scaled from {before} to 0",
                                    state={"app_replicas": before}))
 
@@ -321,7 +321,7 @@ def writes_on(session: Session) -> Outcome:
 def app_up(session: Session) -> Outcome:
     m, p = _m(session), session.params
     if m.strategy == "dump-restore" and m.app_service and session.state.get("app_replicas"):
-        swarm.for_target(session.target.swarm).services.get(m.app_service).scale(session.state["app_replicas"])
+        swarm.scale(session.target.swarm, m.app_service, session.state["app_replicas"])
     marker = f"cutover-{session.info.run_id}"
     with postgres.connect(p, _probe_endpoint(session)) as conn:
         postgres.query(conn, "INSERT INTO rollout_write_probe (run_id) VALUES (%s)", [marker])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 from typing import Any
 
 import docker
+import docker.errors
 from docker.models.services import Service
 
 from runbook_lib.params import Swarm
@@ -29,6 +31,19 @@ def stack_services(spec: Swarm | None) -> list[Service]:
     if stacks is None:
         return services
     return [s for s in services if s.attrs["Spec"].get("Labels", {}).get("com.docker.stack.namespace") in stacks]
+
+
+def scale(spec: Swarm | None, name: str, replicas: int, attempts: int = 5) -> None:
+    """Set a service's replicas; Swarm rejects an update built on a stale version, so re-read and retry."""
+    for attempt in range(attempts):
+        service = for_target(spec).services.get(name)
+        try:
+            service.scale(replicas)
+            return
+        except docker.errors.APIError as exc:
+            if "out of sequence" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
 
 
 def running_container(spec: Swarm | None, service: Service) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import psycopg
+import requests
 
 from runbook_lib.sandbox import (credentials, docker_cli, engine, health, image, ports, progress, resync,
                                  seed, stacks, tls)
@@ -63,6 +64,7 @@ def up(sb: Sandbox, scale: int | None = None) -> float:
     timeout = sb.spec.up_timeout_s
     app_db, app_role = stacks.app_names(sb)
     with progress.step("legacy database: roles and seed"):
+        wait_healthy(sb, timeout, since, only="legacy")
         conn = health.wait_for("legacy PostgreSQL to accept TLS connections",
                                lambda: _connect_or_resync(sb, f"{sb.stack_name('legacy')}_postgres",
                                                           sb.spec.ports.legacy), timeout,
@@ -75,6 +77,7 @@ def up(sb: Sandbox, scale: int | None = None) -> float:
         progress.info("already seeded" if counts is None else
                       "seeded " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     with progress.step("dpg cluster: leader, roles, two streaming replicas"):
+        wait_healthy(sb, timeout, since, only="dpg")  # a changed spec rolls every member first
         health.wait_for("a running Patroni leader", lambda: health.leader_running(sb), timeout,
                         abort=lambda: health.crashlooping(sb, since))
         progress.info(f"leader {health.leader_name(sb)}")
@@ -94,9 +97,18 @@ def up(sb: Sandbox, scale: int | None = None) -> float:
         stacks.deploy(sb, "app", files["app"])
     with progress.step("all services healthy"):
         wait_healthy(sb, timeout, since)
+        health.wait_for("an application query through PgBouncer", lambda: _app_query(sb, app_db, app_role), 60)
+        # rule files live on a bind mount: a Prometheus that was already running must re-read them
+        requests.post(f"http://127.0.0.1:{sb.spec.ports.prometheus}/-/reload", timeout=10).raise_for_status()
     elapsed = time.monotonic() - start
     progress.info(f"sandbox up: deploy to all healthy in {elapsed:.1f}s")
     return elapsed
+
+
+def _app_query(sb: Sandbox, app_db: str, app_role: str) -> bool:
+    """End to end as the application sees it: TLS to PgBouncer, the app role, a read of its data."""
+    with health.connect(sb, sb.spec.ports.pgbouncer, dbname=app_db, user=app_role, secret="app_password") as conn:
+        return conn.execute("SELECT count(*) FROM accounts").fetchone() is not None
 
 
 def _connect_or_resync(sb: Sandbox, service: str, port: int):  # type: ignore[no-untyped-def]
@@ -111,18 +123,27 @@ def _connect_or_resync(sb: Sandbox, service: str, port: int):  # type: ignore[no
     return health.connect(sb, port)
 
 
-def wait_healthy(sb: Sandbox, timeout: float, since: float | None = None) -> None:
+def wait_healthy(sb: Sandbox, timeout: float, since: float | None = None, only: str | None = None) -> None:
+    """Wait until every service (of one stack with `only`) runs its current spec and reports healthy.
+
+    A service whose tasks keep failing ends the wait early; the limit leaves room for exporters
+    that fail until the server they watch has rolled over to a new spec.
+    """
     since = time.time() if since is None else since
+    wanted = {only} if only else set(STACKS)
+
+    def ours() -> list[health.ServiceState]:
+        return [s for s in health.services(sb) if s.stack in wanted]
 
     def check() -> bool:
-        states = health.services(sb)
-        return bool(states) and len({s.stack for s in states}) == len(STACKS) and all(s.ok for s in states)
+        states = ours()
+        return {s.stack for s in states} == wanted and all(s.ok for s in states)
 
+    what = f"every service of {only} to run and report healthy" if only else "every service to run and report healthy"
     try:
-        health.wait_for("every service to run and report healthy", check, timeout, interval=2,
-                        abort=lambda: health.crashlooping(sb, since))
+        health.wait_for(what, check, timeout, interval=2, abort=lambda: health.crashlooping(sb, since, limit=8))
     except SandboxError as exc:
-        bad = [s for s in health.services(sb) if not s.ok]
+        bad = [s for s in ours() if not s.ok]
         detail = "\n".join(f"  - {s.name}: {s.running}/{s.desired} running, {s.healthy} healthy "
                            f"{health.last_task_error(s.name)}" for s in bad)
         raise SandboxError(f"{exc}\n{detail}\nInspect with `docker service logs <name>`; "

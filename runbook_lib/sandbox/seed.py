@@ -149,6 +149,9 @@ def seed(conn: psycopg.Connection, scale: int, app_role: str) -> dict[str, int] 
     conn.autocommit = True
     if conn.execute("SELECT to_regclass('public.sandbox_seed')").fetchone()[0] is not None:
         grant_app(conn, app_role)
+        if conn.execute("SELECT count(*) FROM pg_stat_user_tables WHERE n_live_tup = 0 AND last_analyze IS NULL "
+                        "AND last_autoanalyze IS NULL").fetchone()[0]:
+            conn.execute("ANALYZE")  # statistics were lost (an unclean stop): the planner needs them back
         return None
     counts = {k: v * scale for k, v in ROW_COUNTS.items()}
     with conn.transaction():

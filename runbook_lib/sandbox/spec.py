@@ -30,6 +30,7 @@ class SandboxPorts(_Strict):
     prometheus: int = 25090
     alertmanager: int = 25093
     alert_webhook: int = 25094
+    node_exporter: int = 25100
     app_metrics_base: int = 25200  # replica i (1-based task slot) listens on base + i
 
     def all_ports(self, app_replicas: int) -> dict[str, int]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import jinja2
 
+from runbook_lib.monitoring import rules as matrix_rules
 from runbook_lib.sandbox import credentials, docker_cli, image, pgconf
 from runbook_lib.sandbox.context import PACKAGE_DIR, STACKS, Sandbox
 
@@ -102,9 +103,14 @@ def context(sb: Sandbox) -> dict[str, Any]:
 
 
 def rules_dir(sb: Sandbox) -> Path:
-    """Host directory of extra Prometheus rule files (created here: a bind mount needs it to exist)."""
+    """Host directory of extra Prometheus rule files (created here: a bind mount needs it to exist).
+
+    It always holds the alert rules generated from the policy's monitoring matrix, as a
+    production Prometheus would, so readiness (MON-03) finds them loaded.
+    """
     d = sb.params.path(sb.spec.prometheus_rules_dir)
     d.mkdir(parents=True, exist_ok=True)
+    (d / "monitoring-matrix.yml").write_text(matrix_rules.render(sb.params.policy))
     return d
 
 

@@ -37,9 +37,8 @@ def test_health_checks_fail_naming_the_check_with_a_replica_stopped(sandbox_para
     params = load_params(sandbox_params_file)
     leader = patroni.leader(params.target.patroni)
     member = next(m for m in params.target.patroni.members if m.name != leader)
-    service = swarm.for_target(params.target.swarm).services.get(member.service)
     rb = session.start(str(sandbox_params_file), runbook="phase3_verification", outputs_dir=str(tmp_path))
-    service.scale(0)
+    swarm.scale(params.target.swarm, member.service, 0)
     try:
         deadline = time.monotonic() + 60
         while sum(m.get("state") == "streaming" for m in patroni.members(params.target.patroni)) > 1:
@@ -48,7 +47,7 @@ def test_health_checks_fail_naming_the_check_with_a_replica_stopped(sandbox_para
         with pytest.raises(StepFailed, match=r"Patroni: one leader, replicas streaming \(HA-01: fail\)"):
             rb.run(phase3.health_checks)
     finally:
-        service.scale(1)
+        swarm.scale(params.target.swarm, member.service, 1)
         deadline = time.monotonic() + 180
         while sum(m.get("state") == "streaming" for m in patroni.members(params.target.patroni)) < 2:
             assert time.monotonic() < deadline, "the replica did not come back"

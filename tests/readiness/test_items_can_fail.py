@@ -70,11 +70,11 @@ def cluster_healthy(params: Params) -> bool:
 
 @contextmanager
 def scaled_down(params: Params, service) -> Iterator[None]:  # noqa: ANN001
-    service.scale(0)
+    swarm.scale(params.target.swarm, service.name, 0)
     try:
         yield
     finally:
-        service.scale(1)
+        swarm.scale(params.target.swarm, service.name, 1)
         wait_until("the cluster to heal", lambda: cluster_healthy(params), timeout=180)
 
 
@@ -310,12 +310,12 @@ def test_sec07_literal_password_in_a_service_environment(sandbox_params: Params)
 def test_mon01_stopped_exporter_and_mon04_unreadable_receiver(sandbox_params: Params,
                                                                sandbox_params_file: Path) -> None:
     service = swarm.for_target(sandbox_params.target.swarm).services.get("edge_exporter")
-    service.scale(0)
+    swarm.scale(sandbox_params.target.swarm, service.name, 0)
     try:
         wait_until("Prometheus to see the exporter down",
                    lambda: decide(sandbox_params, "MON-01")["MON-01"] == "fail", timeout=90, interval=3)
     finally:
-        service.scale(1)
+        swarm.scale(sandbox_params.target.swarm, service.name, 1)
     wait_until("the exporter back up", lambda: decide(sandbox_params, "MON-01")["MON-01"] == "pass", timeout=120,
                interval=3)
     params = with_overrides(sandbox_params_file, "target.alertmanager.webhook_url=http://127.0.0.1:25094/elsewhere",
@@ -336,11 +336,11 @@ def test_ha01_db05_with_a_replica_stopped(sandbox_params: Params) -> None:
 
 def test_ha05_with_an_etcd_member_stopped(sandbox_params: Params) -> None:
     service = swarm.for_target(sandbox_params.target.swarm).services.get("dpg_etcd3")
-    service.scale(0)
+    swarm.scale(sandbox_params.target.swarm, service.name, 0)
     try:
         wait_until("etcd3 down", lambda: decide(sandbox_params, "HA-05")["HA-05"] == "fail", timeout=60)
     finally:
-        service.scale(1)
+        swarm.scale(sandbox_params.target.swarm, service.name, 1)
     wait_until("etcd healthy again", lambda: decide(sandbox_params, "HA-05")["HA-05"] == "pass", timeout=120)
 
 
