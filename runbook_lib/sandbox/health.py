@@ -179,3 +179,20 @@ def leader_name(sb: Sandbox) -> str | None:
         if m.get("role") == "leader":
             return m["name"]
     return None
+
+
+def align_patroni_parameters(sb: Sandbox, wanted: dict[str, Any]) -> list[str]:
+    """Patroni keeps PostgreSQL settings in its dynamic configuration (etcd), written once at bootstrap:
+    PATCH the ones that differ from the sandbox's settings so a changed setting reaches a running cluster."""
+    for m in stacks.members(sb):
+        try:
+            current = requests.get(f"http://127.0.0.1:{m['api']}/config", timeout=3).json()
+        except requests.RequestException:
+            continue
+        have = (current.get("postgresql") or {}).get("parameters") or {}
+        changed = {k: v for k, v in wanted.items() if str(have.get(k)) != str(v)}
+        if changed:
+            requests.patch(f"http://127.0.0.1:{m['api']}/config", json={"postgresql": {"parameters": changed}},
+                           timeout=5).raise_for_status()
+        return sorted(changed)
+    raise SandboxError("no Patroni member answers its REST API: cannot align the PostgreSQL settings")

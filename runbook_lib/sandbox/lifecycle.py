@@ -12,7 +12,7 @@ import time
 import psycopg
 import requests
 
-from runbook_lib.sandbox import (credentials, docker_cli, engine, health, image, ports, progress, resync,
+from runbook_lib.sandbox import (credentials, pgconf, docker_cli, engine, health, image, ports, progress, resync,
                                  seed, stacks, tls)
 from runbook_lib.sandbox.context import STACKS, Sandbox, SandboxError
 
@@ -81,6 +81,9 @@ def up(sb: Sandbox, scale: int | None = None) -> float:
         health.wait_for("a running Patroni leader", lambda: health.leader_running(sb), timeout,
                         abort=lambda: health.crashlooping(sb, since))
         progress.info(f"leader {health.leader_name(sb)}")
+        changed = health.align_patroni_parameters(sb, pgconf.settings(sb.spec))
+        if changed:
+            progress.info("settings changed through Patroni: " + ", ".join(changed))
         leader = health.leader_name(sb)
         leader_port = next(m["pg"] for m in stacks.members(sb) if m["name"] == leader)
         _connect_or_resync(sb, f"{sb.stack_name('dpg')}_{leader}", leader_port).close()

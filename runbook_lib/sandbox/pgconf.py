@@ -42,6 +42,8 @@ def settings(spec: SandboxSpec) -> dict[str, str | int]:
         "autovacuum": "on",
         "autovacuum_vacuum_scale_factor": 0.05,
         "autovacuum_analyze_scale_factor": 0.02,
+        # small tables under a busy mix (the app, a load test) go stale within a minute: look often
+        "autovacuum_naptime": "5s",
     }
 
 
