@@ -445,9 +445,11 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         raise ParamsError([(path, "expected key.path=value")])
     annotation = _annotation_at(keys)
     value: Any = text
-    if _is_structured(annotation):
+    if text.strip() in ("null", "~") and type(None) in get_args(annotation):
+        value = None
+    elif _is_structured(annotation):
         try:
-            value = yaml.safe_load(text)
+            value = _as_text_where_text(yaml.safe_load(text), _unwrap_optional(annotation))
         except yaml.YAMLError:
             raise ParamsError([(path, "expected a YAML/JSON value for this structured field")]) from None
     node = raw
@@ -456,6 +458,18 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         if not isinstance(node, dict):
             raise ParamsError([(path, f"cannot set below {key!r}: it is not a mapping")])
     node[keys[-1]] = value
+
+
+def _as_text_where_text(value: Any, annotation: Any) -> Any:
+    """YAML reads 1.0 as a number; where the schema wants text (a version, a name), keep what was typed."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is dict and isinstance(value, dict) and len(args) == 2:
+        return {k: _as_text_where_text(v, args[1]) for k, v in value.items()}
+    if origin is list and isinstance(value, list) and args:
+        return [_as_text_where_text(v, args[0]) for v in value]
+    if annotation is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value
 
 
 def _annotation_at(keys: list[str]) -> Any:

@@ -114,7 +114,14 @@ def sec03(p: Probe) -> Finding:
     observed, bad = {}, []
     for member in p.members():
         db = p.database(member)
-        if p.setting(member, "ssl") != "on":
+        try:
+            ssl = p.setting(member, "ssl")
+        except psycopg.OperationalError as exc:
+            if "certificate verify failed" not in str(exc):
+                raise
+            bad.append(f"{member}: its certificate does not verify against {db.sslrootcert}")
+            continue
+        if ssl != "on":
             bad.append(f"{member}: ssl off")
             continue
         cert = tlsprobe.postgres_certificate(db.host, db.port, str(p.params.path(db.sslrootcert))
@@ -173,12 +180,13 @@ def sec06(p: Probe) -> Finding:
     used = {ref["SecretName"] for s in swarm.stack_services(p.params.target.swarm)
             for ref in s.attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Secrets", [])}
     now = datetime.now(timezone.utc)
-    ages = {}
+    seconds = {}
     for secret in client.secrets.list():
         if secret.name in used:
             created = datetime.fromisoformat(secret.attrs["CreatedAt"][:19]).replace(tzinfo=timezone.utc)
-            ages[secret.name] = round((now - created).total_seconds() / 86400, 1)
-    old = [n for n, days in ages.items() if days * 86400 > limit]
+            seconds[secret.name] = (now - created).total_seconds()
+    old = [n for n, age in seconds.items() if age > limit]
+    ages = {n: round(age / 86400, 1) for n, age in seconds.items()}
     return Finding.check(bool(ages) and not old, {"age_days": ages, "older_than_limit": old},
                          f"every credential secret younger than {p.settings.secret_rotation}", "docker secret inspect",
                          otherwise="warn")

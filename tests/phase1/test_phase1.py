@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -12,13 +11,9 @@ from runbook_lib import archive, backup, phase1, records, runner, session
 from runbook_lib.params import load_params
 from runbook_lib.steps import StepFailed
 from tests import receivers
+from tests.campaign import window_overrides
 
 pytestmark = pytest.mark.sandbox
-
-
-def window_overrides() -> list[str]:
-    start = datetime.now(timezone.utc).replace(microsecond=0)
-    return [f"window.start={start.isoformat()}", f"window.end={(start + timedelta(hours=4)).isoformat()}"]
 
 
 def test_phase1_end_to_end(sandbox_params_file: Path, ready_campaign: Path,

@@ -107,7 +107,7 @@ def patroni_parameters(params: Params, **settings: object) -> Iterator[None]:
     before = patroni.config(params.target.patroni)["postgresql"]["parameters"]
     patroni.patch_config(params.target.patroni, {"postgresql": {"parameters": settings}})
     wait_until("the change to apply", lambda: all(
-        str(postgres.scalar(postgres.connect(params, "dpg-rw"), "SELECT current_setting(%s)", [k])) == str(v)
+        str(postgres.scalar(postgres.connect(params, "dpg-rw"), "SELECT setting FROM pg_settings WHERE name = %s", [k])) == str(v)
         for k, v in settings.items()), timeout=60)
     try:
         yield
@@ -115,7 +115,7 @@ def patroni_parameters(params: Params, **settings: object) -> Iterator[None]:
         patroni.patch_config(params.target.patroni, {"postgresql": {"parameters": {
             k: before.get(k) for k in settings}}})
         wait_until("the change to be undone", lambda: all(
-            str(postgres.scalar(postgres.connect(params, "dpg-rw"), "SELECT current_setting(%s)", [k]))
+            str(postgres.scalar(postgres.connect(params, "dpg-rw"), "SELECT setting FROM pg_settings WHERE name = %s", [k]))
             == str(before.get(k)) for k in settings if before.get(k) is not None), timeout=60)
 
 
@@ -262,7 +262,8 @@ def test_schema_states_on_legacy(sandbox_params: Params, sandbox_params_file: Pa
         legacy_sql(sandbox_params, "CREATE TABLE readiness_probe_vec (id int PRIMARY KEY, v vector(3))")
         legacy_sql(sandbox_params, "CREATE TABLE readiness_probe_parent (id int PRIMARY KEY); "
                                    "CREATE TABLE readiness_probe_child (id int PRIMARY KEY, "
-                                   "parent_id int REFERENCES readiness_probe_parent(id) NOT VALID)")
+                                   "parent_id int); ALTER TABLE readiness_probe_child ADD FOREIGN KEY (parent_id) "
+                                   "REFERENCES readiness_probe_parent(id) NOT VALID")
         legacy_sql(sandbox_params, "CREATE INDEX readiness_probe_unused ON invoices (amount_cents, issued_at)")
         legacy_sql(sandbox_params, "ALTER TABLE invoices SET (autovacuum_vacuum_scale_factor = 0.3)")
         params = with_overrides(sandbox_params_file, "readiness.unused_index_min_mb=0",

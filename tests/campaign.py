@@ -1,0 +1,31 @@
+"""Helpers for tests that walk a campaign through its phases on the sandbox."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from runbook_lib import records, runner, signoffs
+from runbook_lib.params import load_params
+
+
+def window_overrides(hours: float = 4) -> list[str]:
+    """A maintenance window opening now, as -p overrides."""
+    start = datetime.now(timezone.utc).replace(microsecond=0)
+    return [f"window.start={start.isoformat()}", f"window.end={(start + timedelta(hours=hours)).isoformat()}"]
+
+
+def signed(params_file: Path, campaign_dir: Path) -> Path:
+    """Readiness and phase 1 records in the campaign (run here if missing), then every sign-off bound to them."""
+    outputs, name = campaign_dir.parent, campaign_dir.name
+    if not records.latest(campaign_dir, "readiness"):
+        done = runner.run("readiness", str(params_file), outputs_dir=outputs, echo=False, campaign=name)
+        assert done.exit_code == 0, done.message
+    if not records.latest(campaign_dir, "phase1"):
+        done = runner.run("phase1_pre_migration", str(params_file), outputs_dir=outputs, echo=False, campaign=name,
+                          overrides=window_overrides())
+        assert done.exit_code == 0, done.message
+    policy = load_params(params_file).policy
+    for role in signoffs.missing(campaign_dir, policy):
+        signoffs.record(campaign_dir, policy, role, f"{role} approver (test)")
+    return campaign_dir

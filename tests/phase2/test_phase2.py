@@ -1,0 +1,167 @@
+"""Phase 2 on the sandbox: each strategy end to end with papermill, the refusals, a mismatch, a killed kernel.
+
+Every test leaves the sandbox as it found it: PgBouncer on legacy, legacy writable, the new
+cluster empty (rollback.to_legacy, then rollback.clear_new).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from runbook_lib import migration, phase2, rollback, runner, session
+from runbook_lib.clients import pgbouncer, postgres
+from runbook_lib.params import Params, load_params
+from runbook_lib.steps import StepFailed
+from tests import campaign
+
+pytestmark = pytest.mark.sandbox
+
+LEGACY = ("127.0.0.1", 25432)
+
+
+@pytest.fixture(scope="module")
+def signed(sandbox_params_file: Path, ready_campaign: Path) -> Path:
+    return campaign.signed(sandbox_params_file, ready_campaign)
+
+
+@pytest.fixture
+def restore_legacy(sandbox_params: Params):  # noqa: ANN201
+    """Whatever a test did, the sandbox goes back to legacy serving and an empty new cluster."""
+    yield
+    rollback.to_legacy(sandbox_params, accept_loss=True)
+    rollback.clear_new(sandbox_params)
+    assert pgbouncer.backend(sandbox_params, "app") == LEGACY
+
+
+def manifest_steps(run_dir: Path) -> dict[str, dict]:
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    return {s["name"]: s for s in manifest["steps"]}
+
+
+def write_through_pool(params: Params, marker: str) -> None:
+    with postgres.connect(params, "app-pool") as conn:
+        postgres.query(conn, "INSERT INTO rollout_write_probe (run_id) VALUES (%s)", [marker])
+
+
+def count_marker(params: Params, endpoint: str, marker: str) -> int:
+    with postgres.connect(params, endpoint) as conn:
+        return postgres.scalar(conn, "SELECT count(*) FROM rollout_write_probe WHERE run_id = %s", [marker])
+
+
+def wait_until(what: str, check, timeout: float = 30) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def test_refused_without_signoffs_before_any_change(sandbox_params_file: Path, sandbox_params: Params,
+                                                     tmp_path: Path) -> None:
+    report = runner.run("phase2_migration", str(sandbox_params_file), outputs_dir=tmp_path, echo=False,
+                        campaign="unsigned")
+    assert report.exit_code == 1
+    steps = manifest_steps(report.run_dir)
+    assert steps["signoff_gate"]["status"] == "failed" and "missing sign-offs" in steps["signoff_gate"]["summary"]
+    assert list(steps) == ["signoff_gate"]
+    assert pgbouncer.backend(sandbox_params, "app") == LEGACY
+    assert migration.user_tables(sandbox_params, "dpg-rw") == []
+
+
+def test_logical_cutover_loses_nothing_and_keeps_legacy_current(sandbox_params_file: Path, sandbox_params: Params,
+                                                                signed: Path, restore_legacy: None) -> None:
+    report = runner.run("phase2_migration", str(sandbox_params_file), outputs_dir=signed.parent, echo=False,
+                        campaign=signed.name)
+    assert report.exit_code == 0, report.message
+    steps = manifest_steps(report.run_dir)
+    assert all(s["status"] == "ok" for s in steps.values()), {k: s["summary"] for k, s in steps.items()}
+    assert steps["validate_new"]["metrics"]["tables_validated"] >= 8
+    probe = steps["probe_report"]["metrics"]
+    assert probe["attempts"] > 20 and probe["write_unavailable_s"] < 30, probe
+    assert pgbouncer.backend(sandbox_params, "app") == ("127.0.0.1", 25500)
+    # after the cutover a write through PgBouncer lands on the new cluster and reaches legacy in reverse
+    marker = f"after-{report.run_id}"
+    write_through_pool(sandbox_params, marker)
+    assert count_marker(sandbox_params, "dpg-rw", marker) == 1
+    wait_until("reverse replication to legacy", lambda: count_marker(sandbox_params, "legacy", marker) == 1)
+    # and the rollback loses none of it
+    back = rollback.to_legacy(sandbox_params)
+    assert back.reverse_applied_lsn and pgbouncer.backend(sandbox_params, "app") == LEGACY
+    assert [c.table for c in migration.validate(sandbox_params, "dpg-rw", "legacy") if not c.equal] == []
+
+
+def test_dump_restore_cutover(sandbox_params_file: Path, sandbox_params: Params, signed: Path,
+                              restore_legacy: None) -> None:
+    report = runner.run("phase2_migration", str(sandbox_params_file), outputs_dir=signed.parent, echo=False,
+                        campaign=signed.name, overrides=["migration.strategy=dump-restore"])
+    assert report.exit_code == 0, report.message
+    steps = manifest_steps(report.run_dir)
+    assert steps["move_data"]["metrics"]["dump_restore_s"] > 0
+    assert "scaled from 2 to 0" in steps["app_down"]["summary"]
+    assert steps["validate_new"]["status"] == "ok"
+    marker = f"after-{report.run_id}"
+    write_through_pool(sandbox_params, marker)
+    assert count_marker(sandbox_params, "dpg-rw", marker) == 1
+    with pytest.raises(rollback.RollbackError, match="no reverse replication"):
+        rollback.to_legacy(sandbox_params)
+
+
+def test_mismatch_stops_the_cutover_with_legacy_serving(sandbox_params_file: Path, sandbox_params: Params,
+                                                        signed: Path, restore_legacy: None) -> None:
+    rb = session.start(str(sandbox_params_file), runbook="phase2_migration", campaign=signed.name,
+                       outputs_dir=str(signed.parent))
+    try:
+        for step in (phase2.signoff_gate, phase2.window_check, phase2.preflight, phase2.deploy_new_stack,
+                     phase2.prepare_replication):
+            rb.run(step)
+        with postgres.connect(sandbox_params, "dpg-rw") as conn:  # the new side drifts from legacy
+            postgres.query(conn, "DELETE FROM sandbox_seed")
+        rb.run(phase2.writes_off)
+        rb.run(phase2.move_data)
+        with pytest.raises(StepFailed, match=r"cutover stopped: public\.sandbox_seed differ"):
+            rb.run(phase2.validate_new)
+    finally:
+        rb.release()
+    assert pgbouncer.backend(sandbox_params, "app") == LEGACY
+    marker = f"mismatch-{rb.info.run_id}"
+    write_through_pool(sandbox_params, marker)  # legacy serves and takes writes again
+    assert count_marker(sandbox_params, "legacy", marker) == 1
+
+
+def _kernels(proc: subprocess.Popen) -> list[psutil.Process]:
+    return [c for c in psutil.Process(proc.pid).children(recursive=True)
+            if any("ipykernel" in part for part in c.cmdline())]
+
+
+def test_resume_after_a_killed_kernel_continues_without_repeating(sandbox_params_file: Path, sandbox_params: Params,
+                                                                  signed: Path, restore_legacy: None) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "runbook_lib.cli", "run", "phase2_migration", "--params",
+                             str(sandbox_params_file), "--outputs", str(signed.parent), "--campaign", signed.name],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    before = set(signed.iterdir())
+    deadline = time.monotonic() + 180
+    run_dir = None
+    while run_dir is None or '"name": "prepare_replication"' not in (run_dir / "journal.jsonl").read_text():
+        assert time.monotonic() < deadline and proc.poll() is None, "phase 2 never reached prepare_replication"
+        new = [d for d in set(signed.iterdir()) - before if (d / "journal.jsonl").exists()]
+        run_dir = new[0] if new else None
+        time.sleep(0.2)
+    for kernel in _kernels(proc):
+        os.kill(kernel.pid, signal.SIGKILL)
+    proc.communicate(timeout=180)
+    assert proc.returncode == 3
+    resumed = runner.run("phase2_migration", str(sandbox_params_file), outputs_dir=signed.parent, echo=False,
+                         campaign=signed.name, resume=run_dir.name)
+    assert resumed.exit_code == 0, resumed.message
+    steps = manifest_steps(resumed.run_dir)
+    assert steps["prepare_replication"]["status"] == "skipped"
+    assert steps["validate_new"]["status"] == "ok" and steps["app_up"]["status"] == "ok"
+    assert pgbouncer.backend(load_params(sandbox_params_file), "app") == ("127.0.0.1", 25500)
