@@ -142,7 +142,7 @@ SELECT 'counts', json_object_agg(t, n) FROM (
   FROM pg_stat_user_tables) s;
 CREATE EXTENSION IF NOT EXISTS amcheck;
 SELECT 'amcheck', count(*) FROM (SELECT bt_index_check(c.oid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-  JOIN pg_am am ON am.oid = c.relam WHERE am.amname = 'btree' AND c.relpersistence = 'p' AND i.indisvalid) s;
+  JOIN pg_am am ON am.oid = c.relam WHERE am.amname = 'btree' AND c.relkind = 'i' AND c.relpersistence = 'p' AND i.indisvalid) s;
 SELECT 'vector', extversion FROM pg_extension WHERE extname = 'vector';
 SET enable_seqscan = off;
 SELECT 'knn', count(*) FROM (SELECT id FROM entries ORDER BY embedding <=> (SELECT embedding FROM entries LIMIT 1)

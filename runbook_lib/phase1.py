@@ -34,7 +34,7 @@ def snapshot_and_backup(session: Session) -> Outcome:
     result = backup.take(session.params)
     return Outcome(summary=f"backup {result.id}: {result.bytes / 1e6:.1f} MB in {result.seconds:.1f} s "
                            f"({result.mb_per_s:.1f} MB/s), LSN {result.start_lsn} .. {result.end_lsn}",
-                   metrics={"bytes": result.bytes, "seconds": result.seconds, "mb_per_s": round(result.mb_per_s, 2),
+                   metrics={"id": result.id, "bytes": result.bytes, "seconds": result.seconds, "mb_per_s": round(result.mb_per_s, 2),
                             "start_lsn": result.start_lsn, "end_lsn": result.end_lsn},
                    state={"backup": result.to_dict()})
 

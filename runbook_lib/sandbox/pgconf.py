@@ -61,6 +61,7 @@ def hba_lines(app_db: str, app_role: str) -> list[str]:
     return [
         "local all all peer",
         "hostssl replication replicator 127.0.0.1/32 scram-sha-256",
+        "hostssl replication postgres 127.0.0.1/32 scram-sha-256",  # pg_basebackup for phase 1 backups
         "hostssl all postgres 127.0.0.1/32 scram-sha-256",
         "hostssl all monitor 127.0.0.1/32 scram-sha-256",
         f"hostssl {app_db} {app_role} 127.0.0.1/32 scram-sha-256",

@@ -65,7 +65,8 @@ CREATE TABLE events (
 CREATE INDEX events_account_id_idx ON events(account_id);
 CREATE INDEX events_occurred_at_idx ON events(occurred_at);
 CREATE TABLE events_default PARTITION OF events DEFAULT;
-CREATE TABLE sandbox_seed (scale integer NOT NULL, seeded_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE sandbox_seed (id integer PRIMARY KEY DEFAULT 1 CHECK (id = 1), scale integer NOT NULL,
+                           seeded_at timestamptz NOT NULL DEFAULT now());
 """
 
 PARTITIONS = """
@@ -134,6 +135,9 @@ def grant_app(conn: psycopg.Connection, app_role: str) -> None:
     role = sql.Identifier(app_role)
     conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    # recall over speed for k-NN: pgvector's default candidate list (40) gives ~0.95 recall@10 here
+    db = conn.execute("SELECT current_database()").fetchone()[0]
+    conn.execute(sql.SQL("ALTER DATABASE {} SET hnsw.ef_search = 100").format(sql.Identifier(db)))
     conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
     conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
     conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}").format(role))

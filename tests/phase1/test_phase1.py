@@ -46,7 +46,9 @@ def test_phase1_end_to_end(sandbox_params_file: Path, ready_campaign: Path,
     assert '"secrets"' in snapshot and "postgres_password" in snapshot
     campaign = ready_campaign
     assert records.latest(campaign, "phase1") and records.latest(campaign, "window")
-    assert not list(Path(backup.location(params)).glob("*.partial"))
+    # this run's backup is complete; a partial one (of an earlier, failed run) is always marked failed
+    assert (backup.location(params) / steps["snapshot_and_backup"]["metrics"]["id"] / "data").is_dir()
+    assert all((p / "FAILED").exists() for p in Path(backup.location(params)).glob("*.partial"))
     assert archive.verify(campaign) == []
 
 

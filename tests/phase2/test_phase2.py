@@ -76,6 +76,22 @@ def test_refused_without_signoffs_before_any_change(sandbox_params_file: Path, s
     assert migration.user_tables(sandbox_params, "dpg-rw") == []
 
 
+def test_preflight_names_a_table_logical_replication_cannot_carry(sandbox_params_file: Path, sandbox_params: Params,
+                                                                    signed: Path) -> None:
+    with postgres.connect(sandbox_params, "legacy") as conn:
+        postgres.query(conn, "CREATE TABLE preflight_no_key (note text)")
+    rb = session.start(str(sandbox_params_file), runbook="phase2_migration", campaign=signed.name,
+                       outputs_dir=str(signed.parent))
+    try:
+        with pytest.raises(StepFailed, match=r"cannot carry: public\.preflight_no_key \(no primary key"):
+            rb.run(phase2.preflight)
+    finally:
+        rb.release()
+        with postgres.connect(sandbox_params, "legacy") as conn:
+            postgres.query(conn, "DROP TABLE preflight_no_key")
+    assert migration.user_tables(sandbox_params, "dpg-rw") == []
+
+
 def test_logical_cutover_loses_nothing_and_keeps_legacy_current(sandbox_params_file: Path, sandbox_params: Params,
                                                                 signed: Path, restore_legacy: None) -> None:
     report = runner.run("phase2_migration", str(sandbox_params_file), outputs_dir=signed.parent, echo=False,
