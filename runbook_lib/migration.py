@@ -78,7 +78,7 @@ def copy_schema(params: Params, source: str, target: str) -> str:
     src = " ".join(pgtools.conn_args(params, source))
     dst = " ".join(pgtools.conn_args(params, target))
     pgtools.run(params, [f"pg_dump --schema-only --no-publications --no-subscriptions {src} | "
-                         f"psql -v ON_ERROR_STOP=1 -q {dst}"], endpoints=[source, target], shell=True)
+                         f"psql -v ON_ERROR_STOP=1 --single-transaction -q {dst}"], endpoints=[source, target], shell=True)
     return f"schema copied: {len(user_tables(params, target))} tables"
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from runbook_lib import backup, migration, pgtools, signoffs, window, writeprobe
-from runbook_lib.clients import patroni, pgbouncer, postgres, swarm
+from runbook_lib.clients import patroni, pgbouncer, postgres, prometheus, swarm
 from runbook_lib.session import Session
 from runbook_lib.steps import Guard, Outcome, step
 
@@ -349,6 +349,27 @@ def probe_report(session: Session) -> Outcome:
                                  marker={"color": colour, "size": 4}, name=name))
     fig.update_layout(title="Write probe: latency of each write through the window (ms)", xaxis_title="seconds",
                       yaxis_title="ms", yaxis_type="log", height=350)
+    figures.update(_app_impact(session, float(frame["end"].max() - frame["start"].min())))
+    app = (f"; the application: {figures['app_errors']:.0f} errors of {figures['app_requests']:.0f} requests"
+           if figures.get("app_requests") is not None else "")
     return Outcome(summary=f"write-unavailable {figures['write_unavailable_s']} s; {figures['failed_writes']} of "
-                           f"{figures['attempts']} writes failed", metrics=figures, figures=[fig],
+                           f"{figures['attempts']} writes failed{app}", metrics=figures, figures=[fig],
                    evidence=pd.DataFrame([figures]))
+
+
+def _app_impact(session: Session, seconds: float) -> dict[str, float | None]:
+    """The application's own requests and errors over the window, from Prometheus (none if not scraped)."""
+    spec = session.target.prometheus
+    if spec is None:
+        return {}
+    names = session.params.readiness.app_metrics
+    window = f"{max(int(seconds) + 15, 30)}s"  # the last scrape before the window counts too
+
+    def total(metric: str) -> float | None:
+        rows = prometheus.query(spec.url, f"sum(increase({metric}[{window}]))")
+        return float(rows[0]["value"][1]) if rows else None
+
+    requests, errors = total(names["requests"]), total(names["errors"])
+    rate = errors / requests if requests and errors is not None else None
+    return {"app_requests": requests, "app_errors": errors,
+            "app_error_rate": round(rate, 4) if rate is not None else None}

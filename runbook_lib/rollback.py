@@ -77,12 +77,11 @@ def to_legacy(params: Params, accept_loss: bool = False, timeout: float = 60.0) 
             pgbouncer.repoint(params, m.pooler_database, *legacy)
             report.steps.append(f"PgBouncer sends {m.pooler_database} to {legacy[0]}:{legacy[1]}")
     finally:
-        if not on_legacy:
-            try:
-                pgbouncer.command(params, "RESUME", m.pooler_database)
-            except Exception as exc:  # noqa: BLE001 - not paused is the state we want
-                if "not paused" not in str(exc).lower():
-                    raise
+        try:  # also when a cutover stopped between writes off and the switch: the pool must not stay paused
+            pgbouncer.command(params, "RESUME", m.pooler_database)
+        except Exception as exc:  # noqa: BLE001 - not paused is the state we want
+            if "not paused" not in str(exc).lower():
+                raise
     report.seconds = time.monotonic() - started
     return report
 
@@ -108,6 +107,17 @@ def clear_new(params: Params) -> list[str]:
             idents = [sql.Identifier(*t.replace('"', "").split(".", 1)) for t in tables]
             postgres.query(conn, sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.SQL(", ").join(idents)))
         done.append(f"{len(tables)} tables dropped on {m.target}")
+    with postgres.connect(params, m.target) as conn:
+        sequences = postgres.query(conn, """SELECT n.nspname AS schema, c.relname AS name FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'S'
+            AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT EXISTS (
+              SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+              AND d.deptype = 'e')""")
+        for seq in sequences:
+            postgres.query(conn, sql.SQL("DROP SEQUENCE IF EXISTS {} CASCADE").format(
+                sql.Identifier(seq["schema"], seq["name"])))
+    if sequences:
+        done.append(f"{len(sequences)} standalone sequences dropped on {m.target}")
     migration.set_read_only(params, m.target, params.target.app.role, False)
     migration.set_read_only(params, m.source, params.target.app.role, False)
     return done
