@@ -127,7 +127,7 @@ def watch_metrics(session: Session) -> Outcome:
     step_s = max(5.0, duration / 120)
     window = max(duration, 60.0)
     checks = {"error_rate": (policy.error_rate_max, "max"), "latency_p95": (policy.latency_p95_max, "max"),
-              "cpu_usage": (policy.cpu_max, "max"), "memory_usage": (0.05, "trend")}
+              "cpu_usage": (policy.cpu_max, "max"), "memory_usage": (policy.memory_trend_max, "trend")}
     rows, figures, failing = [], [], []
     for metric, (limit, kind) in checks.items():
         frame = _series(url, metric, window, step_s)

@@ -94,6 +94,8 @@ class VerificationWatch(_Model):
     latency_p95_max: Duration
     cpu_max: float = Field(ge=0, le=1)
     memory: Literal["stable"]
+    # what "stable" allows: the rise of memory use over the watch along a least-squares line
+    memory_trend_max: float = Field(0.05, ge=0, le=1)
 
 
 class Trigger(_Model):

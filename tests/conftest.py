@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -91,4 +92,13 @@ def ready_campaign(sandbox_params_file: Path, sandbox_outputs: Path) -> Path:
         done = runner.run(book, str(sandbox_params_file), outputs_dir=sandbox_outputs, echo=False,
                           campaign="ready", overrides=extra)
         assert done.exit_code == 0, f"{book}: {done.message}"
+    # the drill restarted members: readiness (MON-01) is judged once Prometheus has scraped them again
+    from runbook_lib.clients import prometheus
+    from runbook_lib.params import load_params
+
+    url = load_params(sandbox_params_file).target.prometheus.url
+    deadline = time.monotonic() + 90
+    while any(t["health"] != "up" for t in prometheus.targets(url)):
+        assert time.monotonic() < deadline, "Prometheus targets still down after the drills"
+        time.sleep(1)
     return sandbox_outputs / "ready"

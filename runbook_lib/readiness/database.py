@@ -132,7 +132,8 @@ def db06(p: Probe) -> Finding:
     if p.setting(endpoint, "archive_mode") not in ("on", "always"):
         return Finding("fail", p.setting(endpoint, "archive_mode"), "on", "archive_mode")
     before = p.sql_one(endpoint, "SELECT failed_count, archived_count FROM pg_stat_archiver")
-    p.sql(endpoint, "SELECT pg_switch_wal()")
+    # a switch with no WAL since the last one is a no-op: write a record first so a segment is closed
+    p.sql(endpoint, "SELECT pg_logical_emit_message(false, 'runbook', 'DB-06 archive probe'), pg_switch_wal()")
     deadline = time.monotonic() + p.settings.archive_max_age_s
     while True:
         after = p.sql_one(endpoint, "SELECT failed_count, archived_count, "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+import time
 from typing import Any
 
 from runbook_lib import records
@@ -57,9 +59,18 @@ def ha02(p: Probe) -> Finding:
 
 @check("HA-03")
 def ha03(p: Probe) -> Finding:
-    rows = p.sql(p.write_endpoint, """SELECT application_name, state,
-        coalesce(extract(epoch FROM replay_lag) * 1000, 0)::float AS replay_lag_ms,
-        pg_wal_lsn_diff(sent_lsn, replay_lsn)::bigint AS byte_lag FROM pg_stat_replication""")
+    # replay_lag is the last measured value: one reading on a busy machine is a spike, not a state;
+    # five readings over a second, and each standby is judged by its median
+    readings: dict[str, list[dict]] = {}
+    for i in range(5):
+        for r in p.sql(p.write_endpoint, """SELECT application_name, state,
+                coalesce(extract(epoch FROM replay_lag) * 1000, 0)::float AS replay_lag_ms,
+                pg_wal_lsn_diff(sent_lsn, replay_lsn)::bigint AS byte_lag FROM pg_stat_replication"""):
+            readings.setdefault(r["application_name"], []).append(r)
+        if i < 4:
+            time.sleep(0.25)
+    rows = [{**rs[-1], "replay_lag_ms": statistics.median(x["replay_lag_ms"] for x in rs),
+             "byte_lag": statistics.median(x["byte_lag"] for x in rs)} for rs in readings.values()]
     max_ms = p.params.policy.success_criteria.replication_lag_max * 1000
     slow = [r["application_name"] for r in rows
             if r["replay_lag_ms"] >= max_ms or r["byte_lag"] > p.settings.replication_byte_lag_max]
