@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import time
+
 from runbook_lib import records, runner, signoffs
-from runbook_lib.params import load_params
+from runbook_lib.clients import prometheus
+from runbook_lib.params import Params, load_params
 
 
 def window_overrides(hours: float = 4) -> list[str]:
@@ -29,3 +32,11 @@ def signed(params_file: Path, campaign_dir: Path) -> Path:
     for role in signoffs.missing(campaign_dir, policy):
         signoffs.record(campaign_dir, policy, role, f"{role} approver (test)")
     return campaign_dir
+
+
+def prometheus_sees_all_up(params: Params, timeout: float = 90) -> None:
+    """After a test restarted members, wait for Prometheus to scrape them again (MON-01 reads `up`)."""
+    deadline = time.monotonic() + timeout
+    while any(t["health"] != "up" for t in prometheus.targets(params.target.prometheus.url)):
+        assert time.monotonic() < deadline, "Prometheus targets still down"
+        time.sleep(1)

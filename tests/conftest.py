@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -93,12 +92,8 @@ def ready_campaign(sandbox_params_file: Path, sandbox_outputs: Path) -> Path:
                           campaign="ready", overrides=extra)
         assert done.exit_code == 0, f"{book}: {done.message}"
     # the drill restarted members: readiness (MON-01) is judged once Prometheus has scraped them again
-    from runbook_lib.clients import prometheus
     from runbook_lib.params import load_params
+    from tests.campaign import prometheus_sees_all_up
 
-    url = load_params(sandbox_params_file).target.prometheus.url
-    deadline = time.monotonic() + 90
-    while any(t["health"] != "up" for t in prometheus.targets(url)):
-        assert time.monotonic() < deadline, "Prometheus targets still down after the drills"
-        time.sleep(1)
+    prometheus_sees_all_up(load_params(sandbox_params_file))
     return sandbox_outputs / "ready"

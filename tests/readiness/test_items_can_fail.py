@@ -26,6 +26,7 @@ from runbook_lib import records
 from runbook_lib.clients import patroni, postgres, swarm
 from runbook_lib.params import Params, load_params
 from runbook_lib.readiness import engine
+from tests.campaign import prometheus_sees_all_up
 
 pytestmark = pytest.mark.sandbox
 
@@ -128,6 +129,8 @@ def legacy_sql(params: Params, statement: str) -> None:
 
 
 def test_sandbox_verdict_is_ready_with_waivers_listed(sandbox_params: Params, ready_campaign: Path) -> None:
+    wait_until("the cluster to be whole (earlier tests stop members)", lambda: cluster_healthy(sandbox_params))
+    prometheus_sees_all_up(sandbox_params)
     results = engine.run(sandbox_params, campaign_dir=ready_campaign)
     from runbook_lib.readiness.scoring import verdict
 
