@@ -18,7 +18,7 @@ import psutil
 import pytest
 from psycopg import sql
 
-from runbook_lib import migration, phase2, rollback, runner, session
+from runbook_lib import migration, phase2, rollback, runner, session, writeprobe
 from runbook_lib.clients import pgbouncer, postgres
 from runbook_lib.params import Params, load_params
 from runbook_lib.steps import StepFailed
@@ -148,14 +148,25 @@ def test_dump_restore_cutover(sandbox_params_file: Path, sandbox_params: Params,
         rollback.to_legacy(sandbox_params)
 
 
-def test_mismatch_stops_the_cutover_with_legacy_serving(sandbox_params_file: Path, sandbox_params: Params,
-                                                        signed: Path, restore_legacy: None) -> None:
-    rb = session.start(str(sandbox_params_file), runbook="phase2_migration", campaign=signed.name,
-                       outputs_dir=str(signed.parent))
+def filled(params_file: Path, campaign_dir: Path) -> session.Session:
+    """An interactive phase 2 up to a new cluster filled and streaming from legacy (the pause not begun)."""
+    rb = session.start(str(params_file), runbook="phase2_migration", campaign=campaign_dir.name,
+                       outputs_dir=str(campaign_dir.parent))
     try:
         for step in (phase2.signoff_gate, phase2.window_check, phase2.preflight, phase2.deploy_new_stack,
                      phase2.prepare_replication):
             rb.run(step)
+    except BaseException:
+        rb.release()
+        raise
+    return rb
+
+
+def test_mismatch_stops_the_cutover_with_legacy_serving(sandbox_params_file: Path, sandbox_params: Params,
+                                                        signed: Path, restore_legacy: None) -> None:
+    writeprobe.ensure_table(sandbox_params, "legacy", sandbox_params.target.app.role)  # what the test writes to
+    rb = filled(sandbox_params_file, signed)
+    try:
         with postgres.connect(sandbox_params, "dpg-rw") as conn:  # the new side drifts from legacy
             postgres.query(conn, "DELETE FROM sandbox_seed")
         rb.run(phase2.writes_off)
@@ -174,12 +185,8 @@ def test_a_failover_after_the_copy_is_survived(sandbox, sandbox_params_file: Pat
                                                signed: Path, restore_legacy: None) -> None:
     from runbook_lib.sandbox import testing
 
-    rb = session.start(str(sandbox_params_file), runbook="phase2_migration", campaign=signed.name,
-                       outputs_dir=str(signed.parent))
+    rb = filled(sandbox_params_file, signed)
     try:
-        for step in (phase2.signoff_gate, phase2.window_check, phase2.preflight, phase2.deploy_new_stack,
-                     phase2.prepare_replication):
-            rb.run(step)
         moved = testing.failover(sandbox, timeout=90)  # the subscriber's leader goes away while legacy takes writes
         assert moved["new_leader"] != moved["old_leader"]
         testing.wait_cluster_healthy(sandbox, 180)
