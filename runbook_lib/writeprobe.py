@@ -30,6 +30,9 @@ def ensure_table(params: Params, endpoint: str, app_role: str) -> None:
         postgres.query(conn, sql.SQL("CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, run_id text NOT NULL, "
                                      "sent_at timestamptz NOT NULL DEFAULT clock_timestamp())").format(
             sql.Identifier(TABLE)))
+        # a small table the runbooks add to production: keep its statistics fresh (readiness DB-11)
+        postgres.query(conn, sql.SQL("ALTER TABLE {} SET (autovacuum_analyze_threshold = 5, "
+                                     "autovacuum_analyze_scale_factor = 0)").format(sql.Identifier(TABLE)))
         postgres.query(conn, sql.SQL("GRANT INSERT, SELECT ON {} TO {}").format(sql.Identifier(TABLE),
                                                                                 sql.Identifier(app_role)))
         postgres.query(conn, sql.SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(
