@@ -336,6 +336,8 @@ def probe_report(session: Session) -> Outcome:
     probe = _probes.pop(session.info.run_id, None)
     if probe:
         probe.stop()
+    if session.params.migration:
+        writeprobe.analyse(session.params, session.params.migration.source)
     frame = writeprobe.load(session.run_dir)
     if frame.empty:
         return Outcome(summary="no write probe data in this run", failed=True)

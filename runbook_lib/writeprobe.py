@@ -83,6 +83,12 @@ class WriteProbe:
             conn.close()
 
 
+def analyse(params: Params, endpoint: str) -> None:
+    """After the window: the probe's rows counted in the planner statistics (readiness DB-11 reads them)."""
+    with postgres.connect(params, endpoint) as conn:
+        postgres.query(conn, sql.SQL("ANALYZE {}").format(sql.Identifier(TABLE)))
+
+
 def load(run_dir: Path) -> pd.DataFrame:
     path = run_dir / FILE
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
