@@ -24,11 +24,16 @@ def container_of(service: str) -> str:
 
 def reset_passwords(sb: Sandbox, service: str, port: int) -> None:
     """ALTER ROLE ... PASSWORD for the superuser (and replicator where it exists) via the unix socket."""
+    set_passwords(service, port, {role: credentials.read(sb, secret) for role, secret in ROLES.items()})
+
+
+def set_passwords(service: str, port: int, passwords: dict[str, str]) -> None:
+    """Set each existing role's password inside the task, the SQL on stdin (tests use it to age a volume)."""
     stmts = []
-    for role, secret in ROLES.items():
+    for role, password in passwords.items():
         stmt = sql.SQL("DO $$BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {r}) THEN "
                        "EXECUTE format('ALTER ROLE %I PASSWORD %L', {r}, {p}); END IF; END$$;").format(
-            r=sql.Literal(role), p=sql.Literal(credentials.read(sb, secret)))
+            r=sql.Literal(role), p=sql.Literal(password))
         stmts.append(stmt.as_string(None))
     proc = docker_cli.run("exec", "-i", "-u", "postgres", container_of(service), "psql", "-X", "-q",
                           "-v", "ON_ERROR_STOP=1", "-h", "/tmp", "-p", str(port), "-d", "postgres",
