@@ -118,19 +118,40 @@ def copy_progress(params: Params, subscriber: str, name: str) -> dict[str, int]:
     return {r["state"]: r["n"] for r in rows}
 
 
+@dataclass
+class CopyResult:
+    states: dict[str, int]
+    interruptions: int  # polls that found the subscriber unreachable (a failover of the new cluster)
+
+
 def wait_initial_copy(params: Params, subscriber: str, name: str, timeout: float,
-                      on_progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+                      on_progress: Callable[[int, int], None] | None = None) -> CopyResult:
+    """Wait until every table of the subscription is copied and streaming ('r').
+
+    The subscriber's write endpoint may fail over meanwhile: the subscription lives in the cluster's
+    catalog, so the new leader's workers carry on (a table whose copy was cut short starts again);
+    this wait only has to ride out the moments when the endpoint does not answer.
+    """
     deadline = time.monotonic() + timeout
+    interruptions = 0
+    last_error = ""
     while True:
-        states = copy_progress(params, subscriber, name)
-        total = sum(states.values())
-        done = states.get("r", 0)
-        if on_progress:
-            on_progress(done, total)
-        if total and done == total:
-            return states
+        try:
+            states = copy_progress(params, subscriber, name)
+        except psycopg.OperationalError as exc:
+            interruptions += 1
+            last_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            states = None
+        if states is not None:
+            total = sum(states.values())
+            done = states.get("r", 0)
+            if on_progress:
+                on_progress(done, total)
+            if total and done == total:
+                return CopyResult(states, interruptions)
         if time.monotonic() > deadline:
-            raise MigrationError(f"initial copy not finished after {timeout:g} s: {states}")
+            where = f"{states}" if states is not None else f"the subscriber does not answer ({last_error})"
+            raise MigrationError(f"initial copy not finished after {timeout:g} s: {where}")
         time.sleep(0.5)
 
 

@@ -170,10 +170,13 @@ def prepare_replication(session: Session) -> Outcome:
             bar.n = done
             bar.refresh()
 
-        states = migration.wait_initial_copy(p, m.target, migration.SUBSCRIPTION, m.copy_timeout, progress)
+        copy = migration.wait_initial_copy(p, m.target, migration.SUBSCRIPTION, m.copy_timeout, progress)
+    tables = copy.states.get("r", 0)
+    rode_out = (f"; the new cluster's endpoint did not answer {copy.interruptions} poll(s) (a failover?) "
+                "and the copy carried on" if copy.interruptions else "")
     return _timer(session, Outcome(summary=f"{schema}; subscription {'created' if created else 'already present'}; "
-                                           f"{states.get('r', 0)} tables copied and streaming",
-                                   metrics={"tables": states.get("r", 0)}))
+                                           f"{tables} tables copied and streaming{rode_out}",
+                                   metrics={"tables": tables, "copy_interruptions": copy.interruptions}))
 
 
 @step("final_backup", "Final online backup of legacy (before the pause)", mutating=True,

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -196,6 +197,58 @@ def test_a_failover_after_the_copy_is_survived(sandbox, sandbox_params_file: Pat
         phase2._back_to_legacy(rb)
     finally:
         rb.release()
+
+
+def _sync_state(params: Params, table: str) -> str | None:
+    """The subscription's copy state of one table on the new cluster (None while not listed or unreachable)."""
+    try:
+        with postgres.connect(params, "dpg-rw") as conn:
+            return postgres.scalar(conn, "SELECT srsubstate::text FROM pg_subscription_rel WHERE srrelid = %s::regclass",
+                                   [table])
+    except Exception:  # noqa: BLE001 - the table or the endpoint is not there yet
+        return None
+
+
+def test_a_failover_during_the_initial_copy_is_survived(sandbox, sandbox_params_file: Path,  # noqa: ANN001
+                                                        sandbox_params: Params, signed: Path,
+                                                        restore_legacy: None) -> None:
+    from runbook_lib.sandbox import testing
+
+    with postgres.connect(sandbox_params, "legacy") as conn:  # big enough that its copy is still running
+        postgres.query(conn, "CREATE TABLE copy_ballast (id bigint PRIMARY KEY, payload text)")
+        postgres.query(conn, "INSERT INTO copy_ballast SELECT g, repeat(md5(g::text), 4) "
+                             "FROM generate_series(1, 1500000) g")
+    rb = session.start(str(sandbox_params_file), runbook="phase2_migration", campaign=signed.name,
+                       outputs_dir=str(signed.parent))
+    try:
+        for step in (phase2.signoff_gate, phase2.window_check, phase2.preflight, phase2.deploy_new_stack):
+            rb.run(step)
+        outcome: dict[str, object] = {}
+
+        def fill() -> None:
+            try:
+                outcome["result"] = rb.run(phase2.prepare_replication)
+            except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+                outcome["error"] = exc
+
+        filler = threading.Thread(target=fill)
+        filler.start()
+        wait_until("the ballast table's copy to start", lambda: _sync_state(sandbox_params, "copy_ballast") == "d", 120)
+        moved = testing.failover(sandbox, timeout=90)  # the subscriber's leader goes away mid-copy
+        assert moved["new_leader"] != moved["old_leader"]
+        filler.join(timeout=600)
+        assert not filler.is_alive() and "error" not in outcome, outcome.get("error")
+        print(outcome["result"].summary)
+        testing.wait_cluster_healthy(sandbox, 180)
+        rb.run(phase2.writes_off)
+        rb.run(phase2.move_data)
+        validated = rb.run(phase2.validate_new)  # every table, the ballast included, equal on both sides
+        assert validated.status == "ok", validated.summary
+        phase2._back_to_legacy(rb)
+    finally:
+        rb.release()
+        with postgres.connect(sandbox_params, "legacy") as conn:
+            postgres.query(conn, "DROP TABLE IF EXISTS copy_ballast")
 
 
 def completed(run_dir: Path, step_name: str) -> bool:
