@@ -28,6 +28,10 @@ from runbook_lib.steps import now
 MOUNT = "/backup"
 
 
+# the restored server runs amcheck and parallel queries: Docker's 64 MB /dev/shm is too small for them
+RESTORE_SHM = "1g"
+
+
 class BackupError(Exception):
     pass
 
@@ -169,7 +173,8 @@ def restore_test(params: Params, result: BackupResult, timeout: float = 120) -> 
             img, ["postgres", "-D", "/scratch/data", "-c", f"port={port}", "-c", "listen_addresses=127.0.0.1",
                   "-c", "unix_socket_directories=/tmp", "-c", "ssl=off", "-c", "archive_mode=off"],
             user=str(uid), network_mode="host", volumes={str(scratch): {"bind": "/scratch", "mode": "rw"}},
-            detach=True, name=f"runbook-restore-test-{result.id.lower()}", labels={"runbook": "restore-test"})
+            detach=True, name=f"runbook-restore-test-{result.id.lower()}", labels={"runbook": "restore-test"},
+            shm_size=RESTORE_SHM)
         started = time.monotonic()
         while True:
             code, out = container.exec_run(["pg_isready", "-h", "/tmp", "-p", str(port)], user=str(uid))

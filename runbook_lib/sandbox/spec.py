@@ -110,6 +110,9 @@ class SandboxSpec(_Strict):
     synchronous_mode: bool = False
     synchronous_node_count: int = Field(default=1, ge=1, le=2)
     shared_buffers: str = "128MB"
+    # tmpfs on /dev/shm of every PostgreSQL task: parallel index builds (HNSW at 10x data) and parallel
+    # queries use dynamic shared memory, and Docker's default of 64 MB fails them with "No space left"
+    shm_size_mb: int = Field(default=1024, ge=64, le=65536)
     max_connections: int = 200
     pgbouncer_target: str = Field(default="legacy", pattern="^(legacy|dpg)$")
     pgbouncer_pool_size: int = 20
