@@ -9,8 +9,10 @@ anything twice.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import psycopg
 from psycopg import sql
@@ -204,27 +206,63 @@ class TableCheck:
 
 
 def _table_digest(conn: psycopg.Connection, table: str) -> tuple[int, str]:
-    schema, name = table.split(".", 1)
-    ident = sql.Identifier(schema.strip('"'), name.strip('"'))
     row = postgres.query(conn, sql.SQL(
         "SELECT count(*) AS n, coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint::numeric), 0)"
-        "::text AS digest FROM {} AS t").format(ident))[0]
+        "::text AS digest FROM {} AS t").format(_ident(table)))[0]
     return int(row["n"]), row["digest"]
 
 
-def validate(params: Params, source: str, target: str) -> list[TableCheck]:
-    """Row count and an order-independent checksum of every row (vector columns included) on both sides."""
+def _table_count(conn: psycopg.Connection, table: str) -> tuple[int, str]:
+    return int(postgres.scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(_ident(table)))), ""
+
+
+def _ident(table: str) -> sql.Identifier:
+    schema, name = table.split(".", 1)
+    return sql.Identifier(schema.strip('"'), name.strip('"'))
+
+
+Measure = Callable[[psycopg.Connection, str], tuple[int, str]]
+
+
+def _measure_all(conn: psycopg.Connection, tables: list[str], measure: Measure) -> dict[str, tuple[int, str]]:
+    out: dict[str, tuple[int, str]] = {}
+    for table in tables:
+        present = postgres.scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", [_ident(table).as_string(conn)])
+        out[table] = measure(conn, table) if present else (-1, "missing")
+    return out
+
+
+def compare(src: psycopg.Connection, dst: psycopg.Connection, tables: list[str],
+            measure: Measure = _table_digest) -> list[TableCheck]:
+    """Measure every table on both sides at once (one thread per side: each side is its own server)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        left = pool.submit(_measure_all, src, tables, measure)
+        right = pool.submit(_measure_all, dst, tables, measure)
+        source, target = left.result(), right.result()
+    return [TableCheck(t, source[t][0], target[t][0], source[t][1], target[t][1]) for t in tables]
+
+
+def validate(params: Params, source: str, target: str, counts_only: bool = False) -> list[TableCheck]:
+    """Row count and an order-independent checksum of every row (vector columns included) on both sides.
+
+    Both sides must be still (writes off, the new side caught up) for the result to mean anything;
+    counts_only is the cheap recheck at cutover after a checksum comparison at a consistent cut.
+    """
     tables = user_tables(params, source)
-    checks = []
     with _conn(params, source) as src, _conn(params, target) as dst:
-        for table in tables:
-            sn, sd = _table_digest(src, table)
-            try:
-                tn, td = _table_digest(dst, table)
-            except psycopg.errors.UndefinedTable:
-                tn, td = -1, "missing"
-            checks.append(TableCheck(table, sn, tn, sd, td))
-    return checks
+        return compare(src, dst, tables, _table_count if counts_only else _table_digest)
+
+
+@contextmanager
+def snapshot(params: Params, endpoint: str) -> Iterator[psycopg.Connection]:
+    """A connection inside a read-only REPEATABLE READ transaction whose snapshot is already taken."""
+    with _conn(params, endpoint) as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        conn.execute("SELECT 1")  # the snapshot is fixed at the first statement
+        try:
+            yield conn
+        finally:
+            conn.execute("ROLLBACK")
 
 
 def drop_subscription(params: Params, subscriber: str, name: str) -> bool:

@@ -207,6 +207,54 @@ def _resume(session: Session) -> None:
             raise
 
 
+def _checks_table(checks: list[migration.TableCheck]) -> list[dict[str, object]]:
+    return [{"table": c.table, "source_rows": c.source_rows, "target_rows": c.target_rows,
+             "checksum_equal": c.source_checksum == c.target_checksum} for c in checks]
+
+
+def _compare_at_cut(session: Session) -> tuple[str, list[migration.TableCheck]]:
+    """Both sides still for a moment (pool paused, the new side caught up), a snapshot on each, pool resumed."""
+    m, p = _m(session), session.params
+    tables = migration.user_tables(p, m.source)
+    _pause(session)
+    try:
+        with migration.snapshot(p, m.source) as src:
+            lsn = migration.current_lsn(p, m.source)
+            migration.wait_applied(p, m.source, migration.SUBSCRIPTION, lsn, m.apply_timeout)
+            with migration.snapshot(p, m.target) as dst:
+                _resume(session)  # the snapshots hold the cut; the application writes again meanwhile
+                return lsn, migration.compare(src, dst, tables)
+    finally:
+        _resume(session)
+
+
+@step("validate_cut", "Validate at a consistent cut (before the pause): checksums of every table", mutating=True,
+      plan=_plan("pause the pool for a moment, snapshot both sides at the same LSN, resume, compare checksums"),
+      guards=GUARDS)
+def validate_cut(session: Session) -> Outcome:
+    """The full checksum comparison, done before the write pause so the pause does not grow with the data.
+
+    A writer that bypasses the pool would make one cut differ; a second cut tells that from a real
+    difference, which stops the migration here with legacy serving and nothing switched.
+    """
+    if _m(session).strategy != "logical":
+        return _timer(session, Outcome(summary="dump-restore strategy: the data is validated during the pause"))
+    for attempt in (1, 2):
+        lsn, checks = _compare_at_cut(session)
+        bad = [c.table for c in checks if not c.equal]
+        if not bad:
+            break
+    rows = _checks_table(checks)
+    if bad:
+        return _timer(session, Outcome(summary=f"migration stopped before the pause: {', '.join(bad)} differ at "
+                                               f"the cut (LSN {lsn}, twice); legacy serving, nothing switched",
+                                       evidence=rows, failed=True))
+    return _timer(session, Outcome(summary=f"{len(checks)} tables: row counts and checksums equal at LSN {lsn}"
+                                           + (" (second cut)" if attempt == 2 else ""),
+                                   evidence=rows, metrics={"cut_lsn": lsn, "tables_validated": len(checks)},
+                                   state={"cut_lsn": lsn}))
+
+
 @step("writes_off", "Writes off: pause the pool, legacy read-only for the application", mutating=True,
       plan=_plan("PAUSE the application's pool in PgBouncer and make legacy read-only for the application role"),
       guards=GUARDS)
@@ -279,16 +327,19 @@ def _back_to_legacy(session: Session) -> str:
 
 @step("validate_new", "Validate: per-table row count and checksum on both sides", guards=GUARDS)
 def validate_new(session: Session) -> Outcome:
+    """Checksums again when no cut was compared (dump-restore); after a cut, row counts at the cutover LSN."""
     m = _m(session)
-    checks = migration.validate(session.params, m.source, m.target)
-    rows = [{"table": c.table, "source_rows": c.source_rows, "target_rows": c.target_rows,
-             "checksum_equal": c.source_checksum == c.target_checksum} for c in checks]
+    cut = session.state.get("cut_lsn") if m.strategy == "logical" else None
+    checks = migration.validate(session.params, m.source, m.target, counts_only=cut is not None)
+    rows = _checks_table(checks)
     bad = [c.table for c in checks if not c.equal]
     if bad:
         fallback = _back_to_legacy(session)
         return _timer(session, Outcome(summary=f"cutover stopped: {', '.join(bad)} differ; {fallback}",
                                        evidence=rows, failed=True))
-    return _timer(session, Outcome(summary=f"{len(checks)} tables: row counts and checksums equal",
+    what = (f"row counts equal at the cutover (checksums compared at LSN {cut})" if cut else
+            "row counts and checksums equal")
+    return _timer(session, Outcome(summary=f"{len(checks)} tables: {what}",
                                    evidence=rows, metrics={"tables_validated": len(checks)}))
 
 

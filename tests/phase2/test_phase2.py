@@ -101,6 +101,7 @@ def test_logical_cutover_loses_nothing_and_keeps_legacy_current(sandbox_params_f
     assert report.exit_code == 0, report.message
     steps = manifest_steps(report.run_dir)
     assert all(s["status"] == "ok" for s in steps.values()), {k: s["summary"] for k, s in steps.items()}
+    assert steps["validate_cut"]["metrics"]["tables_validated"] >= 8
     assert steps["validate_new"]["metrics"]["tables_validated"] >= 8
     probe = steps["probe_report"]["metrics"]
     assert probe["attempts"] > 20 and probe["write_unavailable_s"] < 30, probe
@@ -163,12 +164,31 @@ def filled(params_file: Path, campaign_dir: Path) -> session.Session:
     return rb
 
 
-def test_mismatch_stops_the_cutover_with_legacy_serving(sandbox_params_file: Path, sandbox_params: Params,
-                                                        signed: Path, restore_legacy: None) -> None:
+def test_mismatch_at_the_cut_stops_before_the_pause_with_legacy_serving(sandbox_params_file: Path,
+                                                                        sandbox_params: Params, signed: Path,
+                                                                        restore_legacy: None) -> None:
     writeprobe.ensure_table(sandbox_params, "legacy", sandbox_params.target.app.role)  # what the test writes to
     rb = filled(sandbox_params_file, signed)
     try:
         with postgres.connect(sandbox_params, "dpg-rw") as conn:  # the new side drifts from legacy
+            postgres.query(conn, "UPDATE sandbox_seed SET scale = scale + 1")
+        with pytest.raises(StepFailed, match=r"migration stopped before the pause: public\.sandbox_seed differ"):
+            rb.run(phase2.validate_cut)  # same row count: only the checksum sees it
+    finally:
+        rb.release()
+    assert pgbouncer.backend(sandbox_params, "app") == LEGACY
+    marker = f"cut-{rb.info.run_id}"
+    write_through_pool(sandbox_params, marker)  # the pool is not left paused
+    assert count_marker(sandbox_params, "legacy", marker) == 1
+
+
+def test_mismatch_at_the_cutover_stops_it_with_legacy_serving(sandbox_params_file: Path, sandbox_params: Params,
+                                                              signed: Path, restore_legacy: None) -> None:
+    writeprobe.ensure_table(sandbox_params, "legacy", sandbox_params.target.app.role)  # what the test writes to
+    rb = filled(sandbox_params_file, signed)
+    try:
+        assert rb.run(phase2.validate_cut).status == "ok"
+        with postgres.connect(sandbox_params, "dpg-rw") as conn:  # the new side drifts after the cut
             postgres.query(conn, "DELETE FROM sandbox_seed")
         rb.run(phase2.writes_off)
         rb.run(phase2.move_data)

@@ -100,3 +100,18 @@ def test_etcd_has_three_healthy_members_and_a_leader(sandbox):
 def test_patroni_metrics_endpoint(sandbox):
     api = sandbox.params.target.patroni.members[0].api_url
     assert "patroni_postgres_running" in requests.get(f"{api}/metrics", timeout=3).text
+
+
+@pytest.mark.parametrize("where", ["legacy", "leader"])
+def test_a_parallel_hnsw_build_gets_its_shared_memory(sandbox, where):
+    """A parallel HNSW build asks for maintenance_work_mem of dynamic shared memory at once (> Docker's 64 MB)."""
+    port = sandbox.spec.ports.legacy if where == "legacy" else sandbox.spec.ports.haproxy_rw
+    with health.connect(sandbox, port, dbname="app") as conn:
+        conn.execute("CREATE TABLE shm_probe (v vector(3)) WITH (parallel_workers = 2)")
+        conn.execute("INSERT INTO shm_probe SELECT ARRAY[random(), random(), random()]::vector(3) "
+                     "FROM generate_series(1, 2000)")
+        conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        conn.execute("SET LOCAL max_parallel_maintenance_workers = 2")
+        conn.execute("CREATE INDEX ON shm_probe USING hnsw (v vector_l2_ops)")  # fails with "No space left" on 64 MB
+        assert conn.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'shm_probe'").fetchone()[0] == 1
+        conn.rollback()
