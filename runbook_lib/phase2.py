@@ -408,7 +408,9 @@ def probe_report(session: Session) -> Outcome:
     figures.update(_app_impact(session, float(frame["end"].max() - frame["start"].min())))
     app = (f"; the application: {figures['app_errors']:.0f} errors of {figures['app_requests']:.0f} requests"
            if figures.get("app_requests") is not None else "")
-    return Outcome(summary=f"write-unavailable {figures['write_unavailable_s']} s; {figures['failed_writes']} of "
+    return Outcome(summary=f"write-unavailable {figures['write_unavailable_s']} s at most at once, "
+                           f"{figures['write_unavailable_total_s']} s in {figures['unavailable_spans']} span(s) "
+                           f"in all; {figures['failed_writes']} of "
                            f"{figures['attempts']} writes failed{app}", metrics=figures, figures=[fig],
                    evidence=pd.DataFrame([figures]))
 

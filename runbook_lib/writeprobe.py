@@ -89,6 +89,9 @@ def analyse(params: Params, endpoint: str) -> None:
         postgres.query(conn, sql.SQL("ANALYZE {}").format(sql.Identifier(TABLE)))
 
 
+SPAN_FACTOR = 4  # a gap this many probe intervals long is an outage, not scheduling jitter
+
+
 def load(run_dir: Path) -> pd.DataFrame:
     path = run_dir / FILE
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
@@ -96,12 +99,21 @@ def load(run_dir: Path) -> pd.DataFrame:
 
 
 def figures(frame: pd.DataFrame, interval: float = 0.05) -> dict[str, Any]:
-    """Write-unavailable seconds (the longest span without a completed write, less one interval) and failures."""
+    """Write-unavailable seconds and failures.
+
+    write_unavailable_s is the longest span without a completed write, less one interval (the cutover
+    pause); write_unavailable_total_s adds up every span longer than SPAN_FACTOR intervals, so short
+    pauses elsewhere in the window (the validation cut) are counted too.
+    """
     if frame.empty:
-        return {"attempts": 0, "failed_writes": 0, "write_unavailable_s": None}
+        return {"attempts": 0, "failed_writes": 0, "write_unavailable_s": None, "write_unavailable_total_s": None,
+                "unavailable_spans": 0}
     done = frame[frame["ok"]].sort_values("end")["end"].to_numpy()
     gaps = (done[1:] - done[:-1]) if len(done) > 1 else []
     longest = float(max(gaps)) if len(gaps) else float(frame["end"].max() - frame["start"].min())
+    spans = [float(g) - interval for g in gaps if g > SPAN_FACTOR * interval]
     return {"attempts": int(len(frame)), "failed_writes": int((~frame["ok"]).sum()),
             "write_unavailable_s": round(max(0.0, longest - interval), 3),
+            "write_unavailable_total_s": round(sum(spans) if len(gaps) else max(0.0, longest - interval), 3),
+            "unavailable_spans": len(spans),
             "max_write_latency_ms": round(float((frame["end"] - frame["start"]).max() * 1000), 1)}
