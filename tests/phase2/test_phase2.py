@@ -164,6 +164,13 @@ def filled(params_file: Path, campaign_dir: Path) -> session.Session:
     return rb
 
 
+def assert_legacy_serves_writes(params: Params, marker: str) -> None:
+    """PgBouncer still points at legacy, the pool is not paused and legacy takes the application's writes."""
+    assert pgbouncer.backend(params, "app") == LEGACY
+    write_through_pool(params, marker)
+    assert count_marker(params, "legacy", marker) == 1
+
+
 def test_mismatch_at_the_cut_stops_before_the_pause_with_legacy_serving(sandbox_params_file: Path,
                                                                         sandbox_params: Params, signed: Path,
                                                                         restore_legacy: None) -> None:
@@ -176,10 +183,7 @@ def test_mismatch_at_the_cut_stops_before_the_pause_with_legacy_serving(sandbox_
             rb.run(phase2.validate_cut)  # same row count: only the checksum sees it
     finally:
         rb.release()
-    assert pgbouncer.backend(sandbox_params, "app") == LEGACY
-    marker = f"cut-{rb.info.run_id}"
-    write_through_pool(sandbox_params, marker)  # the pool is not left paused
-    assert count_marker(sandbox_params, "legacy", marker) == 1
+    assert_legacy_serves_writes(sandbox_params, f"cut-{rb.info.run_id}")
 
 
 def test_mismatch_at_the_cutover_stops_it_with_legacy_serving(sandbox_params_file: Path, sandbox_params: Params,
@@ -196,10 +200,7 @@ def test_mismatch_at_the_cutover_stops_it_with_legacy_serving(sandbox_params_fil
             rb.run(phase2.validate_new)
     finally:
         rb.release()
-    assert pgbouncer.backend(sandbox_params, "app") == LEGACY
-    marker = f"mismatch-{rb.info.run_id}"
-    write_through_pool(sandbox_params, marker)  # legacy serves and takes writes again
-    assert count_marker(sandbox_params, "legacy", marker) == 1
+    assert_legacy_serves_writes(sandbox_params, f"mismatch-{rb.info.run_id}")
 
 
 def test_a_failover_after_the_copy_is_survived(sandbox, sandbox_params_file: Path, sandbox_params: Params,  # noqa: ANN001
