@@ -126,23 +126,35 @@ class CopyResult:
     interruptions: int  # polls that found the subscriber unreachable (a failover of the new cluster)
 
 
+UNREACHABLE_MAX = 120.0  # seconds in a row the subscriber may not answer: a failover takes far less
+_PERMANENT = ("password authentication failed", "does not exist", "no pg_hba.conf entry")
+
+
 def wait_initial_copy(params: Params, subscriber: str, name: str, timeout: float,
                       on_progress: Callable[[int, int], None] | None = None) -> CopyResult:
     """Wait until every table of the subscription is copied and streaming ('r').
 
     The subscriber's write endpoint may fail over meanwhile: the subscription lives in the cluster's
     catalog, so the new leader's workers carry on (a table whose copy was cut short starts again);
-    this wait only has to ride out the moments when the endpoint does not answer.
+    this wait rides out the moments when the endpoint does not answer, but not a refusal that no
+    failover explains (authentication, a missing database) nor a silence longer than UNREACHABLE_MAX.
     """
     deadline = time.monotonic() + timeout
     interruptions = 0
-    last_error = ""
+    silent_since: float | None = None
     while True:
         try:
             states = copy_progress(params, subscriber, name)
+            silent_since = None
         except psycopg.OperationalError as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if any(p in message for p in _PERMANENT):
+                raise MigrationError(f"the new cluster refuses the connection during the copy: {message}") from exc
             interruptions += 1
-            last_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            silent_since = silent_since or time.monotonic()
+            if time.monotonic() - silent_since > UNREACHABLE_MAX:
+                raise MigrationError(f"the new cluster has not answered for {UNREACHABLE_MAX:g} s during the "
+                                     f"copy ({message}); the subscription stays and a re-run resumes it") from exc
             states = None
         if states is not None:
             total = sum(states.values())
@@ -152,8 +164,8 @@ def wait_initial_copy(params: Params, subscriber: str, name: str, timeout: float
             if total and done == total:
                 return CopyResult(states, interruptions)
         if time.monotonic() > deadline:
-            where = f"{states}" if states is not None else f"the subscriber does not answer ({last_error})"
-            raise MigrationError(f"initial copy not finished after {timeout:g} s: {where}")
+            raise MigrationError(f"initial copy not finished after {timeout:g} s: "
+                                 f"{states if states is not None else 'the new cluster does not answer'}")
         time.sleep(0.5)
 
 

@@ -191,12 +191,15 @@ def final_backup(session: Session) -> Outcome:
                                    state={"final_backup": {"id": result.id, "end_lsn": result.end_lsn}}))
 
 
-def _pause(session: Session) -> None:
+def _pause(session: Session) -> bool:
+    """PAUSE the application's pool; False when it was paused already (the step checks its effect)."""
     try:
         pgbouncer.command(session.params, "PAUSE", _m(session).pooler_database)
-    except Exception as exc:  # already paused is fine: the step checks its effect, not its history
+    except Exception as exc:
         if "already" not in str(exc).lower():
             raise
+        return False
+    return True
 
 
 def _resume(session: Session) -> None:
@@ -212,20 +215,32 @@ def _checks_table(checks: list[migration.TableCheck]) -> list[dict[str, object]]
              "checksum_equal": c.source_checksum == c.target_checksum} for c in checks]
 
 
+CUT_APPLY_TIMEOUT = 10.0  # the new side is caught up before the pause; inside it, only the last writes remain
+
+
 def _compare_at_cut(session: Session) -> tuple[str, list[migration.TableCheck]]:
-    """Both sides still for a moment (pool paused, the new side caught up), a snapshot on each, pool resumed."""
+    """Both sides still for a moment (pool paused, the new side caught up), a snapshot on each, pool resumed.
+
+    The new side catches up before the pool pauses, so the pause waits only for the writes of the last
+    moment; a pool that was paused already (a re-run after writes_off) is left paused.
+    """
     m, p = _m(session), session.params
     tables = migration.user_tables(p, m.source)
-    _pause(session)
+    migration.wait_applied(p, m.source, migration.SUBSCRIPTION, migration.current_lsn(p, m.source), m.apply_timeout)
+    paused = True  # until PAUSE says the pool was paused already: an interrupted PAUSE is undone too
     try:
+        paused = _pause(session)
         with migration.snapshot(p, m.source) as src:
             lsn = migration.current_lsn(p, m.source)
-            migration.wait_applied(p, m.source, migration.SUBSCRIPTION, lsn, m.apply_timeout)
+            migration.wait_applied(p, m.source, migration.SUBSCRIPTION, lsn, min(m.apply_timeout, CUT_APPLY_TIMEOUT))
             with migration.snapshot(p, m.target) as dst:
-                _resume(session)  # the snapshots hold the cut; the application writes again meanwhile
+                if paused:
+                    _resume(session)  # the snapshots hold the cut; the application writes again meanwhile
+                    paused = False
                 return lsn, migration.compare(src, dst, tables)
     finally:
-        _resume(session)
+        if paused:
+            _resume(session)
 
 
 @step("validate_cut", "Validate at a consistent cut (before the pause): checksums of every table", mutating=True,
