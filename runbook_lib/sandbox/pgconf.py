@@ -30,7 +30,10 @@ def settings(spec: SandboxSpec) -> dict[str, str | int]:
         "max_slot_wal_keep_size": "2GB",
         "wal_log_hints": "on",
         "archive_mode": "on",
-        "archive_command": f"test ! -f {ARCHIVE_DIR}/%f && cp %p {ARCHIVE_DIR}/%f",
+        # never overwrite; an identical file already there (a segment or history file a former leader
+        # archived into the shared archive) is success, or the archiver would retry it forever
+        "archive_command": (f"if test -f {ARCHIVE_DIR}/%f; then cmp -s %p {ARCHIVE_DIR}/%f; "
+                            f"else cp %p {ARCHIVE_DIR}/%f.tmp && mv {ARCHIVE_DIR}/%f.tmp {ARCHIVE_DIR}/%f; fi"),
         "archive_timeout": 60,
         "shared_preload_libraries": "pg_stat_statements",
         "log_connections": "on",
