@@ -193,6 +193,12 @@ def wait_applied(params: Params, publisher: str, subscription: str, lsn: str, ti
             time.sleep(0.05)
 
 
+def catch_up(params: Params, publisher: str, subscription: str, timeout: float) -> tuple[str, float]:
+    """The publisher's current LSN and the seconds until the subscriber had applied it."""
+    lsn = current_lsn(params, publisher)
+    return lsn, wait_applied(params, publisher, subscription, lsn, timeout)
+
+
 def copy_sequences(params: Params, source: str, target: str) -> int:
     with _conn(params, source) as conn:
         seqs = postgres.query(conn, "SELECT schemaname, sequencename, last_value FROM pg_sequences "

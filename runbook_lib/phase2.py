@@ -226,13 +226,12 @@ def _compare_at_cut(session: Session) -> tuple[str, list[migration.TableCheck]]:
     """
     m, p = _m(session), session.params
     tables = migration.user_tables(p, m.source)
-    migration.wait_applied(p, m.source, migration.SUBSCRIPTION, migration.current_lsn(p, m.source), m.apply_timeout)
+    migration.catch_up(p, m.source, migration.SUBSCRIPTION, m.apply_timeout)
     paused = True  # until PAUSE says the pool was paused already: an interrupted PAUSE is undone too
     try:
         paused = _pause(session)
         with migration.snapshot(p, m.source) as src:
-            lsn = migration.current_lsn(p, m.source)
-            migration.wait_applied(p, m.source, migration.SUBSCRIPTION, lsn, min(m.apply_timeout, CUT_APPLY_TIMEOUT))
+            lsn, _ = migration.catch_up(p, m.source, migration.SUBSCRIPTION, min(m.apply_timeout, CUT_APPLY_TIMEOUT))
             with migration.snapshot(p, m.target) as dst:
                 if paused:
                     _resume(session)  # the snapshots hold the cut; the application writes again meanwhile
@@ -311,8 +310,7 @@ def app_down(session: Session) -> Outcome:
 def move_data(session: Session) -> Outcome:
     m, p = _m(session), session.params
     if m.strategy == "logical":
-        lsn = migration.current_lsn(p, m.source)
-        waited = migration.wait_applied(p, m.source, migration.SUBSCRIPTION, lsn, m.apply_timeout)
+        lsn, waited = migration.catch_up(p, m.source, migration.SUBSCRIPTION, m.apply_timeout)
         sequences = migration.copy_sequences(p, m.source, m.target)
         return _timer(session, Outcome(summary=f"new cluster applied legacy's LSN {lsn} after {waited:.2f} s; "
                                                f"{sequences} sequences copied",

@@ -66,8 +66,7 @@ def to_legacy(params: Params, accept_loss: bool = False, timeout: float = 60.0) 
     try:
         if reverse:
             migration.set_read_only(params, m.target, app_role, True)
-            lsn = migration.current_lsn(params, m.target)
-            migration.wait_applied(params, m.target, migration.REVERSE_SUBSCRIPTION, lsn, timeout)
+            lsn, _ = migration.catch_up(params, m.target, migration.REVERSE_SUBSCRIPTION, timeout)
             report.reverse_applied_lsn = lsn
             report.sequences = migration.copy_sequences(params, m.target, m.source)
             migration.drop_subscription(params, m.source, migration.REVERSE_SUBSCRIPTION)

@@ -53,8 +53,8 @@ def one_cutover(params_file: str, outputs: Path, strategy: str, i: int) -> dict:
         steps = {s["name"]: s for s in json.loads((report.run_dir / "manifest.json").read_text())["steps"]}
         probe = steps["probe_report"]["metrics"]
         return {"write_unavailable_s": probe["write_unavailable_s"], "failed_writes": probe["failed_writes"],
-                "write_unavailable_total_s": probe.get("write_unavailable_total_s"),
-                "unavailable_spans": probe.get("unavailable_spans"),
+                "write_unavailable_total_s": probe["write_unavailable_total_s"],
+                "unavailable_spans": probe["unavailable_spans"],
                 "attempts": probe["attempts"], "run_s": round(report.seconds, 1),
                 "move_data_s": steps["move_data"]["seconds"]}
     finally:

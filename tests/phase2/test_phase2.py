@@ -150,13 +150,14 @@ def test_dump_restore_cutover(sandbox_params_file: Path, sandbox_params: Params,
         rollback.to_legacy(sandbox_params)
 
 
-def filled(params_file: Path, campaign_dir: Path) -> session.Session:
-    """An interactive phase 2 up to a new cluster filled and streaming from legacy (the pause not begun)."""
+def filled(params_file: Path, campaign_dir: Path, fill: bool = True) -> session.Session:
+    """An interactive phase 2 up to a new cluster filled and streaming from legacy (the pause not begun);
+    with fill=False up to the deployed, still empty new cluster."""
     rb = session.start(str(params_file), runbook="phase2_migration", campaign=campaign_dir.name,
                        outputs_dir=str(campaign_dir.parent))
     try:
         for step in (phase2.signoff_gate, phase2.window_check, phase2.preflight, phase2.deploy_new_stack,
-                     phase2.prepare_replication):
+                     phase2.prepare_replication)[:None if fill else -1]:
             rb.run(step)
     except BaseException:
         rb.release()
@@ -230,20 +231,25 @@ def _sync_state(params: Params, table: str) -> str | None:
         return None
 
 
-def test_a_failover_during_the_initial_copy_is_survived(sandbox, sandbox_params_file: Path,  # noqa: ANN001
-                                                        sandbox_params: Params, signed: Path,
-                                                        restore_legacy: None) -> None:
-    from runbook_lib.sandbox import testing
-
-    with postgres.connect(sandbox_params, "legacy") as conn:  # big enough that its copy is still running
+@pytest.fixture
+def copy_ballast(sandbox_params: Params):  # noqa: ANN201
+    """A legacy table big enough that its initial copy is still running a few seconds in; dropped after."""
+    with postgres.connect(sandbox_params, "legacy") as conn:
         postgres.query(conn, "CREATE TABLE copy_ballast (id bigint PRIMARY KEY, payload text)")
         postgres.query(conn, "INSERT INTO copy_ballast SELECT g, repeat(md5(g::text), 4) "
                              "FROM generate_series(1, 1500000) g")
-    rb = session.start(str(sandbox_params_file), runbook="phase2_migration", campaign=signed.name,
-                       outputs_dir=str(signed.parent))
+    yield "copy_ballast"
+    with postgres.connect(sandbox_params, "legacy") as conn:
+        postgres.query(conn, "DROP TABLE IF EXISTS copy_ballast")
+
+
+def test_a_failover_during_the_initial_copy_is_survived(sandbox, sandbox_params_file: Path,  # noqa: ANN001
+                                                        sandbox_params: Params, signed: Path,
+                                                        restore_legacy: None, copy_ballast: str) -> None:
+    from runbook_lib.sandbox import testing
+
+    rb = filled(sandbox_params_file, signed, fill=False)
     try:
-        for step in (phase2.signoff_gate, phase2.window_check, phase2.preflight, phase2.deploy_new_stack):
-            rb.run(step)
         outcome: dict[str, object] = {}
 
         def fill() -> None:
@@ -254,7 +260,7 @@ def test_a_failover_during_the_initial_copy_is_survived(sandbox, sandbox_params_
 
         filler = threading.Thread(target=fill)
         filler.start()
-        wait_until("the ballast table's copy to start", lambda: _sync_state(sandbox_params, "copy_ballast") == "d", 120)
+        wait_until("the ballast table's copy to start", lambda: _sync_state(sandbox_params, copy_ballast) == "d", 120)
         moved = testing.failover(sandbox, timeout=90)  # the subscriber's leader goes away mid-copy
         assert moved["new_leader"] != moved["old_leader"]
         filler.join(timeout=600)
@@ -268,8 +274,6 @@ def test_a_failover_during_the_initial_copy_is_survived(sandbox, sandbox_params_
         phase2._back_to_legacy(rb)
     finally:
         rb.release()
-        with postgres.connect(sandbox_params, "legacy") as conn:
-            postgres.query(conn, "DROP TABLE IF EXISTS copy_ballast")
 
 
 def completed(run_dir: Path, step_name: str) -> bool:
