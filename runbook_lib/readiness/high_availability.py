@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from typing import Any
 
+import psycopg
+
 from runbook_lib import records
-from runbook_lib.clients import etcd, patroni
+from runbook_lib.clients import etcd, patroni, postgres
 from runbook_lib.readiness.model import Finding
 from runbook_lib.readiness.probe import Probe
 from runbook_lib.readiness.registry import check
@@ -57,29 +60,86 @@ def ha02(p: Probe) -> Finding:
                          "records/failover_drill.json")
 
 
+LAG_READINGS = 5
+LAG_INTERVAL_S = 0.25
+
+
+def decide_replication_lag(leader_rows: list[list[dict[str, Any]]], standbys: dict[str, list[dict[str, Any]]],
+                           max_ms: float, byte_max: int) -> Finding:
+    """Judge every standby from both sides over a short window of readings.
+
+    The leader's replay_lag is only refreshed when a standby reports, so a standby that stopped
+    replaying can look current there for seconds; the standby's own receive and replay positions
+    show it at once: WAL it had at the first reading and still has not replayed at the last is
+    older than the window, whatever the leader last heard.
+    """
+    # one reading on a busy machine is a spike, not a state: the leader's figures are medians
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for reading in leader_rows:
+        for r in reading:
+            by_name.setdefault(r["application_name"], []).append(r)
+    rows: dict[str, dict[str, Any]] = {
+        name: {**rs[-1], "replay_lag_ms": statistics.median(x["replay_lag_ms"] for x in rs),
+               "byte_lag": statistics.median(x["byte_lag"] for x in rs)} for name, rs in by_name.items()}
+    slow: dict[str, str] = {}
+    for name, r in rows.items():
+        # replay_lag keeps its last measured value for a while after a standby caught up: with
+        # nothing outstanding (byte lag 0) the standby is current, whatever the last burst took
+        if r["byte_lag"] > 0 and r["replay_lag_ms"] >= max_ms:
+            slow[name] = f"replay_lag {r['replay_lag_ms']:.0f} ms on the leader"
+        elif r["byte_lag"] > byte_max:
+            slow[name] = f"byte lag {r['byte_lag']:.0f} on the leader"
+    for name, readings in standbys.items():
+        first, last = readings[0], readings[-1]
+        window_ms = (last["t"] - first["t"]) * 1000
+        row = rows.setdefault(name, {"endpoint": name})
+        row.update(replay_paused=last["paused"], standby_unreplayed_bytes=(
+            None if last["receive"] is None else max(last["receive"] - last["replay"], 0)))
+        if last["paused"]:
+            slow[name] = "WAL replay is paused on the standby"
+        elif None not in (first["receive"], last["replay"]) and last["replay"] < first["receive"] and window_ms >= max_ms:
+            slow[name] = f"WAL received more than {window_ms:.0f} ms ago is not replayed yet"
+    for name, reason in slow.items():
+        rows[name]["slow"] = reason
+    ok = bool(rows) and not slow
+    return Finding.check(ok, list(rows.values()) or "no standby connected",
+                         f"replay_lag < {max_ms:g} ms while WAL is outstanding, byte lag < {byte_max}, "
+                         "replay not paused, every standby replays what it received within the window",
+                         "pg_stat_replication on the leader; receive and replay positions on each standby",
+                         "; ".join(f"{name}: {reason}" for name, reason in slow.items()))
+
+
+_LEADER_LAG = """SELECT application_name, state,
+    coalesce(extract(epoch FROM replay_lag) * 1000, 0)::float AS replay_lag_ms,
+    pg_wal_lsn_diff(sent_lsn, replay_lsn)::bigint AS byte_lag FROM pg_stat_replication"""
+_STANDBY_POSITIONS = """SELECT pg_is_in_recovery() AS in_recovery,
+    pg_is_in_recovery() AND pg_is_wal_replay_paused() AS paused,
+    pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::bigint AS receive,
+    pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint AS replay"""
+
+
 @check("HA-03")
 def ha03(p: Probe) -> Finding:
-    # replay_lag is the last measured value: one reading on a busy machine is a spike, not a state;
-    # five readings over a second, and each standby is judged by its median
-    readings: dict[str, list[dict]] = {}
-    for i in range(5):
-        for r in p.sql(p.write_endpoint, """SELECT application_name, state,
-                coalesce(extract(epoch FROM replay_lag) * 1000, 0)::float AS replay_lag_ms,
-                pg_wal_lsn_diff(sent_lsn, replay_lsn)::bigint AS byte_lag FROM pg_stat_replication"""):
-            readings.setdefault(r["application_name"], []).append(r)
-        if i < 4:
-            time.sleep(0.25)
-    rows = [{**rs[-1], "replay_lag_ms": statistics.median(x["replay_lag_ms"] for x in rs),
-             "byte_lag": statistics.median(x["byte_lag"] for x in rs)} for rs in readings.values()]
-    max_ms = p.params.policy.success_criteria.replication_lag_max * 1000
-    # replay_lag keeps its last measured value for a while after a standby caught up: with nothing
-    # outstanding (byte lag 0) the standby is current, whatever the last burst took
-    slow = [r["application_name"] for r in rows
-            if (r["byte_lag"] > 0 and r["replay_lag_ms"] >= max_ms) or r["byte_lag"] > p.settings.replication_byte_lag_max]
-    ok = bool(rows) and not slow
-    return Finding.check(ok, rows or "no standby connected",
-                         f"replay_lag < {max_ms:g} ms while WAL is outstanding, byte lag < {p.settings.replication_byte_lag_max}",
-                         "pg_stat_replication on the leader")
+    with contextlib.ExitStack() as stack:
+        leader = stack.enter_context(postgres.connect(p.params, p.write_endpoint))
+        members: dict[str, Any] = {}
+        for name in p.members():
+            try:
+                members[name] = stack.enter_context(postgres.connect(p.params, name))
+            except psycopg.OperationalError:
+                continue  # a member that is down is HA-01's finding; here only the running ones are judged
+        leader_rows: list[list[dict[str, Any]]] = []
+        standbys: dict[str, list[dict[str, Any]]] = {}
+        for i in range(LAG_READINGS):
+            leader_rows.append(postgres.query(leader, _LEADER_LAG))
+            for name, conn in members.items():
+                r = postgres.query(conn, _STANDBY_POSITIONS)[0]
+                if r["in_recovery"]:
+                    standbys.setdefault(name, []).append({**r, "t": time.monotonic()})
+            if i < LAG_READINGS - 1:
+                time.sleep(LAG_INTERVAL_S)
+    return decide_replication_lag(leader_rows, standbys, p.params.policy.success_criteria.replication_lag_max * 1000,
+                                  p.settings.replication_byte_lag_max)
 
 
 @check("HA-04")

@@ -10,7 +10,7 @@ import yaml
 from runbook_lib.params import validate
 from runbook_lib.readiness import engine, registry
 from runbook_lib.readiness.database import decide_hba, decide_versions
-from runbook_lib.readiness.high_availability import decide_etcd, decide_patroni
+from runbook_lib.readiness.high_availability import decide_etcd, decide_patroni, decide_replication_lag
 from runbook_lib.readiness.infrastructure import (decide_clock, decide_engine_versions, decide_kernel, decide_nofile,
                                                   decide_swarm)
 from runbook_lib.readiness.model import ItemResult, checklist
@@ -173,6 +173,35 @@ def test_monitoring_and_ha_decisions() -> None:
     healthy = [{"endpoint": e, "healthy": True, "leader": 7} for e in "xyz"]
     assert decide_etcd([{}, {}, {}], healthy).outcome == "pass"
     assert decide_etcd([{}, {}, {}], healthy[:2] + [{"endpoint": "z", "healthy": False, "leader": 7}]).outcome == "fail"
+
+
+def standby(*positions: tuple[int, int], paused: bool = False) -> list[dict]:
+    """Readings 250 ms apart, each (received, replayed) in bytes."""
+    return [{"t": i * 0.25, "paused": paused, "receive": rec, "replay": rep} for i, (rec, rep) in enumerate(positions)]
+
+
+def test_replication_lag_decision() -> None:
+    def lag(ms: float, byte_lag: int) -> list[list[dict]]:
+        return [[{"application_name": "b", "state": "streaming", "replay_lag_ms": ms, "byte_lag": byte_lag}]] * 5
+
+    def outcome(leader: list[list[dict]], standbys: dict[str, list[dict]]) -> str:
+        return decide_replication_lag(leader, standbys, max_ms=100, byte_max=16 << 20).outcome
+
+    current = standby(*[(1000, 1000)] * 5)
+    busy = standby((1000, 900), (2000, 1900), (3000, 2900), (4000, 3900), (5000, 4900))
+    assert outcome(lag(5, 0), {"b": current}) == "pass"
+    assert outcome(lag(5, 100), {"b": busy}) == "pass"  # replays what it receives, a little behind
+    assert outcome(lag(900, 0), {"b": current}) == "pass"  # a stale lag with nothing outstanding
+    assert outcome(lag(900, 100), {"b": current}) == "fail"
+    assert outcome(lag(5, 32 << 20), {"b": current}) == "fail"
+    # the leader has not heard yet, but the standby has not replayed for a second
+    stuck = standby((1000, 0), (1000, 0), (1000, 0), (1000, 0), (1000, 0))
+    assert outcome(lag(2, 100), {"b": stuck}) == "fail"
+    assert outcome(lag(2, 0), {"b": standby(*[(1000, 1000)] * 5, paused=True)}) == "fail"
+    assert outcome([[]] * 5, {}) == "fail"  # no standby at all
+    finding = decide_replication_lag(lag(2, 100), {"b": stuck}, max_ms=100, byte_max=16 << 20)
+    assert finding.reason == "b: WAL received more than 1000 ms ago is not replayed yet"
+    assert finding.observed[0]["standby_unreplayed_bytes"] == 1000
 
 
 def test_knn_decision_and_operators() -> None:
