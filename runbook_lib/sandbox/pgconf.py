@@ -30,9 +30,15 @@ def settings(spec: SandboxSpec) -> dict[str, str | int]:
         "max_slot_wal_keep_size": "2GB",
         "wal_log_hints": "on",
         "archive_mode": "on",
-        # never overwrite; an identical file already there (a segment or history file a former leader
-        # archived into the shared archive) is success, or the archiver would retry it forever
-        "archive_command": (f"if test -f {ARCHIVE_DIR}/%f; then cmp -s %p {ARCHIVE_DIR}/%f; "
+        # Never overwrite. An identical file already there (a segment or history file a former leader
+        # archived into the shared archive) is success. A different one is a former leader's copy of an
+        # old timeline's segment (left .ready by pg_rewind or a kill): only one leader writes each
+        # timeline, so the copies agree up to the timeline switch, which is all recovery reads. It is
+        # kept beside the first as %f.conflict.PID rather than refused, or the archiver would retry
+        # it forever and archive nothing newer.
+        "archive_command": (f"if test -f {ARCHIVE_DIR}/%f; then cmp -s %p {ARCHIVE_DIR}/%f || "
+                            f"{{ cp %p {ARCHIVE_DIR}/%f.conflict.$$.tmp && "
+                            f"mv {ARCHIVE_DIR}/%f.conflict.$$.tmp {ARCHIVE_DIR}/%f.conflict.$$; }}; "
                             f"else cp %p {ARCHIVE_DIR}/%f.tmp && mv {ARCHIVE_DIR}/%f.tmp {ARCHIVE_DIR}/%f; fi"),
         "archive_timeout": 60,
         "shared_preload_libraries": "pg_stat_statements",

@@ -32,8 +32,17 @@ def test_a_new_file_is_copied_whole(tmp_path: Path, archive_dir: Path) -> None:
     assert not list(archive_dir.glob("*.tmp"))
 
 
-def test_the_same_file_again_is_success_and_a_different_one_is_refused(tmp_path: Path, archive_dir: Path) -> None:
-    assert archive(tmp_path, "00000007.history", b"6\t0/5000000\tno recovery target specified\n") == 0
-    assert archive(tmp_path, "00000007.history", b"6\t0/5000000\tno recovery target specified\n") == 0
-    assert archive(tmp_path, "00000007.history", b"6\t0/6000000\tother\n") != 0
-    assert (archive_dir / "00000007.history").read_bytes().startswith(b"6\t0/5000000")
+def test_the_same_file_again_is_success_and_a_different_one_is_kept_beside(tmp_path: Path, archive_dir: Path) -> None:
+    first = b"6\t0/5000000\tno recovery target specified\n"
+    assert archive(tmp_path, "00000007.history", first) == 0
+    assert archive(tmp_path, "00000007.history", first) == 0
+    assert sorted(p.name for p in archive_dir.iterdir()) == ["00000007.history"]
+    assert archive(tmp_path, "00000007.history", b"6\t0/6000000\tother\n") == 0
+    assert (archive_dir / "00000007.history").read_bytes() == first
+    conflicts = list(archive_dir.glob("00000007.history.conflict.*"))
+    assert [p.read_bytes() for p in conflicts] == [b"6\t0/6000000\tother\n"]
+    assert not list(archive_dir.glob("*.tmp"))
+
+
+def test_a_failed_copy_is_a_failure(tmp_path: Path) -> None:
+    assert archive(tmp_path, "000000010000000000000004", b"wal") != 0  # no archive directory
