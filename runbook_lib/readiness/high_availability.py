@@ -112,8 +112,7 @@ def decide_replication_lag(leader_rows: list[list[dict[str, Any]]], standbys: di
 _LEADER_LAG = """SELECT application_name, state,
     coalesce(extract(epoch FROM replay_lag) * 1000, 0)::float AS replay_lag_ms,
     pg_wal_lsn_diff(sent_lsn, replay_lsn)::bigint AS byte_lag FROM pg_stat_replication"""
-_STANDBY_POSITIONS = """SELECT pg_is_in_recovery() AS in_recovery,
-    pg_is_in_recovery() AND pg_is_wal_replay_paused() AS paused,
+_STANDBY_POSITIONS = """SELECT pg_is_wal_replay_paused() AS paused,
     pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::bigint AS receive,
     pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint AS replay"""
 
@@ -122,23 +121,23 @@ _STANDBY_POSITIONS = """SELECT pg_is_in_recovery() AS in_recovery,
 def ha03(p: Probe) -> Finding:
     with contextlib.ExitStack() as stack:
         leader = stack.enter_context(postgres.connect(p.params, p.write_endpoint))
-        members: dict[str, Any] = {}
+        standbys: dict[str, Any] = {}
         for name in p.members():
             try:
-                members[name] = stack.enter_context(postgres.connect(p.params, name))
+                conn = stack.enter_context(postgres.connect(p.params, name))
             except psycopg.OperationalError:
                 continue  # a member that is down is HA-01's finding; here only the running ones are judged
+            if postgres.scalar(conn, "SELECT pg_is_in_recovery()"):
+                standbys[name] = conn
         leader_rows: list[list[dict[str, Any]]] = []
-        standbys: dict[str, list[dict[str, Any]]] = {}
+        positions: dict[str, list[dict[str, Any]]] = {name: [] for name in standbys}
         for i in range(LAG_READINGS):
             leader_rows.append(postgres.query(leader, _LEADER_LAG))
-            for name, conn in members.items():
-                r = postgres.query(conn, _STANDBY_POSITIONS)[0]
-                if r["in_recovery"]:
-                    standbys.setdefault(name, []).append({**r, "t": time.monotonic()})
+            for name, conn in standbys.items():
+                positions[name].append({**postgres.query(conn, _STANDBY_POSITIONS)[0], "t": time.monotonic()})
             if i < LAG_READINGS - 1:
                 time.sleep(LAG_INTERVAL_S)
-    return decide_replication_lag(leader_rows, standbys, p.params.policy.success_criteria.replication_lag_max * 1000,
+    return decide_replication_lag(leader_rows, positions, p.params.policy.success_criteria.replication_lag_max * 1000,
                                   p.settings.replication_byte_lag_max)
 
 
