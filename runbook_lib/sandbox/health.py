@@ -168,9 +168,11 @@ def patroni_ready(sb: Sandbox) -> bool:
     return len(leaders) == 1 and len(streaming) == 2
 
 
-def leader_running(sb: Sandbox) -> bool:
+def running_leader(sb: Sandbox) -> str | None:
+    """The leader's name once its PostgreSQL runs (a leader key alone may belong to a starting member)."""
     cluster = patroni_cluster(sb) or {}
-    return any(m.get("role") == "leader" and m.get("state") == "running" for m in cluster.get("members", []))
+    return next((m["name"] for m in cluster.get("members", [])
+                 if m.get("role") == "leader" and m.get("state") == "running"), None)
 
 
 def leader_name(sb: Sandbox) -> str | None:

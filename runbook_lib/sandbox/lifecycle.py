@@ -77,16 +77,18 @@ def up(sb: Sandbox, scale: int | None = None) -> float:
         progress.info("already seeded" if counts is None else
                       "seeded " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     with progress.step("dpg cluster: leader, roles, two streaming replicas"):
+        # The leader's passwords first: a member that must pg_rewind or re-clone from the leader
+        # authenticates with this state directory's passwords, which an older volume lacks until reset
+        # (without them the member starts unrewound on a diverged timeline and never becomes healthy).
+        health.wait_for("a running Patroni leader with this state directory's passwords",
+                        lambda: _leader_resynced(sb), timeout, abort=lambda: health.crashlooping(sb, since))
         wait_healthy(sb, timeout, since, only="dpg")  # a changed spec rolls every member first
-        health.wait_for("a running Patroni leader", lambda: health.leader_running(sb), timeout,
-                        abort=lambda: health.crashlooping(sb, since))
-        progress.info(f"leader {health.leader_name(sb)}")
+        leader = health.wait_for("a running Patroni leader", lambda: health.running_leader(sb), timeout,
+                                 abort=lambda: health.crashlooping(sb, since))
+        progress.info(f"leader {leader}")
         changed = health.align_patroni_parameters(sb, pgconf.settings(sb.spec))
         if changed:
             progress.info("settings changed through Patroni: " + ", ".join(changed))
-        leader = health.leader_name(sb)
-        leader_port = next(m["pg"] for m in stacks.members(sb) if m["name"] == leader)
-        _connect_or_resync(sb, f"{sb.stack_name('dpg')}_{leader}", leader_port).close()
         with health.wait_for("HAProxy read-write port", lambda: health.connect(sb, sb.spec.ports.haproxy_rw),
                              60) as conn:
             seed.ensure_roles(conn, app_db, app_role, credentials.read(sb, "app_password"),
@@ -112,6 +114,16 @@ def _app_query(sb: Sandbox, app_db: str, app_role: str) -> bool:
     """End to end as the application sees it: TLS to PgBouncer, the app role, a read of its data."""
     with health.connect(sb, sb.spec.ports.pgbouncer, dbname=app_db, user=app_role, secret="app_password") as conn:
         return conn.execute("SELECT count(*) FROM accounts").fetchone() is not None
+
+
+def _leader_resynced(sb: Sandbox) -> bool:
+    """True once the running leader accepts this state directory's superuser password."""
+    leader = health.running_leader(sb)
+    if leader is None:
+        return False
+    port = next(m["pg"] for m in stacks.members(sb) if m["name"] == leader)
+    _connect_or_resync(sb, f"{sb.stack_name('dpg')}_{leader}", port).close()
+    return True
 
 
 def _connect_or_resync(sb: Sandbox, service: str, port: int):  # type: ignore[no-untyped-def]
