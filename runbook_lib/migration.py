@@ -210,6 +210,30 @@ def copy_sequences(params: Params, source: str, target: str) -> int:
     return len(seqs)
 
 
+def advance_sequences(params: Params, endpoint: str) -> int:
+    """Move every column-owned sequence past the highest value its column holds.
+
+    Why: when the new cluster is lost, its sequence values cannot be copied, and rows that reverse
+    replication delivered carry ids the local sequences have not reached yet.
+    """
+    with _conn(params, endpoint) as conn:
+        owned = postgres.query(conn, """SELECT sn.nspname AS seq_schema, s.relname AS seq, tn.nspname AS tbl_schema,
+                   t.relname AS tbl, a.attname AS col
+            FROM pg_class s JOIN pg_namespace sn ON sn.oid = s.relnamespace
+            JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.oid
+             AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+            JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+            JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+            WHERE s.relkind = 'S'""")
+        for o in owned:
+            seq = sql.Identifier(o["seq_schema"], o["seq"])
+            postgres.query(conn, sql.SQL("SELECT setval({name}::regclass, greatest((SELECT max({col}) FROM {tbl}), "
+                                         "(SELECT last_value FROM {seq}))::bigint, true)").format(
+                name=sql.Literal(seq.as_string(conn)), col=sql.Identifier(o["col"]),
+                tbl=sql.Identifier(o["tbl_schema"], o["tbl"]), seq=seq))
+    return len(owned)
+
+
 @dataclass
 class TableCheck:
     table: str
@@ -283,11 +307,14 @@ def snapshot(params: Params, endpoint: str) -> Iterator[psycopg.Connection]:
             conn.execute("ROLLBACK")
 
 
-def drop_subscription(params: Params, subscriber: str, name: str) -> bool:
+def drop_subscription(params: Params, subscriber: str, name: str, keep_slot: bool = False) -> bool:
+    """Drop a subscription; keep_slot when its publisher is unreachable (the slot is left there, named `name`)."""
     with _conn(params, subscriber) as conn:
         if not postgres.query(conn, "SELECT 1 FROM pg_subscription WHERE subname = %s", [name]):
             return False
         postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sql.Identifier(name)))
+        if keep_slot:
+            postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(sql.Identifier(name)))
         postgres.query(conn, sql.SQL("DROP SUBSCRIPTION {}").format(sql.Identifier(name)))
         return True
 

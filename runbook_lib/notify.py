@@ -77,3 +77,10 @@ def send(params: Params, campaign_dir: Path, subject: str, body: str) -> list[De
         deliveries.append(_smtp(params, subject, body))
     deliveries.append(_outbox(campaign_dir, subject, body))
     return deliveries
+
+
+def summary(deliveries: list[Delivery]) -> str:
+    """One line for the step's result: how many channels took it, and which failed (never hidden)."""
+    failed = [d.channel for d in deliveries if not d.ok]
+    return f"sent to {len(deliveries) - len(failed)} of {len(deliveries)} channels" + (
+        f"; FAILED: {', '.join(failed)}" if failed else "")

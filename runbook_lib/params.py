@@ -184,6 +184,14 @@ class Migration(_Model):
     probe_endpoint: str | None = Field(None, description="endpoint the write probe uses (default: the pooler)")
 
 
+class Rollback(_Model):
+    """What the rollback runbook acts on besides the policy's triggers: an operator's decision and its terms."""
+
+    reason: str | None = Field(None, description="roll back by decision (recorded) even when no trigger holds")
+    security_issue: bool = Field(False, description="a critical security issue is open (the policy's trigger)")
+    accept_loss: bool = Field(False, description="roll back even though writes made on the new cluster would be lost")
+
+
 class Phase1(_Model):
     readiness_max_age: Duration = Field(86400.0, description="a readiness record older than this is re-checked")
 
@@ -261,6 +269,7 @@ class Params(_Model):
     phase1: Phase1 = Field(default_factory=Phase1)
     tools: Tools = Field(default_factory=Tools)
     migration: Migration | None = None
+    rollback: Rollback = Field(default_factory=Rollback)
     sandbox: SandboxSpec | None = None
 
     _source: Path | None = PrivateAttr(default=None)

@@ -129,8 +129,7 @@ def notify_stakeholders(session: Session) -> Outcome:
     subject, body = _notice(session)
     deliveries = notify.send(session.params, session.run_dir.parent, subject, body)
     failed = [d.channel for d in deliveries if not d.ok]
-    return Outcome(summary=f"sent to {len(deliveries) - len(failed)} of {len(deliveries)} channels"
-                           + (f"; FAILED: {', '.join(failed)}" if failed else ""),
+    return Outcome(summary=notify.summary(deliveries),
                    evidence=[d.to_dict() for d in deliveries], metrics={"failed_channels": len(failed)},
                    state={"notice": {"subject": subject, "deliveries": [d.to_dict() for d in deliveries]}})
 

@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from runbook_lib import backup, migration, pgtools, signoffs, window, writeprobe
 from runbook_lib.clients import patroni, pgbouncer, postgres, prometheus, swarm
 from runbook_lib.session import Session
-from runbook_lib.steps import Guard, Outcome, step
+from runbook_lib.steps import Guard, Outcome, on_the_clock, step
 
 ROLLBACK = "stop here and run the rollback plan: PgBouncer back to legacy (`writes_on` on legacy), or the rollback runbook"
 _probes: dict[str, writeprobe.WriteProbe] = {}
@@ -43,12 +43,8 @@ GUARDS = (HAS_MIGRATION, BUDGET)
 
 def _timer(session: Session, outcome: Outcome) -> Outcome:
     """Every phase 2 step shows the elapsed and remaining time of the window budget."""
-    started = session.state.get("window_started", time.time())
-    budget = session.params.policy.phases["migration"].budget
-    elapsed = time.time() - started
-    outcome.metrics = {**outcome.metrics, "window_elapsed_min": round(elapsed / 60, 2),
-                       "window_remaining_min": round((budget - elapsed) / 60, 2)}
-    return outcome
+    return on_the_clock(outcome, session.state.get("window_started", time.time()),
+                        session.params.policy.phases["migration"].budget, "window")
 
 
 # ---------------------------------------------------------------- gates

@@ -37,16 +37,16 @@ def health_checks(session: Session) -> Outcome:
                    evidence=rows, failed=bool(failing), metrics={"failing": len(failing)})
 
 
-def _pooler(session: Session) -> str:
+def pooler(session: Session) -> str:
     poolers = [n for n, d in session.target.databases.items() if d.role == "pooler"]
     if not poolers:
         raise ValueError("no database endpoint with role pooler (the application's entry point)")
     return poolers[0]
 
 
-@step("smoke_tests", "Smoke tests as the application role through PgBouncer")
-def smoke_tests(session: Session) -> Outcome:
-    endpoint = _pooler(session)
+def smoke(session: Session) -> Outcome:
+    """Create, read, update, delete and a k-NN search as the application does it, through its pooler."""
+    endpoint = pooler(session)
     rows: list[dict[str, Any]] = []
     marker = f"smoke-{session.info.run_id}@example.test"
 
@@ -82,6 +82,9 @@ def smoke_tests(session: Session) -> Outcome:
     return Outcome(summary="failed: " + ", ".join(problems) if problems else
                    "create, read, update, delete and k-NN (HNSW index scan) work through the pooler",
                    evidence=rows, failed=bool(problems), metrics={"knn_uses_hnsw": uses_hnsw})
+
+
+smoke_tests = step("smoke_tests", "Smoke tests as the application role through PgBouncer")(smoke)
 
 
 def _baseline(session: Session) -> Outcome:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
+import psycopg
 from psycopg import sql
 
 from runbook_lib import migration
@@ -37,9 +38,11 @@ class RollbackReport:
                 "sequences": self.sequences, "steps": self.steps}
 
 
-def _has_subscription(params: Params, endpoint: str, name: str) -> bool:
-    with postgres.connect(params, endpoint) as conn:
-        return bool(postgres.query(conn, "SELECT 1 FROM pg_subscription WHERE subname = %s", [name]))
+def reverse_replication(params: Params) -> bool:
+    """Whether legacy subscribes to the new cluster (a logical cutover keeps it current that way)."""
+    with postgres.connect(params, params.migration.source) as conn:
+        return bool(postgres.query(conn, "SELECT 1 FROM pg_subscription WHERE subname = %s",
+                                   [migration.REVERSE_SUBSCRIPTION]))
 
 
 def _legacy_backend(params: Params) -> tuple[str, int]:
@@ -47,40 +50,106 @@ def _legacy_backend(params: Params) -> tuple[str, int]:
     return db.host, db.port
 
 
-def to_legacy(params: Params, accept_loss: bool = False, timeout: float = 60.0) -> RollbackReport:
-    """Send the application back to legacy; every step checks its effect first, so it can be re-run."""
-    m = params.migration
-    if m is None:
-        raise RollbackError("migration is not set in the parameters: nothing says what legacy and the new cluster are")
+def on_legacy(params: Params) -> bool:
+    return pgbouncer.backend(params, params.migration.pooler_database) == _legacy_backend(params)
+
+
+def refusal(params: Params, accept_loss: bool = False) -> str | None:
+    """Why a rollback would lose writes (and so is refused), or None when it loses nothing."""
+    if params.migration is None:
+        return "migration is not set in the parameters: nothing says what legacy and the new cluster are"
+    if reverse_replication(params) or on_legacy(params) or accept_loss:
+        return None
+    return ("no reverse replication from the new cluster to legacy: writes made since the cutover would be lost. "
+            "Copy them back first, or accept the loss explicitly")
+
+
+def detach_new(params: Params, accept_loss: bool = False, timeout: float = 60.0,
+               at_cut: Callable[[], None] | None = None) -> RollbackReport:
+    """Stop the new cluster taking writes and bring legacy level with it; the pool stays paused.
+
+    Pool paused, the new cluster read-only for the application, legacy has applied its last write,
+    sequences copied; `at_cut` runs there, both sides still. Then reverse replication is dropped. On
+    failure the new cluster is writable again and the pool resumes: the target is as it was.
+    """
+    reason = refusal(params, accept_loss)
+    if reason:
+        raise RollbackError(reason)
+    m, role = params.migration, params.target.app.role
     started = time.monotonic()
-    app_role = params.target.app.role
-    reverse = _has_subscription(params, m.source, migration.REVERSE_SUBSCRIPTION)
-    legacy = _legacy_backend(params)
-    on_legacy = pgbouncer.backend(params, m.pooler_database) == legacy
-    if not reverse and not on_legacy and not accept_loss:
-        raise RollbackError("no reverse replication from the new cluster to legacy: writes made since the cutover "
-                            "would be lost. Copy them back first, or accept the loss explicitly")
     report = RollbackReport(0.0, None, 0)
-    if not on_legacy:
-        pgbouncer.command(params, "PAUSE", m.pooler_database)
+    if on_legacy(params):
+        report.steps.append("PgBouncer already sends the application to legacy")
+        return report
+    pgbouncer.command(params, "PAUSE", m.pooler_database)
     try:
-        if reverse:
-            migration.set_read_only(params, m.target, app_role, True)
-            lsn, _ = migration.catch_up(params, m.target, migration.REVERSE_SUBSCRIPTION, timeout)
+        if reverse_replication(params):
+            try:
+                migration.set_read_only(params, m.target, role, True)
+                lsn, _ = migration.catch_up(params, m.target, migration.REVERSE_SUBSCRIPTION, timeout)
+                report.sequences = migration.copy_sequences(params, m.target, m.source)
+            except (psycopg.Error, migration.MigrationError) as exc:
+                if not accept_loss:
+                    raise RollbackError(
+                        f"legacy could not be brought level with the new cluster ({_first_line(exc)}); nothing was "
+                        "switched. If the new cluster is lost, roll back with the loss accepted "
+                        "(rollback.accept_loss): writes not yet on legacy are then lost") from exc
+                report.sequences = migration.advance_sequences(params, m.source)
+                migration.drop_subscription(params, m.source, migration.REVERSE_SUBSCRIPTION, keep_slot=True)
+                report.steps.append(f"the new cluster could not be drained ({_first_line(exc)}): legacy keeps what "
+                                    f"reverse replication delivered (loss accepted); {report.sequences} sequences "
+                                    "moved past the highest ids legacy holds")
+                report.seconds = time.monotonic() - started
+                return report
             report.reverse_applied_lsn = lsn
-            report.sequences = migration.copy_sequences(params, m.target, m.source)
+            if at_cut:
+                at_cut()
             migration.drop_subscription(params, m.source, migration.REVERSE_SUBSCRIPTION)
             report.steps.append(f"legacy applied the new cluster's LSN {lsn}; {report.sequences} sequences copied")
-        migration.set_read_only(params, m.source, app_role, False)
-        if not on_legacy:
-            pgbouncer.repoint(params, m.pooler_database, *legacy)
-            report.steps.append(f"PgBouncer sends {m.pooler_database} to {legacy[0]}:{legacy[1]}")
+    except BaseException as exc:
+        for undo in (lambda: migration.set_read_only(params, m.target, role, False), lambda: _resume(params)):
+            try:
+                undo()
+            except Exception as undo_exc:  # noqa: BLE001 - the first failure is the one to raise
+                exc.add_note(f"undoing the detach also failed: {undo_exc}")
+        raise
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def restore_traffic(params: Params) -> list[str]:
+    """Legacy writable for the application, PgBouncer pointed at it, the pool resumed; safe to repeat."""
+    m = params.migration
+    migration.set_read_only(params, m.source, params.target.app.role, False)
+    done = [f"legacy writable for {params.target.app.role}"]
+    if not on_legacy(params):
+        legacy = _legacy_backend(params)
+        pgbouncer.repoint(params, m.pooler_database, *legacy)
+        done.append(f"PgBouncer sends {m.pooler_database} to {legacy[0]}:{legacy[1]}")
+    _resume(params)
+    return done
+
+
+def _resume(params: Params) -> None:
+    try:  # also when a cutover stopped between writes off and the switch: the pool must not stay paused
+        pgbouncer.command(params, "RESUME", params.migration.pooler_database)
+    except Exception as exc:  # noqa: BLE001 - not paused is the state we want
+        if "not paused" not in str(exc).lower():
+            raise
+
+
+def to_legacy(params: Params, accept_loss: bool = False, timeout: float = 60.0) -> RollbackReport:
+    """Send the application back to legacy in one call; every part checks its effect first, so it can be re-run."""
+    started = time.monotonic()
+    report = detach_new(params, accept_loss, timeout)
+    try:
+        report.steps += restore_traffic(params)
     finally:
-        try:  # also when a cutover stopped between writes off and the switch: the pool must not stay paused
-            pgbouncer.command(params, "RESUME", m.pooler_database)
-        except Exception as exc:  # noqa: BLE001 - not paused is the state we want
-            if "not paused" not in str(exc).lower():
-                raise
+        _resume(params)
     report.seconds = time.monotonic() - started
     return report
 
@@ -91,7 +160,7 @@ def clear_new(params: Params) -> list[str]:
     Only for a new cluster that is not serving: refused while PgBouncer points at it.
     """
     m = params.migration
-    if pgbouncer.backend(params, m.pooler_database) != _legacy_backend(params):
+    if not on_legacy(params):
         raise RollbackError("PgBouncer does not point at legacy: roll back first (the new cluster is serving)")
     done = []
     for subscriber, name in ((m.target, migration.SUBSCRIPTION), (m.source, migration.REVERSE_SUBSCRIPTION)):
@@ -100,6 +169,11 @@ def clear_new(params: Params) -> list[str]:
     for endpoint, name in ((m.source, migration.PUBLICATION), (m.target, migration.REVERSE_PUBLICATION)):
         with postgres.connect(params, endpoint) as conn:
             postgres.query(conn, sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
+    for endpoint, name in ((m.target, migration.REVERSE_SUBSCRIPTION), (m.source, migration.SUBSCRIPTION)):
+        with postgres.connect(params, endpoint) as conn:  # a slot whose subscriber was dropped without it
+            if postgres.query(conn, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                                    "WHERE slot_name = %s AND NOT active", [name]):
+                done.append(f"replication slot {name} left by a detached subscription dropped on {endpoint}")
     tables = migration.user_tables(params, m.target)
     if tables:
         with postgres.connect(params, m.target) as conn:

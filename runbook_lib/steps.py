@@ -8,6 +8,7 @@ it would change instead of changing it.
 
 from __future__ import annotations
 
+import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -153,6 +154,14 @@ def step(name: str, title: str, *, mutating: bool = False, plan: Callable[["Sess
                     always_run=always_run)
 
     return wrap
+
+
+def on_the_clock(outcome: Outcome, started: float, budget: float, prefix: str) -> Outcome:
+    """Add the elapsed and remaining minutes of a phase's time budget to a step's metrics."""
+    elapsed = time.time() - started
+    outcome.metrics = {**outcome.metrics, f"{prefix}_elapsed_min": round(elapsed / 60, 2),
+                       f"{prefix}_remaining_min": round((budget - elapsed) / 60, 2)}
+    return outcome
 
 
 class StepFailed(Exception):

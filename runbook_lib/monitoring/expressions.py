@@ -20,7 +20,8 @@ EXPRESSIONS: dict[str, str] = {
     "db_connection_errors": "sum(rate(app_errors_total{kind=\"connection\"}[1m]))"
                             " / clamp_min(sum(rate(app_requests_total[1m])), 1e-9)",
     "oom_events": "sum(increase(node_vmstat_oom_kill[5m]))",
-    "unplanned_failovers": "sum(changes(patroni_master[1h]))",
+    # promotions in the last hour: each one starts a new timeline (a planned switchover counts too)
+    "unplanned_failovers": "max(patroni_postgres_timeline) - min(min_over_time(patroni_postgres_timeline[1h]))",
 }
 
 

@@ -1,8 +1,9 @@
-"""Prometheus alert rules generated from the policy's monitoring matrix.
+"""Prometheus alert rules generated from the policy's monitoring matrix and rollback triggers.
 
 For every metric: a warning when the target is missed and a critical alert at the
 alert threshold, each labelled with the matrix metric; plus an info-level watchdog
-that proves the alert path. Readiness item MON-03 checks that these are loaded.
+that proves the alert path; and per rollback trigger a critical alert labelled
+action=rollback. Readiness item MON-03 checks that these are loaded.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import yaml
 
 from runbook_lib.monitoring.expressions import expression
+from runbook_lib.monitoring.triggers import alert_rules
 from runbook_lib.policy import Bound, Policy, format_duration
 
 
@@ -34,6 +36,7 @@ def rule_groups(policy: Policy) -> dict[str, Any]:
         rules.append({"alert": f"{name}Critical", "expr": _condition(expr, row.alert, breach=False),
                       "for": window, "labels": {"severity": "critical", "metric": row.metric},
                       "annotations": {"summary": f"{row.metric} crossed its alert threshold {row.alert.text}"}})
+    rules += alert_rules(policy.rollback_triggers)
     rules.append({"alert": "RolloutWatchdog", "expr": "vector(1)", "labels": {"severity": "info", "metric": "watchdog"},
                   "annotations": {"summary": "always firing: proves the alert path end to end"}})
     return {"groups": [{"name": "rollout-watch", "interval": "10s", "rules": rules}]}

@@ -1,4 +1,5 @@
-"""Phase 2 on the sandbox: each strategy end to end with papermill, the refusals, a mismatch, a killed kernel.
+"""Phase 2 on the sandbox: each strategy end to end with papermill, the refusals, a mismatch, a killed kernel,
+and the rollback runbook after a cutover.
 
 Every test leaves the sandbox as it found it: PgBouncer on legacy, legacy writable, the new
 cluster empty (rollback.to_legacy, then rollback.clear_new).
@@ -47,6 +48,15 @@ def restore_legacy(sandbox_params: Params):  # noqa: ANN201
 def manifest_steps(run_dir: Path) -> dict[str, dict]:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     return {s["name"]: s for s in manifest["steps"]}
+
+
+def step_evidence(run_dir: Path, name: str) -> list[dict]:
+    """A step's evidence rows as the journal recorded them (the manifest keeps summaries only)."""
+    for line in (run_dir / "journal.jsonl").read_text().splitlines():
+        event = json.loads(line)
+        if event.get("event") == "step" and event.get("name") == name:
+            return event.get("evidence") or []
+    raise AssertionError(f"no step {name} in the journal")
 
 
 def write_through_pool(params: Params, marker: str) -> None:
@@ -122,6 +132,89 @@ def test_logical_cutover_loses_nothing_and_keeps_legacy_current(sandbox_params_f
         assert newest and not set(newest) - set(ids(sandbox_params, "legacy", table, newest)), table
 
 
+def rollback_run(params_file: Path, signed: Path, *overrides: str) -> runner.RunReport:
+    return runner.run("rollback", str(params_file), outputs_dir=signed.parent, echo=False, campaign=signed.name,
+                      overrides=list(overrides))
+
+
+def test_rollback_runbook_after_a_logical_cutover(sandbox_params_file: Path, sandbox_params: Params, signed: Path,
+                                                  restore_legacy: None) -> None:
+    assert runner.run("phase2_migration", str(sandbox_params_file), outputs_dir=signed.parent, echo=False,
+                      campaign=signed.name).exit_code == 0
+    new_rw = ("127.0.0.1", 25500)
+    # no trigger holds (Prometheus unreachable: never taken as a trigger) and no reason: nothing changes
+    calm = rollback_run(sandbox_params_file, signed, "target.prometheus.url=http://127.0.0.1:9")
+    assert calm.exit_code == 1 and pgbouncer.backend(sandbox_params, "app") == new_rw
+    decision = manifest_steps(calm.run_dir)["rollback_decision"]
+    assert "no trigger holds (5 unreadable" in decision["summary"], decision["summary"]
+
+    # legacy cannot catch up (reverse replication disabled): the detach fails and undoes itself
+    with postgres.connect(sandbox_params, "legacy") as conn:
+        postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(
+            sql.Identifier(migration.REVERSE_SUBSCRIPTION)))
+    marker = f"before-rollback-{calm.run_id}"
+    write_through_pool(sandbox_params, marker)
+    stuck = rollback_run(sandbox_params_file, signed, "rollback.reason=drill", "migration.apply_timeout=2s")
+    assert stuck.exit_code == 1
+    assert manifest_steps(stuck.run_dir)["stop_or_detach_new"]["status"] == "failed"
+    assert pgbouncer.backend(sandbox_params, "app") == new_rw
+    write_through_pool(sandbox_params, f"{marker}-2")  # the pool resumed and the new cluster is writable again
+    assert count_marker(sandbox_params, "dpg-rw", f"{marker}-2") == 1
+    with postgres.connect(sandbox_params, "legacy") as conn:
+        postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(
+            sql.Identifier(migration.REVERSE_SUBSCRIPTION)))
+
+    # the security trigger is raised: the rollback needs no other reason
+    report = rollback_run(sandbox_params_file, signed, "rollback.security_issue=true")
+    assert report.exit_code == 0, report.message
+    steps = manifest_steps(report.run_dir)
+    readings = {r["metric"]: r for r in step_evidence(report.run_dir, "rollback_decision")}
+    assert set(readings) == {t.metric for t in sandbox_params.policy.rollback_triggers}
+    assert not [r for r in readings.values() if r["note"].startswith("unreadable")], readings  # valid PromQL
+    assert readings["critical_security_issue"]["fired"]
+    assert [s for s in steps] == ["rollback_decision", "stop_or_detach_new", "restore_legacy_traffic",
+                                  "validate_restore", "consistency_check", "notify_stakeholders", "completion"]
+    assert all(s["status"] == "ok" for s in steps.values()), {k: s["summary"] for k, s in steps.items()}
+    check = steps["consistency_check"]["metrics"]
+    assert check["tables_compared"] >= 8 and check["tables_differing"] == 0, check
+    assert steps["completion"]["metrics"]["rollback_min"] < 30
+    assert pgbouncer.backend(sandbox_params, "app") == LEGACY
+    for m in (marker, f"{marker}-2"):  # written on the new cluster, on legacy after the rollback
+        assert count_marker(sandbox_params, "legacy", m) == 1, m
+    notices = sorted((signed / "outbox").glob("*-notice.txt"))
+    assert notices and "Rollback of" in notices[-1].read_text()
+    assert "critical_security_issue" in notices[-1].read_text()
+
+
+def test_rollback_with_the_new_cluster_lost_needs_the_loss_accepted(sandbox_params_file: Path,
+                                                                     sandbox_params: Params, signed: Path,
+                                                                     restore_legacy: None) -> None:
+    assert runner.run("phase2_migration", str(sandbox_params_file), outputs_dir=signed.parent, echo=False,
+                      campaign=signed.name).exit_code == 0
+    marker = f"lost-{signed.name}-{time.time():.0f}"
+    write_through_pool(sandbox_params, marker)
+    wait_until("reverse replication to legacy", lambda: count_marker(sandbox_params, "legacy", marker) == 1)
+    lost = "target.databases.dpg-rw.port=1"  # the new cluster's write endpoint answers no more
+    refused = rollback_run(sandbox_params_file, signed, lost, "rollback.reason=new cluster lost")
+    assert refused.exit_code == 1
+    detach = manifest_steps(refused.run_dir)["stop_or_detach_new"]
+    assert "rollback.accept_loss" in detach["summary"], detach["summary"]
+    assert pgbouncer.backend(sandbox_params, "app") == ("127.0.0.1", 25500)
+    write_through_pool(sandbox_params, f"{marker}-2")  # nothing switched, the pool resumed
+
+    report = rollback_run(sandbox_params_file, signed, lost, "rollback.reason=new cluster lost",
+                          "rollback.accept_loss=true")
+    assert report.exit_code == 0, report.message
+    steps = manifest_steps(report.run_dir)
+    assert "loss accepted" in steps["stop_or_detach_new"]["summary"], steps["stop_or_detach_new"]["summary"]
+    assert "loss accepted" in steps["consistency_check"]["summary"]
+    assert pgbouncer.backend(sandbox_params, "app") == LEGACY
+    assert count_marker(sandbox_params, "legacy", marker) == 1
+    # ids the new cluster handed out reached legacy; legacy's sequences were moved past them
+    for i in range(3):
+        write_through_pool(sandbox_params, f"{marker}-after-{i}")
+
+
 def ids(params: Params, endpoint: str, table: str, among: list[int] | None = None) -> list[int]:
     """The newest 500 ids of a table, or which of `among` it holds."""
     with postgres.connect(params, endpoint) as conn:
@@ -148,6 +241,10 @@ def test_dump_restore_cutover(sandbox_params_file: Path, sandbox_params: Params,
     assert count_marker(sandbox_params, "dpg-rw", marker) == 1
     with pytest.raises(rollback.RollbackError, match="no reverse replication"):
         rollback.to_legacy(sandbox_params)
+    refused = rollback_run(sandbox_params_file, signed, "rollback.reason=drill")
+    assert refused.exit_code == 1 and pgbouncer.backend(sandbox_params, "app") == ("127.0.0.1", 25500)
+    assert "refused before any change: no reverse replication" in \
+        manifest_steps(refused.run_dir)["rollback_decision"]["summary"]
 
 
 def filled(params_file: Path, campaign_dir: Path, fill: bool = True) -> session.Session:

@@ -1,0 +1,64 @@
+"""The rollback runbook after a logical cutover: minutes from the decision to the notice, and how long
+the application's pool stayed paused, median of N runs. Target: within the policy's 30 minutes.
+
+Each run: a logical phase 2 into a campaign whose gates are written directly (bench_cutover's
+signed_campaign), a write through the pool on the new cluster, then the rollback runbook with a
+reason; the new cluster is emptied afterwards.
+
+usage: .venv/bin/python tests/bench/bench_rollback.py [--runs 3] [--params parameters/sandbox.yaml]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_cutover import signed_campaign  # noqa: E402
+from benchutil import arguments, median, save  # noqa: E402
+
+from runbook_lib import rollback, runner  # noqa: E402
+from runbook_lib.params import load_params  # noqa: E402
+
+
+def one_rollback(params_file: str, outputs: Path, i: int) -> dict:
+    campaign = signed_campaign(outputs, f"bench-rollback-{i}", params_file)
+    params = load_params(params_file)
+    try:
+        cutover = runner.run("phase2_migration", params_file, outputs_dir=outputs, campaign=campaign.name, echo=False)
+        if cutover.exit_code != 0:
+            raise SystemExit(f"phase 2 failed: {cutover.message}")
+        report = runner.run("rollback", params_file, outputs_dir=outputs, campaign=campaign.name, echo=False,
+                            overrides=["rollback.reason=benchmark"])
+        if report.exit_code != 0:
+            raise SystemExit(f"rollback failed: {report.message}")
+        steps = {s["name"]: s for s in json.loads((report.run_dir / "manifest.json").read_text())["steps"]}
+        return {"rollback_min": steps["completion"]["metrics"]["rollback_min"],
+                "pool_paused_s": steps["restore_legacy_traffic"]["metrics"]["pool_paused_s"],
+                "detach_s": steps["stop_or_detach_new"]["metrics"]["detach_s"],
+                "consistency_check_s": steps["consistency_check"]["seconds"],
+                "tables_compared": steps["consistency_check"]["metrics"]["tables_compared"],
+                "run_s": round(report.seconds, 1)}
+    finally:
+        rollback.to_legacy(params, accept_loss=True)
+        rollback.clear_new(params)
+
+
+def main() -> int:
+    args = arguments(runs=3).parse_args()
+    outputs = Path(tempfile.mkdtemp(prefix="runbook-bench-rollback-"))
+    runs = [one_rollback(args.params, outputs, i) for i in range(args.runs)]
+    budget_min = load_params(args.params).policy.rollback_completion_max / 60
+    figures = {"runs": runs, "median_rollback_min": median([r["rollback_min"] for r in runs]),
+               "median_pool_paused_s": median([r["pool_paused_s"] for r in runs]),
+               "median_run_s": median([r["run_s"] for r in runs]), "target_min": budget_min}
+    figures["within_target"] = figures["median_rollback_min"] <= budget_min
+    save("rollback", figures)
+    return 0 if figures["within_target"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
