@@ -32,10 +32,11 @@ class RollbackReport:
     reverse_applied_lsn: str | None
     sequences: int
     steps: list[str] = field(default_factory=list)
+    loss: str | None = None  # what legacy lacks, when the loss was accepted
 
     def to_dict(self) -> dict[str, Any]:
         return {"seconds": round(self.seconds, 2), "reverse_applied_lsn": self.reverse_applied_lsn,
-                "sequences": self.sequences, "steps": self.steps}
+                "sequences": self.sequences, "steps": self.steps, "loss": self.loss}
 
 
 def reverse_replication(params: Params) -> bool:
@@ -70,7 +71,8 @@ def detach_new(params: Params, accept_loss: bool = False, timeout: float = 60.0,
 
     Pool paused, the new cluster read-only for the application, legacy has applied its last write,
     sequences copied; `at_cut` runs there, both sides still. Then reverse replication is dropped. On
-    failure the new cluster is writable again and the pool resumes: the target is as it was.
+    failure the new cluster is writable again and the pool as it was: the target is as it was.
+    Only an unreachable new cluster, with the loss accepted, skips the draining.
     """
     reason = refusal(params, accept_loss)
     if reason:
@@ -78,43 +80,69 @@ def detach_new(params: Params, accept_loss: bool = False, timeout: float = 60.0,
     m, role = params.migration, params.target.app.role
     started = time.monotonic()
     report = RollbackReport(0.0, None, 0)
-    if on_legacy(params):
-        report.steps.append("PgBouncer already sends the application to legacy")
+    if not reverse_replication(params):
+        if on_legacy(params):
+            report.steps.append("PgBouncer already sends the application to legacy")
+        else:
+            _pause(params)
+            report.loss = "no reverse replication: legacy holds what it had at the cutover (loss accepted)"
+            report.steps.append(report.loss)
         return report
-    pgbouncer.command(params, "PAUSE", m.pooler_database)
+    paused = _pause(params)  # also when PgBouncer went back to legacy on its own: legacy must catch up first
     try:
-        if reverse_replication(params):
-            try:
-                migration.set_read_only(params, m.target, role, True)
-                lsn, _ = migration.catch_up(params, m.target, migration.REVERSE_SUBSCRIPTION, timeout)
-                report.sequences = migration.copy_sequences(params, m.target, m.source)
-            except (psycopg.Error, migration.MigrationError) as exc:
-                if not accept_loss:
-                    raise RollbackError(
-                        f"legacy could not be brought level with the new cluster ({_first_line(exc)}); nothing was "
-                        "switched. If the new cluster is lost, roll back with the loss accepted "
-                        "(rollback.accept_loss): writes not yet on legacy are then lost") from exc
-                report.sequences = migration.advance_sequences(params, m.source)
-                migration.drop_subscription(params, m.source, migration.REVERSE_SUBSCRIPTION, keep_slot=True)
-                report.steps.append(f"the new cluster could not be drained ({_first_line(exc)}): legacy keeps what "
-                                    f"reverse replication delivered (loss accepted); {report.sequences} sequences "
-                                    "moved past the highest ids legacy holds")
-                report.seconds = time.monotonic() - started
-                return report
-            report.reverse_applied_lsn = lsn
-            if at_cut:
-                at_cut()
-            migration.drop_subscription(params, m.source, migration.REVERSE_SUBSCRIPTION)
-            report.steps.append(f"legacy applied the new cluster's LSN {lsn}; {report.sequences} sequences copied")
+        try:
+            migration.set_read_only(params, m.target, role, True)
+            lsn, _ = migration.catch_up(params, m.target, migration.REVERSE_SUBSCRIPTION, timeout)
+            report.sequences = migration.copy_sequences(params, m.target, m.source)
+        except (psycopg.Error, migration.MigrationError) as exc:
+            if not (accept_loss and _unreachable(params, m.target)):
+                raise RollbackError(
+                    f"legacy could not be brought level with the new cluster ({_first_line(exc)}); nothing was "
+                    "switched. Only if the new cluster is lost (unreachable), roll back with the loss accepted "
+                    "(rollback.accept_loss): writes not yet on legacy are then lost") from exc
+            report.sequences = migration.advance_sequences(params, m.source)
+            migration.drop_subscription(params, m.source, migration.REVERSE_SUBSCRIPTION, keep_slot=True)
+            report.loss = (f"the new cluster is unreachable ({_first_line(exc)}): legacy keeps what reverse "
+                           "replication delivered (loss accepted)")
+            report.steps.append(f"{report.loss}; {report.sequences} sequences moved past the highest ids legacy "
+                                "holds; its replication slot is left on the new cluster")
+            report.seconds = time.monotonic() - started
+            return report
+        report.reverse_applied_lsn = lsn
+        if at_cut:
+            at_cut()
+        migration.drop_subscription(params, m.source, migration.REVERSE_SUBSCRIPTION)
+        report.steps.append(f"legacy applied the new cluster's LSN {lsn}; {report.sequences} sequences copied")
     except BaseException as exc:
-        for undo in (lambda: migration.set_read_only(params, m.target, role, False), lambda: _resume(params)):
+        undo = [lambda: migration.set_read_only(params, m.target, role, False)] + ([lambda: _resume(params)]
+                                                                                  if paused else [])
+        for action in undo:
             try:
-                undo()
+                action()
             except Exception as undo_exc:  # noqa: BLE001 - the first failure is the one to raise
                 exc.add_note(f"undoing the detach also failed: {undo_exc}")
         raise
     report.seconds = time.monotonic() - started
     return report
+
+
+def _unreachable(params: Params, endpoint: str) -> bool:
+    try:
+        postgres.connect(params, endpoint).close()
+    except psycopg.OperationalError:
+        return True
+    return False
+
+
+def _pause(params: Params) -> bool:
+    """PAUSE the application's pool; False when it was paused already (a cutover stopped before writes on)."""
+    try:
+        pgbouncer.command(params, "PAUSE", params.migration.pooler_database)
+    except Exception as exc:
+        if "already" not in str(exc).lower():
+            raise
+        return False
+    return True
 
 
 def _first_line(exc: BaseException) -> str:
@@ -124,13 +152,15 @@ def _first_line(exc: BaseException) -> str:
 def restore_traffic(params: Params) -> list[str]:
     """Legacy writable for the application, PgBouncer pointed at it, the pool resumed; safe to repeat."""
     m = params.migration
-    migration.set_read_only(params, m.source, params.target.app.role, False)
-    done = [f"legacy writable for {params.target.app.role}"]
-    if not on_legacy(params):
-        legacy = _legacy_backend(params)
-        pgbouncer.repoint(params, m.pooler_database, *legacy)
-        done.append(f"PgBouncer sends {m.pooler_database} to {legacy[0]}:{legacy[1]}")
-    _resume(params)
+    try:  # a failure leaves the pool resumed, never paused: the application waits on nothing
+        migration.set_read_only(params, m.source, params.target.app.role, False)
+        done = [f"legacy writable for {params.target.app.role}"]
+        if not on_legacy(params):
+            legacy = _legacy_backend(params)
+            pgbouncer.repoint(params, m.pooler_database, *legacy)
+            done.append(f"PgBouncer sends {m.pooler_database} to {legacy[0]}:{legacy[1]}")
+    finally:
+        _resume(params)
     return done
 
 
@@ -146,10 +176,7 @@ def to_legacy(params: Params, accept_loss: bool = False, timeout: float = 60.0) 
     """Send the application back to legacy in one call; every part checks its effect first, so it can be re-run."""
     started = time.monotonic()
     report = detach_new(params, accept_loss, timeout)
-    try:
-        report.steps += restore_traffic(params)
-    finally:
-        _resume(params)
+    report.steps += restore_traffic(params)
     report.seconds = time.monotonic() - started
     return report
 

@@ -39,8 +39,9 @@ def _plan(text: str):  # noqa: ANN202
     return lambda session: Outcome(summary=f"would {text}")
 
 
-@step("rollback_decision", "Decision: a rollback trigger holds, or the operator's reason", guards=(HAS_MIGRATION,),
-      always_run=True)
+# Not re-run on --resume: after the detach the triggers are calm and reverse replication is gone, so
+# a second decision would refuse a rollback that is half done; its recorded state (start, why) is reused.
+@step("rollback_decision", "Decision: a rollback trigger holds, or the operator's reason", guards=(HAS_MIGRATION,))
 def rollback_decision(session: Session) -> Outcome:
     p = session.params
     url = session.target.prometheus.url if session.target.prometheus else None
@@ -92,13 +93,18 @@ def _release(session: Session) -> None:
 def stop_or_detach_new(session: Session) -> Outcome:
     p = session.params
     paused_at = time.time()
-    report = rollback.detach_new(p, p.rollback.accept_loss, p.migration.apply_timeout,
-                                 at_cut=lambda: _hold_cut(session))
+    try:
+        report = rollback.detach_new(p, p.rollback.accept_loss, p.migration.apply_timeout,
+                                     at_cut=lambda: _hold_cut(session))
+    except BaseException:
+        _release(session)  # the new cluster takes writes again: no transaction may stay open on it
+        raise
     summary = "; ".join(report.steps) or "no reverse replication: legacy keeps what it had at the cutover"
     return _clock(session, Outcome(summary=f"{summary}; pool paused",
                                    metrics={"reverse_applied_lsn": report.reverse_applied_lsn,
                                             "sequences": report.sequences, "detach_s": round(report.seconds, 3)},
-                                   state={"rollback_cut_lsn": report.reverse_applied_lsn, "pool_paused_at": paused_at}))
+                                   state={"rollback_cut_lsn": report.reverse_applied_lsn, "pool_paused_at": paused_at,
+                                          "rollback_loss": report.loss}))
 
 
 @step("restore_legacy_traffic", "Traffic back to legacy: writable, PgBouncer repointed, pool resumed",
@@ -135,10 +141,11 @@ def consistency_check(session: Session) -> Outcome:
     lsn = session.state.get("rollback_cut_lsn")
     held = _cuts.get(session.info.run_id)
     if lsn is None:
-        return _clock(session, Outcome(summary="no reverse replication was running, so there was no cut to compare: "
-                                               "writes made on the new cluster since the cutover are not on legacy"
-                                               + (" (loss accepted)" if session.params.rollback.accept_loss else ""),
-                                       failed=not session.params.rollback.accept_loss))
+        loss = session.state.get("rollback_loss")
+        return _clock(session, Outcome(summary=f"no cut to compare: {loss}" if loss else
+                                       "no cut to compare: PgBouncer already sent the application to legacy and no "
+                                       "reverse replication ran; writes the new cluster took since the cutover, if "
+                                       "any, are only there (it is kept)", failed=False))
     if held is None:
         return _clock(session, Outcome(
             summary=f"the snapshots taken at the cut (LSN {lsn}) were lost when the kernel restarted: compare the "

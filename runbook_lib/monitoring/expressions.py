@@ -20,8 +20,10 @@ EXPRESSIONS: dict[str, str] = {
     "db_connection_errors": "sum(rate(app_errors_total{kind=\"connection\"}[1m]))"
                             " / clamp_min(sum(rate(app_requests_total[1m])), 1e-9)",
     "oom_events": "sum(increase(node_vmstat_oom_kill[5m]))",
-    # promotions in the last hour: each one starts a new timeline (a planned switchover counts too)
-    "unplanned_failovers": "max(patroni_postgres_timeline) - min(min_over_time(patroni_postgres_timeline[1h]))",
+    # promotions in the last hour: each one starts a new timeline (a planned switchover counts too);
+    # a member whose PostgreSQL is down reports timeline 0, which is left out
+    "unplanned_failovers": "max(patroni_postgres_timeline)"
+                           " - min(min_over_time((patroni_postgres_timeline > 0)[1h:15s]))",
 }
 
 

@@ -164,6 +164,10 @@ def test_rollback_runbook_after_a_logical_cutover(sandbox_params_file: Path, san
         postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(
             sql.Identifier(migration.REVERSE_SUBSCRIPTION)))
 
+    # PgBouncer fell back to its stack file's legacy backend on its own (a restarted task): legacy must
+    # still catch up before it takes writes
+    pgbouncer.repoint(sandbox_params, "app", *LEGACY)
+    pgbouncer.command(sandbox_params, "PAUSE", "app")  # and the pool was left paused (a cutover cut short)
     # the security trigger is raised: the rollback needs no other reason
     report = rollback_run(sandbox_params_file, signed, "rollback.security_issue=true")
     assert report.exit_code == 0, report.message
@@ -181,6 +185,8 @@ def test_rollback_runbook_after_a_logical_cutover(sandbox_params_file: Path, san
     assert pgbouncer.backend(sandbox_params, "app") == LEGACY
     for m in (marker, f"{marker}-2"):  # written on the new cluster, on legacy after the rollback
         assert count_marker(sandbox_params, "legacy", m) == 1, m
+    write_through_pool(sandbox_params, f"{marker}-3")  # resumed, and legacy's sequences are past the new ids
+    assert count_marker(sandbox_params, "legacy", f"{marker}-3") == 1
     notices = sorted((signed / "outbox").glob("*-notice.txt"))
     assert notices and "Rollback of" in notices[-1].read_text()
     assert "critical_security_issue" in notices[-1].read_text()
