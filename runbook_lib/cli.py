@@ -16,20 +16,37 @@ sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 from rich.console import Console  # noqa: E402
 from rich.table import Table
 
-from runbook_lib import archive, runinfo, runner  # noqa: E402
+from runbook_lib import archive, runinfo, runner, schedule  # noqa: E402
 from runbook_lib.params import ParamsError, load_params  # noqa: E402
+from runbook_lib.policy import format_duration, parse_duration  # noqa: E402
 
 console = Console(stderr=True, soft_wrap=True)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    report = runner.run(args.name, args.params, campaign=args.campaign, overrides=args.p, plan=args.plan,
-                        resume=args.resume, outputs_dir=Path(args.outputs) if args.outputs else None)
-    style = "green" if report.exit_code == 0 else "red"
-    console.print(f"[{style}]{runner.summary_line(report)}[/{style}]", highlight=False)
-    if args.json:
-        print(json.dumps(runner.as_json(report)))
-    return report.exit_code
+    def show(report: runner.RunReport) -> None:
+        style = "green" if report.exit_code == 0 else "red"
+        console.print(f"[{style}]{runner.summary_line(report)}[/{style}]", highlight=False)
+        if args.json:
+            print(json.dumps(runner.as_json(report)), flush=True)
+
+    kw = dict(campaign=args.campaign, overrides=args.p, plan=args.plan, resume=args.resume,
+              outputs_dir=Path(args.outputs) if args.outputs else None)
+    if args.every is None and args.until is None:
+        report = runner.run(args.name, args.params, **kw)
+        show(report)
+        return report.exit_code
+    try:
+        if args.every is None or args.until is None or args.resume:
+            raise ValueError("--every and --until go together (a schedule), and not with --resume")
+        every, until = parse_duration(args.every), parse_duration(args.until)
+        console.print(f"running {args.name} every {format_duration(every)} for {format_duration(until)}",
+                      highlight=False)
+        reports = schedule.repeat(args.name, args.params, every, until, on_report=show, **kw)
+    except ValueError as exc:
+        console.print(f"[red]--every/--until: {exc}[/red]", highlight=False)
+        return runner.EXIT_BAD_INPUT
+    return reports[-1].exit_code
 
 
 def _cmd_params_check(args: argparse.Namespace) -> int:
@@ -170,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_ID", help="re-execute, skipping steps that run completed")
     run.add_argument("--outputs", help="archive root (default outputs/)")
     run.add_argument("--json", action="store_true", help="print the run report as JSON on stdout")
+    run.add_argument("--every", metavar="DURATION", help="repeat the run on this schedule, e.g. 6h (with --until)")
+    run.add_argument("--until", metavar="DURATION", help="how long the schedule lasts from the first run, e.g. 72h")
     run.set_defaults(func=_cmd_run)
 
     params = sub.add_parser("params", help="parameters files").add_subparsers(dest="params_cmd", required=True)

@@ -192,6 +192,15 @@ class Rollback(_Model):
     accept_loss: bool = Field(False, description="roll back even though writes made on the new cluster would be lost")
 
 
+class Validation(_Model):
+    """Facts the 72-hour validation cannot measure, stated by the operator (absent: the criterion is missing)."""
+
+    started: datetime | None = Field(None, description="start of the window (default: the campaign's cutover record)")
+    security_incidents: int | None = Field(None, ge=0, description="security incidents since the cutover")
+    cost_projected: float | None = Field(None, gt=0, description="projected running cost for the period")
+    cost_actual: float | None = Field(None, ge=0, description="actual running cost for the period")
+
+
 class Phase1(_Model):
     readiness_max_age: Duration = Field(86400.0, description="a readiness record older than this is re-checked")
 
@@ -270,6 +279,7 @@ class Params(_Model):
     tools: Tools = Field(default_factory=Tools)
     migration: Migration | None = None
     rollback: Rollback = Field(default_factory=Rollback)
+    validation: Validation = Field(default_factory=Validation)
     sandbox: SandboxSpec | None = None
 
     _source: Path | None = PrivateAttr(default=None)

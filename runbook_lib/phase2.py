@@ -9,10 +9,12 @@ A window timer runs through every step; past the budget, steps refuse with rollb
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
+
 import pandas as pd
 import plotly.graph_objects as go
 
-from runbook_lib import backup, migration, pgtools, signoffs, window, writeprobe
+from runbook_lib import backup, migration, pgtools, records, signoffs, window, writeprobe
 from runbook_lib.clients import patroni, pgbouncer, postgres, prometheus, swarm
 from runbook_lib.session import Session
 from runbook_lib.steps import Guard, Outcome, on_the_clock, step
@@ -390,6 +392,9 @@ def app_up(session: Session) -> Outcome:
         postgres.query(conn, "INSERT INTO rollout_write_probe (run_id) VALUES (%s)", [marker])
     with postgres.connect(p, m.target) as conn:
         landed = postgres.scalar(conn, "SELECT count(*) FROM rollout_write_probe WHERE run_id = %s", [marker])
+    if landed:  # the 72-hour validation measures from here
+        records.save(session.run_dir.parent, "cutover", {"at": datetime.now(timezone.utc).isoformat(),
+                                                         "strategy": m.strategy}, session.info.run_id)
     return _timer(session, Outcome(summary="a write through PgBouncer landed in the new cluster" if landed else
                                    "a write through PgBouncer did NOT land in the new cluster", failed=not landed))
 

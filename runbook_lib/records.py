@@ -59,3 +59,18 @@ def latest(campaign_dir: Path | None, kind: str) -> dict[str, Any] | None:
 
 def age_seconds(record: dict[str, Any]) -> float:
     return (datetime.now(timezone.utc) - datetime.fromisoformat(record["recorded_at"])).total_seconds()
+
+
+def history(campaign_dir: Path, kind: str) -> list[dict[str, Any]]:
+    """Every version of a kind, oldest first (the numbered copies, then the latest), hashes checked."""
+    folder = campaign_dir / "records"
+    if not folder.exists():
+        return []
+    numbered = sorted(folder.glob(f"{kind}.*.json"), key=lambda p: int(p.name.split(".")[-2]))
+    out = []
+    for path in numbered + ([folder / f"{kind}.json"] if (folder / f"{kind}.json").exists() else []):
+        record = json.loads(path.read_text())
+        if content_hash(record["data"]) != record.get("sha256"):
+            raise RecordError(f"{path}: its content does not match its sha256; it was edited after it was written")
+        out.append(record)
+    return out

@@ -35,6 +35,10 @@ def alertmanager_receivers(url: str) -> list[str]:
     return [r["name"] for r in http.get(f"{url.rstrip('/')}/api/v2/receivers")]
 
 
+def active_alerts(url: str) -> list[dict[str, Any]]:
+    return http.get(f"{url.rstrip('/')}/api/v2/alerts", params={"active": "true"})
+
+
 def send_alert(url: str, labels: dict[str, str], annotations: dict[str, str], seconds: float = 120) -> None:
     now = time.time()
     iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731

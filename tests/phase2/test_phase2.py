@@ -20,7 +20,7 @@ import psutil
 import pytest
 from psycopg import sql
 
-from runbook_lib import migration, phase2, rollback, runner, session, writeprobe
+from runbook_lib import migration, phase2, records, rollback, runner, session, writeprobe
 from runbook_lib.clients import pgbouncer, postgres
 from runbook_lib.params import Params, load_params
 from runbook_lib.steps import StepFailed
@@ -118,6 +118,8 @@ def test_logical_cutover_loses_nothing_and_keeps_legacy_current(sandbox_params_f
     # the application kept running behind the paused pool: its error rate is reported and bounded
     assert probe["app_requests"] > 0 and probe["app_error_rate"] < 0.05, probe
     assert pgbouncer.backend(sandbox_params, "app") == ("127.0.0.1", 25500)
+    cutover = records.latest(signed, "cutover")  # where the 72-hour validation starts
+    assert cutover and cutover["run_id"] == report.run_id and cutover["data"]["strategy"] == "logical"
     # after the cutover a write through PgBouncer lands on the new cluster and reaches legacy in reverse
     marker = f"after-{report.run_id}"
     write_through_pool(sandbox_params, marker)

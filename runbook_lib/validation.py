@@ -1,0 +1,206 @@
+"""The 72-hour validation: the policy's success criteria measured over the time since the cutover.
+
+Run on a schedule (`runbook run validation --every 6h --until 72h`, or cron): each run measures
+every criterion over the window so far and saves a checkpoint in the campaign; the checkpoints
+are plotted together, and the run that finds the window complete gives the verdict. A criterion
+that cannot be measured or was not stated is "missing", and a verdict with one is not a pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from runbook_lib import records
+from runbook_lib.clients import prometheus
+from runbook_lib.policy import format_duration
+from runbook_lib.session import Session
+from runbook_lib.steps import Outcome, step
+
+RECORD = "validation"
+SUBQUERY_STEP = "15s"
+
+
+@dataclass
+class Criterion:
+    name: str
+    observed: float | bool | None
+    limit: str
+    ok: bool | None  # None: missing (not measured, not stated)
+    source: str
+
+    @property
+    def status(self) -> str:
+        return "missing" if self.ok is None else ("pass" if self.ok else "fail")
+
+
+def verdict(criteria: list[Criterion], elapsed_s: float, window_s: float) -> tuple[str, str]:
+    """(PASS | FAIL | INCOMPLETE | IN PROGRESS, why); only a complete window gives a final verdict."""
+    failing = [c.name for c in criteria if c.ok is False]
+    missing = [c.name for c in criteria if c.ok is None]
+    progress = f"{elapsed_s / 3600:.1f} h of {window_s / 3600:.0f} h"
+    if elapsed_s < window_s:
+        state = f"breached so far: {', '.join(failing)}" if failing else "on track"
+        return "IN PROGRESS", f"{progress}; {state}" + (f"; missing: {', '.join(missing)}" if missing else "")
+    if failing:
+        return "FAIL", f"{progress}; failing: {', '.join(failing)}"
+    if missing:
+        return "INCOMPLETE", f"{progress}; not measured or not stated: {', '.join(missing)}"
+    return "PASS", f"{progress}; every success criterion held"
+
+
+def window_start(session: Session) -> datetime:
+    stated = session.params.validation.started
+    if stated:
+        return stated if stated.tzinfo else stated.replace(tzinfo=timezone.utc)
+    cutover = records.latest(session.run_dir.parent, "cutover")
+    if cutover is None:
+        raise ValueError("no cutover is recorded in this campaign (phase 2 records it): set validation.started")
+    return datetime.fromisoformat(cutover["data"]["at"])
+
+
+def _scalar(url: str, expr: str) -> float | None:
+    rows = prometheus.query(url, expr)
+    values = [float(r["value"][1]) for r in rows if r["value"][1] not in ("NaN", "+Inf", "-Inf")]
+    return max(values) if values else None
+
+
+def _measured(url: str | None, name: str, expr: str, limit: float, text: str, most: bool = True) -> Criterion:
+    if url is None:
+        return Criterion(name, None, text, None, "target.prometheus is not set")
+    try:
+        observed = _scalar(url, expr)
+    except Exception as exc:  # noqa: BLE001 - an unreadable criterion is missing, never a pass
+        return Criterion(name, None, text, None, f"unreadable: {exc}")
+    ok = None if observed is None else (observed <= limit if most else observed >= limit)
+    return Criterion(name, None if observed is None else round(observed, 6), text, ok, expr)
+
+
+def measure(session: Session, elapsed_s: float) -> list[Criterion]:
+    """Every success criterion of the policy over the window so far (at least a minute)."""
+    sc = session.params.policy.success_criteria
+    url = session.target.prometheus.url if session.target.prometheus else None
+    w = format_duration(max(round(min(elapsed_s, sc.window)), 60))
+    names = session.params.readiness.app_metrics
+    out = [
+        _measured(url, "error_rate", f"sum(increase({names['errors']}[{w}])) / clamp_min(sum(increase("
+                  f"{names['requests']}[{w}])), 1)", sc.error_rate_max, f"<= {sc.error_rate_max:g}"),
+        _measured(url, "latency_p95", f"histogram_quantile(0.95, sum by (le) (increase({names['latency']}[{w}])))",
+                  sc.latency_p95_max, f"<= {format_duration(sc.latency_p95_max)}"),
+        _measured(url, "unplanned_failovers", "max(patroni_postgres_timeline) - min(min_over_time(("
+                  f"patroni_postgres_timeline > 0)[{w}:{SUBQUERY_STEP}]))", sc.unplanned_failovers,
+                  f"<= {sc.unplanned_failovers}"),
+        _measured(url, "replication_lag", f"max_over_time(max(pg_replication_lag_seconds)[{w}:{SUBQUERY_STEP}])",
+                  sc.replication_lag_max, f"<= {format_duration(sc.replication_lag_max)}"),
+        _measured(url, "backup_automation_succeeding", f"(sum(increase(pg_stat_archiver_failed_count[{w}])) == bool 0)"
+                  " * (min(pg_stat_archiver_last_archive_age) < bool 3600)", 1,
+                  "1 = WAL archiving without failures in the window, last archive < 1 h ago", most=False),
+        _monitoring(session, url),
+        _drills(session),
+        _stated("security_incidents", session.params.validation.security_incidents, sc.security_incidents,
+                "validation.security_incidents"),
+        _cost(session, sc.cost_within_projection),
+    ]
+    return out
+
+
+def _monitoring(session: Session, url: str | None) -> Criterion:
+    """Every scrape target up now, and the always-firing watchdog alert present in Alertmanager."""
+    am = session.target.alertmanager.url if session.target.alertmanager else None
+    if url is None or am is None:
+        return Criterion("monitoring_active_and_alerting", None, "targets up, watchdog alert active", None,
+                         "target.prometheus or target.alertmanager is not set")
+    try:
+        down = [t["labels"].get("job", "?") for t in prometheus.targets(url) if t.get("health") != "up"]
+        alerts = prometheus.active_alerts(am)
+    except Exception as exc:  # noqa: BLE001
+        return Criterion("monitoring_active_and_alerting", None, "targets up, watchdog alert active", None,
+                         f"unreadable: {exc}")
+    watchdog = any("watchdog" in a["labels"].get("alertname", "").lower() for a in alerts)
+    ok = not down and watchdog
+    note = ("targets down: " + ", ".join(sorted(set(down))) + "; " if down else "") + \
+        ("watchdog alert active" if watchdog else "no watchdog alert in Alertmanager")
+    return Criterion("monitoring_active_and_alerting", ok, "targets up, watchdog alert active", ok, note)
+
+
+def _drills(session: Session) -> Criterion:
+    """DR procedures tested: a passed failover drill and a passed restore test recorded in the campaign."""
+    campaign = session.run_dir.parent
+    drill, phase1 = records.latest(campaign, "failover_drill"), records.latest(campaign, "phase1")
+    drills = (drill or {}).get("data", {}).get("drills", [])
+    failover_ok = bool(drills) and all(d.get("passed") for d in drills)
+    restore_ok = bool(((phase1 or {}).get("data", {}).get("restore_test") or {}).get("passed"))
+    ok = failover_ok and restore_ok
+    note = f"failover drill {'passed' if failover_ok else 'missing or failed'}; restore test " + \
+        ("passed" if restore_ok else "missing or failed") + " (campaign records)"
+    return Criterion("dr_procedures_tested", ok, "failover drill and restore test passed", ok, note)
+
+
+def _stated(name: str, value: int | None, limit: int, key: str) -> Criterion:
+    if value is None:
+        return Criterion(name, None, f"<= {limit}", None, f"not stated ({key})")
+    return Criterion(name, value, f"<= {limit}", value <= limit, f"stated ({key})")
+
+
+def _cost(session: Session, limit: float) -> Criterion:
+    v = session.params.validation
+    if v.cost_projected is None or v.cost_actual is None:
+        return Criterion("cost_within_projection", None, f"within {limit:.0%}", None,
+                         "not stated (validation.cost_projected, validation.cost_actual)")
+    deviation = abs(v.cost_actual - v.cost_projected) / v.cost_projected
+    return Criterion("cost_within_projection", round(deviation, 4), f"within {limit:.0%}", deviation <= limit,
+                     "stated: |actual - projected| / projected")
+
+
+@step("checkpoint", "Success criteria over the window so far")
+def checkpoint(session: Session) -> Outcome:
+    started = window_start(session)
+    now = datetime.now(timezone.utc)
+    elapsed = (now - started).total_seconds()
+    window = session.params.policy.success_criteria.window
+    criteria = measure(session, elapsed)
+    final, why = verdict(criteria, elapsed, window)
+    rows = [{**asdict(c), "status": c.status} for c in criteria]
+    records.save(session.run_dir.parent, RECORD, {"at": now.isoformat(), "started": started.isoformat(),
+                                                  "elapsed_h": round(elapsed / 3600, 3), "verdict": final,
+                                                  "why": why, "criteria": rows}, session.info.run_id)
+    return Outcome(summary=f"checkpoint at {elapsed / 3600:.2f} h: {final}", evidence=rows,
+                   metrics={"verdict": final, "elapsed_h": round(elapsed / 3600, 3),
+                            "failing": sum(c.ok is False for c in criteria),
+                            "missing": sum(c.ok is None for c in criteria)},
+                   state={"validation_verdict": final, "validation_why": why})
+
+
+def history_frame(history: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = [{"at": pd.Timestamp(r["data"]["at"]), "criterion": c["name"], "observed": c["observed"],
+             "status": c["status"]} for r in history for c in r["data"]["criteria"]]
+    return pd.DataFrame(rows, columns=["at", "criterion", "observed", "status"])
+
+
+@step("trend", "Every checkpoint so far, plotted")
+def trend(session: Session) -> Outcome:
+    frame = history_frame(records.history(session.run_dir.parent, RECORD))
+    numeric = frame[frame["observed"].map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))]
+    figures = []
+    for name, part in numeric.groupby("criterion"):
+        fig = go.Figure(go.Scatter(x=part["at"], y=part["observed"].astype(float), mode="lines+markers", name=name))
+        fig.update_layout(title=f"{name} at each checkpoint", height=280)
+        figures.append(fig)
+    checkpoints = frame["at"].nunique()
+    return Outcome(summary=f"{checkpoints} checkpoint(s) in this campaign", figures=figures,
+                   evidence=frame.pivot_table(index="at", columns="criterion", values="status", aggfunc="last")
+                   .reset_index() if not frame.empty else None, metrics={"checkpoints": checkpoints})
+
+
+@step("verdict", "Verdict on the success criteria", always_run=True)
+def final_verdict(session: Session) -> Outcome:
+    """PASS only after the whole window with every criterion held; FAIL and INCOMPLETE stop the run red."""
+    final = session.state.get("validation_verdict")
+    if final is None:
+        return Outcome(summary="no checkpoint was taken in this run", failed=True)
+    return Outcome(summary=f"{final}: {session.state.get('validation_why', '')}", metrics={"verdict": final},
+                   failed=final in ("FAIL", "INCOMPLETE"))
