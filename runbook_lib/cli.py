@@ -40,12 +40,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.every is None or args.until is None or args.resume:
             raise ValueError("--every and --until go together (a schedule), and not with --resume")
         every, until = parse_duration(args.every), parse_duration(args.until)
-        console.print(f"running {args.name} every {format_duration(every)} for {format_duration(until)}",
-                      highlight=False)
-        reports = schedule.repeat(args.name, args.params, every, until, on_report=show, **kw)
+        if every <= 0:
+            raise ValueError("--every must be positive")
     except ValueError as exc:
         console.print(f"[red]--every/--until: {exc}[/red]", highlight=False)
         return runner.EXIT_BAD_INPUT
+    console.print(f"running {args.name} every {format_duration(every)} for {format_duration(until)}",
+                  highlight=False)
+    reports = schedule.repeat(args.name, args.params, every, until, on_report=show, **kw)
     return reports[-1].exit_code
 
 

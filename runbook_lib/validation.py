@@ -23,6 +23,8 @@ from runbook_lib.steps import Outcome, step
 
 RECORD = "validation"
 SUBQUERY_STEP = "15s"
+MONITORED_MIN = 0.99  # share of the window every scrape target was up and the watchdog alert fired
+FINAL = ("PASS", "FAIL", "INCOMPLETE")
 
 
 @dataclass
@@ -41,7 +43,7 @@ class Criterion:
 def verdict(criteria: list[Criterion], elapsed_s: float, window_s: float) -> tuple[str, str]:
     """(PASS | FAIL | INCOMPLETE | IN PROGRESS, why); only a complete window gives a final verdict."""
     failing = [c.name for c in criteria if c.ok is False]
-    missing = [c.name for c in criteria if c.ok is None]
+    missing = [c.name for c in criteria if not isinstance(c.ok, bool)] or ([] if criteria else ["(no criteria)"])
     progress = f"{elapsed_s / 3600:.1f} h of {window_s / 3600:.0f} h"
     if elapsed_s < window_s:
         state = f"breached so far: {', '.join(failing)}" if failing else "on track"
@@ -63,68 +65,72 @@ def window_start(session: Session) -> datetime:
     return datetime.fromisoformat(cutover["data"]["at"])
 
 
-def _scalar(url: str, expr: str) -> float | None:
-    rows = prometheus.query(url, expr)
+def _scalar(url: str, expr: str, at: float) -> float | None:
+    rows = prometheus.query(url, expr, at)
     values = [float(r["value"][1]) for r in rows if r["value"][1] not in ("NaN", "+Inf", "-Inf")]
     return max(values) if values else None
 
 
-def _measured(url: str | None, name: str, expr: str, limit: float, text: str, most: bool = True) -> Criterion:
+def _measured(url: str | None, at: float, name: str, expr: str, limit: float, text: str, most: bool = True,
+              minus: float = 0.0, note: str = "") -> Criterion:
     if url is None:
         return Criterion(name, None, text, None, "target.prometheus is not set")
     try:
-        observed = _scalar(url, expr)
+        observed = _scalar(url, expr, at)
     except Exception as exc:  # noqa: BLE001 - an unreadable criterion is missing, never a pass
         return Criterion(name, None, text, None, f"unreadable: {exc}")
-    ok = None if observed is None else (observed <= limit if most else observed >= limit)
-    return Criterion(name, None if observed is None else round(observed, 6), text, ok, expr)
+    if observed is None:
+        return Criterion(name, None, text, None, f"no data: {expr}")
+    observed -= minus
+    ok = observed <= limit if most else observed >= limit
+    return Criterion(name, round(observed, 6), text, ok, f"{expr}{note}")
 
 
-def measure(session: Session, elapsed_s: float) -> list[Criterion]:
-    """Every success criterion of the policy over the window so far (at least a minute)."""
+def measure(session: Session, started: datetime, elapsed_s: float) -> list[Criterion]:
+    """Every success criterion of the policy over the window so far (at least a minute).
+
+    Once the window is complete it is measured as it was at its end, over exactly its length: a
+    later run gives the same figures, and the first hours after the cutover stay in.
+    """
     sc = session.params.policy.success_criteria
     url = session.target.prometheus.url if session.target.prometheus else None
+    at = started.timestamp() + min(elapsed_s, sc.window)
     w = format_duration(max(round(min(elapsed_s, sc.window)), 60))
     names = session.params.readiness.app_metrics
-    out = [
-        _measured(url, "error_rate", f"sum(increase({names['errors']}[{w}])) / clamp_min(sum(increase("
+    planned = _planned_promotions(session, started.timestamp(), at)
+    watchdog = 'max(ALERTS{alertname=~".*Watchdog", alertstate="firing"}) or vector(0)'
+    return [
+        _measured(url, at, "error_rate", f"sum(increase({names['errors']}[{w}])) / clamp_min(sum(increase("
                   f"{names['requests']}[{w}])), 1)", sc.error_rate_max, f"<= {sc.error_rate_max:g}"),
-        _measured(url, "latency_p95", f"histogram_quantile(0.95, sum by (le) (increase({names['latency']}[{w}])))",
+        _measured(url, at, "latency_p95", f"histogram_quantile(0.95, sum by (le) (increase({names['latency']}[{w}])))",
                   sc.latency_p95_max, f"<= {format_duration(sc.latency_p95_max)}"),
-        _measured(url, "unplanned_failovers", "max(patroni_postgres_timeline) - min(min_over_time(("
+        _measured(url, at, "unplanned_failovers", "max(patroni_postgres_timeline) - min(min_over_time(("
                   f"patroni_postgres_timeline > 0)[{w}:{SUBQUERY_STEP}]))", sc.unplanned_failovers,
-                  f"<= {sc.unplanned_failovers}"),
-        _measured(url, "replication_lag", f"max_over_time(max(pg_replication_lag_seconds)[{w}:{SUBQUERY_STEP}])",
+                  f"<= {sc.unplanned_failovers}", minus=planned,
+                  note=f" (promotions), minus {planned} recorded failover drill(s) in the window"),
+        _measured(url, at, "replication_lag", f"max_over_time(max(pg_replication_lag_seconds)[{w}:{SUBQUERY_STEP}])",
                   sc.replication_lag_max, f"<= {format_duration(sc.replication_lag_max)}"),
-        _measured(url, "backup_automation_succeeding", f"(sum(increase(pg_stat_archiver_failed_count[{w}])) == bool 0)"
-                  " * (min(pg_stat_archiver_last_archive_age) < bool 3600)", 1,
+        _measured(url, at, "backup_automation_succeeding", f"(sum(increase(pg_stat_archiver_failed_count[{w}])) "
+                  "== bool 0) * (min(pg_stat_archiver_last_archive_age) < bool 3600)", 1,
                   "1 = WAL archiving without failures in the window, last archive < 1 h ago", most=False),
-        _monitoring(session, url),
+        _measured(url, at, "monitoring_active_and_alerting", f"min(avg_over_time(up[{w}])) * clamp_max("
+                  f"avg_over_time(({watchdog})[{w}:{SUBQUERY_STEP}]), 1)", MONITORED_MIN,
+                  f">= {MONITORED_MIN:g}: every target up and the watchdog alert firing that share of the window",
+                  most=False),
         _drills(session),
         _stated("security_incidents", session.params.validation.security_incidents, sc.security_incidents,
                 "validation.security_incidents"),
         _cost(session, sc.cost_within_projection),
     ]
-    return out
 
 
-def _monitoring(session: Session, url: str | None) -> Criterion:
-    """Every scrape target up now, and the always-firing watchdog alert present in Alertmanager."""
-    am = session.target.alertmanager.url if session.target.alertmanager else None
-    if url is None or am is None:
-        return Criterion("monitoring_active_and_alerting", None, "targets up, watchdog alert active", None,
-                         "target.prometheus or target.alertmanager is not set")
-    try:
-        down = [t["labels"].get("job", "?") for t in prometheus.targets(url) if t.get("health") != "up"]
-        alerts = prometheus.active_alerts(am)
-    except Exception as exc:  # noqa: BLE001
-        return Criterion("monitoring_active_and_alerting", None, "targets up, watchdog alert active", None,
-                         f"unreadable: {exc}")
-    watchdog = any("watchdog" in a["labels"].get("alertname", "").lower() for a in alerts)
-    ok = not down and watchdog
-    note = ("targets down: " + ", ".join(sorted(set(down))) + "; " if down else "") + \
-        ("watchdog alert active" if watchdog else "no watchdog alert in Alertmanager")
-    return Criterion("monitoring_active_and_alerting", ok, "targets up, watchdog alert active", ok, note)
+def _planned_promotions(session: Session, start: float, end: float) -> int:
+    """Promotions the campaign's failover drills made inside the window: planned, so not counted."""
+    count = 0
+    for record in records.history(session.run_dir.parent, "failover_drill"):
+        if start <= datetime.fromisoformat(record["recorded_at"]).timestamp() <= end:
+            count += len(record["data"].get("drills", []))
+    return count
 
 
 def _drills(session: Session) -> Criterion:
@@ -159,10 +165,17 @@ def _cost(session: Session, limit: float) -> Criterion:
 @step("checkpoint", "Success criteria over the window so far")
 def checkpoint(session: Session) -> Outcome:
     started = window_start(session)
+    given = [r for r in records.history(session.run_dir.parent, RECORD)
+             if r["data"].get("started") == started.isoformat() and r["data"].get("verdict") in FINAL]
+    if given:  # the verdict is given once; later runs show it, they do not measure a later window
+        first = given[0]["data"]
+        return Outcome(summary=f"final verdict already given by run {given[0]['run_id']} at {first['at']}",
+                       evidence=first["criteria"], metrics={"verdict": first["verdict"]},
+                       state={"validation_verdict": first["verdict"], "validation_why": first["why"]})
     now = datetime.now(timezone.utc)
     elapsed = (now - started).total_seconds()
     window = session.params.policy.success_criteria.window
-    criteria = measure(session, elapsed)
+    criteria = measure(session, started, elapsed)
     final, why = verdict(criteria, elapsed, window)
     rows = [{**asdict(c), "status": c.status} for c in criteria]
     records.save(session.run_dir.parent, RECORD, {"at": now.isoformat(), "started": started.isoformat(),

@@ -17,8 +17,10 @@ def rules(url: str) -> list[dict[str, Any]]:
     return [rule for group in groups for rule in group["rules"]]
 
 
-def query(url: str, expr: str) -> list[dict[str, Any]]:
-    return http.get(f"{url.rstrip('/')}/api/v1/query", params={"query": expr})["data"]["result"]
+def query(url: str, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+    """An instant query, now or at `at` (epoch seconds)."""
+    params: dict[str, Any] = {"query": expr} if at is None else {"query": expr, "time": at}
+    return http.get(f"{url.rstrip('/')}/api/v1/query", params=params)["data"]["result"]
 
 
 def query_range(url: str, expr: str, seconds: float, step: float) -> list[dict[str, Any]]:
@@ -33,10 +35,6 @@ def series_names(url: str, match: str) -> list[str]:
 
 def alertmanager_receivers(url: str) -> list[str]:
     return [r["name"] for r in http.get(f"{url.rstrip('/')}/api/v2/receivers")]
-
-
-def active_alerts(url: str) -> list[dict[str, Any]]:
-    return http.get(f"{url.rstrip('/')}/api/v2/alerts", params={"active": "true"})
 
 
 def send_alert(url: str, labels: dict[str, str], annotations: dict[str, str], seconds: float = 120) -> None:

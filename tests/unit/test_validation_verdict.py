@@ -39,3 +39,39 @@ def test_the_schedule_stops_at_a_refusal_and_rejects_a_bad_interval(tmp_path) ->
         assert "--every must be positive" in str(exc)
     else:
         raise AssertionError("a zero interval was accepted")
+
+
+def test_the_cli_refuses_a_half_or_bad_schedule_before_anything_runs(tmp_path, capsys) -> None:  # noqa: ANN001
+    from runbook_lib import cli
+
+    base = ["run", "status", "--params", "parameters/sandbox.yaml", "--outputs", str(tmp_path)]
+    for extra, says in ((["--every", "6h"], "go together"), (["--every", "6h", "--until", "72h", "--resume", "x"],
+                                                             "not with --resume"),
+                        (["--every", "soon", "--until", "72h"], "expected a duration")):
+        assert cli.main(base + extra) == runner.EXIT_BAD_INPUT
+        assert says in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing ran, nothing was archived
+
+
+def _starts(monkeypatch, run_s: float, every: float, until: float) -> list[float]:  # noqa: ANN001
+    """When each run of a schedule started, with runs that take run_s (runner.run stands in for papermill)."""
+    starts: list[float] = []
+    first = time.monotonic()
+
+    def fake_run(*_: object, **__: object) -> runner.RunReport:
+        starts.append(round(time.monotonic() - first, 2))
+        time.sleep(run_s)
+        return runner.RunReport(0)
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    schedule.repeat("validation", "p.yaml", every=every, until=until)
+    return starts
+
+
+def test_the_schedule_keeps_its_slots_skips_overrun_ones_and_always_runs_the_last(monkeypatch) -> None:  # noqa: ANN001
+    on_time = _starts(monkeypatch, 0.01, every=0.2, until=0.65)
+    assert len(on_time) == 4 and all(abs(t - 0.2 * i) < 0.1 for i, t in enumerate(on_time)), on_time
+    overrun = _starts(monkeypatch, 0.5, every=0.2, until=0.65)  # slots 0.2 and 0.4 overrun: skipped, no burst
+    assert len(overrun) == 2 and abs(overrun[1] - 0.6) < 0.1, overrun
+    last_overrun = _starts(monkeypatch, 1.0, every=0.2, until=0.65)  # every slot overrun: the last runs at once
+    assert len(last_overrun) == 2 and abs(last_overrun[1] - 1.0) < 0.15, last_overrun
