@@ -190,22 +190,11 @@ def final_backup(session: Session) -> Outcome:
 
 
 def _pause(session: Session) -> bool:
-    """PAUSE the application's pool; False when it was paused already (the step checks its effect)."""
-    try:
-        pgbouncer.command(session.params, "PAUSE", _m(session).pooler_database)
-    except Exception as exc:
-        if "already" not in str(exc).lower():
-            raise
-        return False
-    return True
+    return pgbouncer.pause(session.params, _m(session).pooler_database)
 
 
 def _resume(session: Session) -> None:
-    try:
-        pgbouncer.command(session.params, "RESUME", _m(session).pooler_database)
-    except Exception as exc:
-        if "not paused" not in str(exc).lower():
-            raise
+    pgbouncer.resume(session.params, _m(session).pooler_database)
 
 
 def _checks_table(checks: list[migration.TableCheck]) -> list[dict[str, object]]:

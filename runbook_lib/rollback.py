@@ -84,11 +84,12 @@ def detach_new(params: Params, accept_loss: bool = False, timeout: float = 60.0,
         if on_legacy(params):
             report.steps.append("PgBouncer already sends the application to legacy")
         else:
-            _pause(params)
+            pgbouncer.pause(params, m.pooler_database)
             report.loss = "no reverse replication: legacy holds what it had at the cutover (loss accepted)"
             report.steps.append(report.loss)
         return report
-    paused = _pause(params)  # also when PgBouncer went back to legacy on its own: legacy must catch up first
+    # paused also when PgBouncer went back to legacy on its own: legacy must catch up first
+    paused = pgbouncer.pause(params, m.pooler_database)
     try:
         try:
             migration.set_read_only(params, m.target, role, True)
@@ -114,8 +115,9 @@ def detach_new(params: Params, accept_loss: bool = False, timeout: float = 60.0,
         migration.drop_subscription(params, m.source, migration.REVERSE_SUBSCRIPTION)
         report.steps.append(f"legacy applied the new cluster's LSN {lsn}; {report.sequences} sequences copied")
     except BaseException as exc:
-        undo = [lambda: migration.set_read_only(params, m.target, role, False)] + ([lambda: _resume(params)]
-                                                                                  if paused else [])
+        undo = [lambda: migration.set_read_only(params, m.target, role, False)]
+        if paused:
+            undo.append(lambda: pgbouncer.resume(params, m.pooler_database))
         for action in undo:
             try:
                 action()
@@ -134,17 +136,6 @@ def _unreachable(params: Params, endpoint: str) -> bool:
     return False
 
 
-def _pause(params: Params) -> bool:
-    """PAUSE the application's pool; False when it was paused already (a cutover stopped before writes on)."""
-    try:
-        pgbouncer.command(params, "PAUSE", params.migration.pooler_database)
-    except Exception as exc:
-        if "already" not in str(exc).lower():
-            raise
-        return False
-    return True
-
-
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -160,16 +151,8 @@ def restore_traffic(params: Params) -> list[str]:
             pgbouncer.repoint(params, m.pooler_database, *legacy)
             done.append(f"PgBouncer sends {m.pooler_database} to {legacy[0]}:{legacy[1]}")
     finally:
-        _resume(params)
+        pgbouncer.resume(params, m.pooler_database)
     return done
-
-
-def _resume(params: Params) -> None:
-    try:  # also when a cutover stopped between writes off and the switch: the pool must not stay paused
-        pgbouncer.command(params, "RESUME", params.migration.pooler_database)
-    except Exception as exc:  # noqa: BLE001 - not paused is the state we want
-        if "not paused" not in str(exc).lower():
-            raise
 
 
 def to_legacy(params: Params, accept_loss: bool = False, timeout: float = 60.0) -> RollbackReport:

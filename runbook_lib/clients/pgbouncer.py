@@ -46,6 +46,26 @@ def command(params: Params, verb: str, database: str | None = None) -> None:
             cur.execute(verb)
 
 
+def pause(params: Params, database: str) -> bool:
+    """PAUSE a pool; False when it was paused already (so a caller undoes only its own pause)."""
+    return _unless_already(params, "PAUSE", database, "already")
+
+
+def resume(params: Params, database: str) -> bool:
+    """RESUME a pool; one that is not paused is already what was wanted (False)."""
+    return _unless_already(params, "RESUME", database, "not paused")
+
+
+def _unless_already(params: Params, verb: str, database: str, already: str) -> bool:
+    try:
+        command(params, verb, database)
+    except Exception as exc:
+        if already not in str(exc).lower():
+            raise
+        return False
+    return True
+
+
 def backend(params: Params, database: str) -> tuple[str, int]:
     """Where PgBouncer sends `database` right now (SHOW DATABASES)."""
     with connect(params) as conn:
