@@ -15,6 +15,13 @@ import psycopg
 from runbook_lib.clients import http, patroni, postgres, swarm
 from runbook_lib.params import Params
 
+DRILL_KINDS = {"automatic", "manual"}
+
+
+def passed_kinds(record: dict[str, Any] | None) -> set[str]:
+    """The drill kinds a failover_drill record shows passed; both are needed for a tested failover."""
+    return {d["kind"] for d in ((record or {}).get("data") or {}).get("drills", []) if d.get("passed")}
+
 
 class DrillError(Exception):
     pass

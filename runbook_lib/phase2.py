@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from runbook_lib import backup, migration, pgtools, records, signoffs, window, writeprobe
 from runbook_lib.clients import patroni, pgbouncer, postgres, prometheus, swarm
 from runbook_lib.session import Session
-from runbook_lib.steps import Guard, Outcome, on_the_clock, step
+from runbook_lib.steps import Guard, Outcome, on_the_clock, step, would
 
 ROLLBACK = "stop here and run the rollback plan: PgBouncer back to legacy (`writes_on` on legacy), or the rollback runbook"
 _probes: dict[str, writeprobe.WriteProbe] = {}
@@ -132,10 +132,6 @@ def probe_start(session: Session) -> Outcome:
 # ---------------------------------------------------------------- the new cluster and the data
 
 
-def _plan(text: str):  # noqa: ANN202
-    return lambda session: Outcome(summary=f"would {text}")
-
-
 @step("deploy_new_stack", "The new stack deployed and healthy", guards=GUARDS)
 def deploy_new_stack(session: Session) -> Outcome:
     spec = session.target.patroni
@@ -151,7 +147,7 @@ def deploy_new_stack(session: Session) -> Outcome:
 
 
 @step("prepare_replication", "Fill the new cluster by logical replication (before the write pause)",
-      mutating=True, plan=_plan("copy the schema, create the publication and subscription, wait for the copy"),
+      mutating=True, plan=would("copy the schema, create the publication and subscription, wait for the copy"),
       guards=GUARDS)
 def prepare_replication(session: Session) -> Outcome:
     m = _m(session)
@@ -178,7 +174,7 @@ def prepare_replication(session: Session) -> Outcome:
 
 
 @step("final_backup", "Final online backup of legacy (before the pause)", mutating=True,
-      plan=_plan("take an online pg_basebackup of legacy and verify it"), guards=GUARDS)
+      plan=would("take an online pg_basebackup of legacy and verify it"), guards=GUARDS)
 def final_backup(session: Session) -> Outcome:
     if session.params.backup is None:
         return _timer(session, Outcome(summary="backup is not set in the parameters", failed=True))
@@ -230,7 +226,7 @@ def _compare_at_cut(session: Session) -> tuple[str, list[migration.TableCheck]]:
 
 
 @step("validate_cut", "Validate at a consistent cut (before the pause): checksums of every table", mutating=True,
-      plan=_plan("pause the pool for a moment, snapshot both sides at the same LSN, resume, compare checksums"),
+      plan=would("pause the pool for a moment, snapshot both sides at the same LSN, resume, compare checksums"),
       guards=GUARDS)
 def validate_cut(session: Session) -> Outcome:
     """The full checksum comparison, done before the write pause so the pause does not grow with the data.
@@ -257,7 +253,7 @@ def validate_cut(session: Session) -> Outcome:
 
 
 @step("writes_off", "Writes off: pause the pool, legacy read-only for the application", mutating=True,
-      plan=_plan("PAUSE the application's pool in PgBouncer and make legacy read-only for the application role"),
+      plan=would("PAUSE the application's pool in PgBouncer and make legacy read-only for the application role"),
       guards=GUARDS)
 def writes_off(session: Session) -> Outcome:
     m = _m(session)
@@ -269,14 +265,14 @@ def writes_off(session: Session) -> Outcome:
 
 
 @step("drain_connections", "Drain the application's connections to legacy", mutating=True,
-      plan=_plan("end every remaining session of the application role on legacy"), guards=GUARDS)
+      plan=would("end every remaining session of the application role on legacy"), guards=GUARDS)
 def drain_connections(session: Session) -> Outcome:
     ended = migration.set_read_only(session.params, _m(session).source, session.target.app.role, True)
     return _timer(session, Outcome(summary=f"{ended} remaining application sessions ended on legacy"))
 
 
 @step("app_down", "Applications down (or kept behind the paused pool)", mutating=True,
-      plan=_plan("scale the application service to 0 (dump-restore), or keep it behind the paused pool (logical)"),
+      plan=would("scale the application service to 0 (dump-restore), or keep it behind the paused pool (logical)"),
       guards=GUARDS)
 def app_down(session: Session) -> Outcome:
     m = _m(session)
@@ -292,7 +288,7 @@ def app_down(session: Session) -> Outcome:
 
 
 @step("move_data", "Move the data", mutating=True,
-      plan=_plan("wait until the new cluster applied legacy's last write and copy the sequences (logical), "
+      plan=would("wait until the new cluster applied legacy's last write and copy the sequences (logical), "
                  "or dump legacy and restore into the new cluster (dump-restore)"), guards=GUARDS)
 def move_data(session: Session) -> Outcome:
     m, p = _m(session), session.params
@@ -344,7 +340,7 @@ def validate_new(session: Session) -> Outcome:
 
 
 @step("switch_traffic", "Point PgBouncer at the new cluster; reverse replication keeps legacy current",
-      mutating=True, plan=_plan("repoint PgBouncer to the new write endpoint and replicate new -> legacy"),
+      mutating=True, plan=would("repoint PgBouncer to the new write endpoint and replicate new -> legacy"),
       guards=GUARDS)
 def switch_traffic(session: Session) -> Outcome:
     m, p = _m(session), session.params
@@ -361,7 +357,7 @@ def switch_traffic(session: Session) -> Outcome:
     return _timer(session, Outcome(summary=f"PgBouncer sends {m.pooler_database} to {host}:{port}; {reverse}"))
 
 
-@step("writes_on", "Writes on: resume the pool", mutating=True, plan=_plan("RESUME the pool"), guards=GUARDS)
+@step("writes_on", "Writes on: resume the pool", mutating=True, plan=would("RESUME the pool"), guards=GUARDS)
 def writes_on(session: Session) -> Outcome:
     _resume(session)
     paused = time.time() - session.state["writes_off_at"] if session.state.get("writes_off_at") else None
@@ -370,7 +366,7 @@ def writes_on(session: Session) -> Outcome:
 
 
 @step("app_up", "Applications up and writing to the new cluster", mutating=True,
-      plan=_plan("scale the application back (dump-restore) and prove a write through PgBouncer lands in the new "
+      plan=would("scale the application back (dump-restore) and prove a write through PgBouncer lands in the new "
                  "cluster"), guards=GUARDS)
 def app_up(session: Session) -> Outcome:
     m, p = _m(session), session.params
@@ -427,8 +423,7 @@ def _app_impact(session: Session, seconds: float) -> dict[str, float | None]:
     window = f"{max(int(seconds) + 15, 30)}s"  # the last scrape before the window counts too
 
     def total(metric: str) -> float | None:
-        rows = prometheus.query(spec.url, f"sum(increase({metric}[{window}]))")
-        return float(rows[0]["value"][1]) if rows else None
+        return prometheus.scalar(spec.url, f"sum(increase({metric}[{window}]))")
 
     requests, errors = total(names["requests"]), total(names["errors"])
     rate = errors / requests if requests and errors is not None else None

@@ -49,8 +49,10 @@ def latest(campaign_dir: Path | None, kind: str) -> dict[str, Any] | None:
     if campaign_dir is None:
         return None
     path = campaign_dir / "records" / f"{kind}.json"
-    if not path.exists():
-        return None
+    return _checked(path) if path.exists() else None
+
+
+def _checked(path: Path) -> dict[str, Any]:
     record = json.loads(path.read_text())
     if content_hash(record["data"]) != record.get("sha256"):
         raise RecordError(f"{path}: its content does not match its sha256; it was edited after it was written")
@@ -67,10 +69,5 @@ def history(campaign_dir: Path, kind: str) -> list[dict[str, Any]]:
     if not folder.exists():
         return []
     numbered = sorted(folder.glob(f"{kind}.*.json"), key=lambda p: int(p.name.split(".")[-2]))
-    out = []
-    for path in numbered + ([folder / f"{kind}.json"] if (folder / f"{kind}.json").exists() else []):
-        record = json.loads(path.read_text())
-        if content_hash(record["data"]) != record.get("sha256"):
-            raise RecordError(f"{path}: its content does not match its sha256; it was edited after it was written")
-        out.append(record)
-    return out
+    newest = folder / f"{kind}.json"
+    return [_checked(path) for path in numbered + ([newest] if newest.exists() else [])]

@@ -46,23 +46,26 @@ def reverse_replication(params: Params) -> bool:
                                    [migration.REVERSE_SUBSCRIPTION]))
 
 
-def _legacy_backend(params: Params) -> tuple[str, int]:
+def legacy_backend(params: Params) -> tuple[str, int]:
     db = params.target.databases[params.migration.source]
     return db.host, db.port
 
 
 def on_legacy(params: Params) -> bool:
-    return pgbouncer.backend(params, params.migration.pooler_database) == _legacy_backend(params)
+    return pgbouncer.backend(params, params.migration.pooler_database) == legacy_backend(params)
+
+
+NO_REVERSE = ("no reverse replication from the new cluster to legacy: writes made since the cutover would be lost. "
+              "Copy them back first, or accept the loss explicitly")
 
 
 def refusal(params: Params, accept_loss: bool = False) -> str | None:
     """Why a rollback would lose writes (and so is refused), or None when it loses nothing."""
     if params.migration is None:
         return "migration is not set in the parameters: nothing says what legacy and the new cluster are"
-    if reverse_replication(params) or on_legacy(params) or accept_loss:
+    if accept_loss or reverse_replication(params) or on_legacy(params):
         return None
-    return ("no reverse replication from the new cluster to legacy: writes made since the cutover would be lost. "
-            "Copy them back first, or accept the loss explicitly")
+    return NO_REVERSE
 
 
 def detach_new(params: Params, accept_loss: bool = False, timeout: float = 60.0,
@@ -74,15 +77,16 @@ def detach_new(params: Params, accept_loss: bool = False, timeout: float = 60.0,
     failure the new cluster is writable again and the pool as it was: the target is as it was.
     Only an unreachable new cluster, with the loss accepted, skips the draining.
     """
-    reason = refusal(params, accept_loss)
-    if reason:
-        raise RollbackError(reason)
     m, role = params.migration, params.target.app.role
+    if m is None:
+        raise RollbackError(refusal(params))
     started = time.monotonic()
     report = RollbackReport(0.0, None, 0)
     if not reverse_replication(params):
         if on_legacy(params):
             report.steps.append("PgBouncer already sends the application to legacy")
+        elif not accept_loss:
+            raise RollbackError(NO_REVERSE)
         else:
             pgbouncer.pause(params, m.pooler_database)
             report.loss = "no reverse replication: legacy holds what it had at the cutover (loss accepted)"
@@ -147,7 +151,7 @@ def restore_traffic(params: Params) -> list[str]:
         migration.set_read_only(params, m.source, params.target.app.role, False)
         done = [f"legacy writable for {params.target.app.role}"]
         if not on_legacy(params):
-            legacy = _legacy_backend(params)
+            legacy = legacy_backend(params)
             pgbouncer.repoint(params, m.pooler_database, *legacy)
             done.append(f"PgBouncer sends {m.pooler_database} to {legacy[0]}:{legacy[1]}")
     finally:

@@ -15,16 +15,15 @@ from contextlib import ExitStack
 import psycopg
 
 from runbook_lib import migration, notify, phase3, rollback
+from runbook_lib.phase2 import HAS_MIGRATION
 from runbook_lib.clients import pgbouncer, postgres
 from runbook_lib.monitoring import triggers
 from runbook_lib.session import Session
-from runbook_lib.steps import Guard, Outcome, on_the_clock, step
+from runbook_lib.steps import Outcome, on_the_clock, step, would
 
 # run id -> the snapshots taken at the rollback cut, held from stop_or_detach_new to consistency_check
 _cuts: dict[str, tuple[ExitStack, psycopg.Connection, psycopg.Connection]] = {}
 
-HAS_MIGRATION = Guard("parameters describe the migration (legacy, the new cluster, the pool)",
-                      lambda s: None if s.params.migration else "migration is not set in the parameters")
 
 
 def _budget(session: Session) -> float:
@@ -35,17 +34,13 @@ def _clock(session: Session, outcome: Outcome) -> Outcome:
     return on_the_clock(outcome, session.state.get("rollback_started", time.time()), _budget(session), "rollback")
 
 
-def _plan(text: str):  # noqa: ANN202
-    return lambda session: Outcome(summary=f"would {text}")
-
-
 # Not re-run on --resume: after the detach the triggers are calm and reverse replication is gone, so
 # a second decision would refuse a rollback that is half done; its recorded state (start, why) is reused.
 @step("rollback_decision", "Decision: a rollback trigger holds, or the operator's reason", guards=(HAS_MIGRATION,))
 def rollback_decision(session: Session) -> Outcome:
     p = session.params
     url = session.target.prometheus.url if session.target.prometheus else None
-    raised = {"critical_security_issue"} if p.rollback.security_issue else set()
+    raised = triggers.RAISED_BY_OPERATOR if p.rollback.security_issue else set()
     readings = triggers.read(url, p.policy.rollback_triggers, raised)
     fired = [f"{r.metric} {r.condition} (observed {r.observed})" for r in readings if r.fired]
     evidence = [r.to_dict() for r in readings]
@@ -60,24 +55,19 @@ def rollback_decision(session: Session) -> Outcome:
                        evidence=evidence, failed=True)
     why = "; ".join(filter(None, ["triggers hold: " + ", ".join(fired) if fired else "",
                                   f"reason: {p.rollback.reason}" if p.rollback.reason else ""]))
-    started = session.state.get("rollback_started") or time.time()
     return _clock(session, Outcome(summary=f"rolling back ({why})", evidence=evidence,
                                    metrics={"triggers_fired": len(fired)},
-                                   state={"rollback_started": started, "rollback_why": why}))
+                                   state={"rollback_started": time.time(), "rollback_why": why}))
 
 
 def _hold_cut(session: Session) -> None:
     """Snapshots of both sides while they are level and still, kept open for the consistency check."""
     m = session.params.migration
     _release(session)
-    stack = ExitStack()
-    try:
+    with ExitStack() as stack:
         legacy = stack.enter_context(migration.snapshot(session.params, m.source))
         new = stack.enter_context(migration.snapshot(session.params, m.target))
-    except BaseException:
-        stack.close()
-        raise
-    _cuts[session.info.run_id] = (stack, legacy, new)
+        _cuts[session.info.run_id] = (stack.pop_all(), legacy, new)
 
 
 def _release(session: Session) -> None:
@@ -87,7 +77,7 @@ def _release(session: Session) -> None:
 
 
 @step("stop_or_detach_new", "Stop writes on the new cluster; legacy applies its last write", mutating=True,
-      plan=_plan("pause the pool, make the new cluster read-only for the application, wait until legacy applied "
+      plan=would("pause the pool, make the new cluster read-only for the application, wait until legacy applied "
                  "its last write, copy the sequences, snapshot both sides, drop reverse replication"),
       guards=(HAS_MIGRATION,))
 def stop_or_detach_new(session: Session) -> Outcome:
@@ -99,8 +89,7 @@ def stop_or_detach_new(session: Session) -> Outcome:
     except BaseException:
         _release(session)  # the new cluster takes writes again: no transaction may stay open on it
         raise
-    summary = "; ".join(report.steps) or "no reverse replication: legacy keeps what it had at the cutover"
-    return _clock(session, Outcome(summary=f"{summary}; pool paused",
+    return _clock(session, Outcome(summary="; ".join(report.steps) + "; pool paused",
                                    metrics={"reverse_applied_lsn": report.reverse_applied_lsn,
                                             "sequences": report.sequences, "detach_s": round(report.seconds, 3)},
                                    state={"rollback_cut_lsn": report.reverse_applied_lsn, "pool_paused_at": paused_at,
@@ -108,7 +97,7 @@ def stop_or_detach_new(session: Session) -> Outcome:
 
 
 @step("restore_legacy_traffic", "Traffic back to legacy: writable, PgBouncer repointed, pool resumed",
-      mutating=True, plan=_plan("make legacy writable for the application, point PgBouncer at it and resume"),
+      mutating=True, plan=would("make legacy writable for the application, point PgBouncer at it and resume"),
       guards=(HAS_MIGRATION,))
 def restore_legacy_traffic(session: Session) -> Outcome:
     done = rollback.restore_traffic(session.params)
@@ -122,7 +111,7 @@ def restore_legacy_traffic(session: Session) -> Outcome:
 def validate_restore(session: Session) -> Outcome:
     p = session.params
     backend = pgbouncer.backend(p, p.migration.pooler_database)
-    if not rollback.on_legacy(p):
+    if backend != rollback.legacy_backend(p):
         return _clock(session, Outcome(summary=f"PgBouncer still sends the application to {backend[0]}:{backend[1]}",
                                        failed=True))
     with postgres.connect(p, phase3.pooler(session)) as conn:

@@ -156,6 +156,11 @@ def step(name: str, title: str, *, mutating: bool = False, plan: Callable[["Sess
     return wrap
 
 
+def would(text: str) -> Callable[["Session"], Outcome]:
+    """A mutating step's plan that only says what it would do."""
+    return lambda session: Outcome(summary=f"would {text}")
+
+
 def on_the_clock(outcome: Outcome, started: float, budget: float, prefix: str) -> Outcome:
     """Add the elapsed and remaining minutes of a phase's time budget to a step's metrics."""
     elapsed = time.time() - started

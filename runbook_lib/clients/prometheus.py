@@ -23,6 +23,12 @@ def query(url: str, expr: str, at: float | None = None) -> list[dict[str, Any]]:
     return http.get(f"{url.rstrip('/')}/api/v1/query", params=params)["data"]["result"]
 
 
+def scalar(url: str, expr: str, at: float | None = None) -> float | None:
+    """The largest finite value the query answers (None: no data), now or at `at`."""
+    values = [float(r["value"][1]) for r in query(url, expr, at) if r["value"][1] not in ("NaN", "+Inf", "-Inf")]
+    return max(values) if values else None
+
+
 def query_range(url: str, expr: str, seconds: float, step: float) -> list[dict[str, Any]]:
     end = time.time()
     return http.get(f"{url.rstrip('/')}/api/v1/query_range",

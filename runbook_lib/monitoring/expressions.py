@@ -6,6 +6,16 @@ so a metric means the same thing everywhere.
 
 from __future__ import annotations
 
+SUBQUERY_STEP = "15s"
+
+
+def promotions(window: str) -> str:
+    """Promotions within `window`: each starts a new timeline (a planned switchover counts too);
+    a member whose PostgreSQL is down reports timeline 0, which is left out."""
+    return (f"max(patroni_postgres_timeline) - min(min_over_time((patroni_postgres_timeline > 0)"
+            f"[{window}:{SUBQUERY_STEP}]))")
+
+
 EXPRESSIONS: dict[str, str] = {
     "error_rate": "sum(rate(app_errors_total[1m])) / clamp_min(sum(rate(app_requests_total[1m])), 1e-9)",
     "latency_p95": "histogram_quantile(0.95, sum by (le) (rate(app_request_duration_seconds_bucket[1m])))",
@@ -20,10 +30,7 @@ EXPRESSIONS: dict[str, str] = {
     "db_connection_errors": "sum(rate(app_errors_total{kind=\"connection\"}[1m]))"
                             " / clamp_min(sum(rate(app_requests_total[1m])), 1e-9)",
     "oom_events": "sum(increase(node_vmstat_oom_kill[5m]))",
-    # promotions in the last hour: each one starts a new timeline (a planned switchover counts too);
-    # a member whose PostgreSQL is down reports timeline 0, which is left out
-    "unplanned_failovers": "max(patroni_postgres_timeline)"
-                           " - min(min_over_time((patroni_postgres_timeline > 0)[1h:15s]))",
+    "unplanned_failovers": promotions("1h"),
 }
 
 

@@ -12,11 +12,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from runbook_lib.clients import prometheus
-from runbook_lib.monitoring.expressions import expression
+from runbook_lib.monitoring.expressions import SUBQUERY_STEP, expression
 from runbook_lib.policy import Trigger, format_duration
 
 RAISED_BY_OPERATOR = {"critical_security_issue"}
-SUBQUERY_STEP = "15s"
 _OPS: dict[str, Callable[[Any, Any], bool]] = {">": operator.gt, ">=": operator.ge, "<": operator.lt,
                                                "<=": operator.le, "==": operator.eq}
 
@@ -73,14 +72,12 @@ def read(url: str | None, triggers: list[Trigger], raised: set[str]) -> list[Tri
             readings.append(TriggerReading(t.metric, condition(t), None, False, "target.prometheus is not set"))
             continue
         try:
-            rows = prometheus.query(url, expr)
+            observed = prometheus.scalar(url, expr)
         except Exception as exc:  # noqa: BLE001 - an unreadable trigger is reported, never taken as calm
             readings.append(TriggerReading(t.metric, condition(t), None, False, f"unreadable: {exc}"))
             continue
-        values = [float(r["value"][1]) for r in rows if r["value"][1] not in ("NaN", "+Inf", "-Inf")]
-        observed = max(values) if values else None
         readings.append(TriggerReading(t.metric, condition(t), observed, fires(t, observed),
-                                       "" if values else "no data"))
+                                       "" if observed is not None else "no data"))
     return readings
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from runbook_lib import records
+from runbook_lib import drills, records
 from runbook_lib.clients import etcd, patroni, postgres
 from runbook_lib.readiness.model import Finding
 from runbook_lib.readiness.probe import Probe
@@ -50,10 +50,9 @@ def ha02(p: Probe) -> Finding:
     if record is None:
         return Finding("fail", "no failover drill recorded in this campaign",
                        "a passing drill of both kinds (automatic, manual)", "records/failover_drill.json")
-    data = record["data"]
-    kinds = {d["kind"] for d in data.get("drills", []) if d.get("passed")}
+    kinds = drills.passed_kinds(record)
     age = records.age_seconds(record)
-    ok = {"automatic", "manual"} <= kinds and age <= p.seconds(p.settings.drill_max_age)
+    ok = drills.DRILL_KINDS <= kinds and age <= p.seconds(p.settings.drill_max_age)
     return Finding.check(ok, {"passed_kinds": sorted(kinds), "age_days": round(age / 86400, 2),
                               "run": record.get("run_id")},
                          f"automatic and manual passed, younger than {p.settings.drill_max_age}",

@@ -71,8 +71,7 @@ def perf03(p: Probe) -> Finding:
 
 
 def _node_metric(p: Probe, metric: str, window_s: float) -> float | None:
-    result = prometheus.query(_prometheus(p), f"max_over_time(({expression(metric)})[{int(window_s)}s:30s])")
-    return float(result[0]["value"][1]) if result else None
+    return prometheus.scalar(_prometheus(p), f"max_over_time(({expression(metric)})[{int(window_s)}s:30s])")
 
 
 @check("PERF-04")

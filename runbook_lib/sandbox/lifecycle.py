@@ -121,8 +121,7 @@ def _leader_resynced(sb: Sandbox) -> bool:
     leader = health.running_leader(sb)
     if leader is None:
         return False
-    port = next(m["pg"] for m in stacks.members(sb) if m["name"] == leader)
-    _connect_or_resync(sb, f"{sb.stack_name('dpg')}_{leader}", port).close()
+    _connect_or_resync(sb, f"{sb.stack_name('dpg')}_{leader}", stacks.member_port(sb, leader)).close()
     return True
 
 

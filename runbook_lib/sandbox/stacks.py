@@ -48,6 +48,11 @@ def members(sb: Sandbox) -> list[dict[str, Any]]:
             for i in range(3)]
 
 
+def member_port(sb: Sandbox, name: str) -> int:
+    """The PostgreSQL port of the Patroni member called `name`."""
+    return next(m["pg"] for m in members(sb) if m["name"] == name)
+
+
 def app_names(sb: Sandbox) -> tuple[str, str]:
     app = sb.params.target.app
     return (app.database, app.role) if app else ("app", "app")

@@ -27,10 +27,6 @@ def session_sandbox(params_path: str | None = None) -> Iterator[Sandbox]:
             lifecycle.down(sb, volumes=os.environ.get("RUNBOOK_RESET_SANDBOX") == "1")
 
 
-def member_port(sb: Sandbox, name: str) -> int:
-    return next(m["pg"] for m in stacks.members(sb) if m["name"] == name)
-
-
 def rw_lands_on(sb: Sandbox) -> tuple[str, bool]:
     """(inet_server_port-derived member name, in_recovery) of a connection through HAProxy rw."""
     with health.connect(sb, sb.spec.ports.haproxy_rw, timeout=2) as conn:

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 import requests
 
-from runbook_lib.sandbox import health, status, testing
+from runbook_lib.sandbox import health, stacks, status, testing
 
 pytestmark = pytest.mark.sandbox
 
@@ -19,7 +19,7 @@ def test_exactly_one_leader_and_two_streaming_replicas(sandbox):
 
 def test_replicas_stream_from_the_leader_with_slots(sandbox):
     leader = health.leader_name(sandbox)
-    with health.connect(sandbox, testing.member_port(sandbox, leader)) as conn:
+    with health.connect(sandbox, stacks.member_port(sandbox, leader)) as conn:
         rows = conn.execute("SELECT application_name, state FROM pg_stat_replication").fetchall()
         slots = conn.execute("SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'").fetchall()
     assert sorted(r[1] for r in rows) == ["streaming", "streaming"]

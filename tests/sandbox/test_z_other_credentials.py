@@ -18,7 +18,7 @@ def test_up_adopts_data_directories_initialised_with_other_passwords(sandbox):
     other = {role: secrets.token_urlsafe(18) for role in resync.ROLES}
     leader = health.leader_name(sandbox)
     dpg, legacy = sandbox.stack_name("dpg"), f"{sandbox.stack_name('legacy')}_postgres"
-    resync.set_passwords(f"{dpg}_{leader}", testing.member_port(sandbox, leader), other)
+    resync.set_passwords(f"{dpg}_{leader}", stacks.member_port(sandbox, leader), other)
     resync.set_passwords(legacy, sandbox.spec.ports.legacy, other)
     for port in (sandbox.spec.ports.haproxy_rw, sandbox.spec.ports.legacy):
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
