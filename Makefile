@@ -10,14 +10,14 @@ PARAMS ?= parameters/sandbox.yaml
 demo: host setup
 	$(BIN)/runbook sandbox up --params $(PARAMS)
 	$(BIN)/runbook run status --params $(PARAMS)
-	$(BIN)/runbook archive index $$($(BIN)/python -c "from runbook_lib.params import load_params; print(load_params('$(PARAMS)').campaign)")
+	$(BIN)/runbook archive index $$($(BIN)/python -c "from runbook_lib.config.params import load_params; print(load_params('$(PARAMS)').campaign)")
 
 test: host setup
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # System programs the tool drives or the tests use, installed only when missing (root, Debian).
 host:
-	@$(PYTHON) runbook_lib/hostdeps.py
+	@$(PYTHON) runbook_lib/sandbox/hostdeps.py
 
 setup: $(VENV)/.installed
 

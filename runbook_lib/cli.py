@@ -14,11 +14,11 @@ from pathlib import Path
 sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 from rich.console import Console  # noqa: E402
-from rich.table import Table
+from rich.table import Table  # noqa: E402
 
-from runbook_lib import archive, runinfo, runner, schedule  # noqa: E402
-from runbook_lib.params import ParamsError, load_params  # noqa: E402
-from runbook_lib.policy import format_duration, parse_duration  # noqa: E402
+from runbook_lib.config.params import ParamsError, load_params  # noqa: E402
+from runbook_lib.config.policy import format_duration, parse_duration  # noqa: E402
+from runbook_lib.run import archive, runinfo, runner, schedule  # noqa: E402
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -107,7 +107,7 @@ def _cmd_archive_add(args: argparse.Namespace) -> int:
 
 def _cmd_signoff(args: argparse.Namespace) -> int:
     """Record an approval bound to the current readiness and phase 1 records, or list what is present."""
-    from runbook_lib import signoffs
+    from runbook_lib.campaign import signoffs
 
     try:
         params = load_params(args.params)
@@ -153,9 +153,26 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_notebooks(args: argparse.Namespace) -> int:
+    """Write each runbook's notebook from its book (steps, titles, docstrings); --check only compares."""
+    from runbook_lib import books
+    from runbook_lib.run.book import render
+
+    folder = runinfo.runbooks_dir()
+    if args.check:
+        stale = [n for n in books.BOOKS if not (folder / f"{n}.ipynb").exists()
+                 or (folder / f"{n}.ipynb").read_text() != render(books.load(n))]
+        for name in stale:
+            console.print(f"[red]{folder / name}.ipynb differs from runbook_lib/books/{name}.py[/red]", highlight=False)
+        return 1 if stale else 0
+    for path in books.write_notebooks(folder):
+        console.print(f"wrote {path}", highlight=False)
+    return 0
+
+
 def _cmd_localpg(args: argparse.Namespace) -> int:
     """The docker-free target of parameters/local.yaml."""
-    from runbook_lib.localpg import LocalPostgres, LocalPostgresError
+    from runbook_lib.sandbox.localpg import LocalPostgres, LocalPostgresError
 
     pg = LocalPostgres(runinfo.project_root() / ".localpg", port=args.port)
     try:
@@ -218,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     lab.set_defaults(func=_cmd_lab)
 
     sub.add_parser("list", help="list the runbooks").set_defaults(func=_cmd_list)
+    notebooks = sub.add_parser("notebooks", help="write runbooks/*.ipynb from runbook_lib/books (or --check them)")
+    notebooks.add_argument("--check", action="store_true", help="exit 1 when a notebook differs from its book")
+    notebooks.set_defaults(func=_cmd_notebooks)
 
     signoff = sub.add_parser("signoff", help="record a sign-off for the migration, or list them (--status)")
     signoff.add_argument("--campaign", required=True)
@@ -235,15 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     localpg.add_argument("--port", type=int, default=55432)
     localpg.set_defaults(func=_cmd_localpg)
 
-    from runbook_lib.readiness import cli as readiness_cli
+    from runbook_lib.readiness import command as readiness_cli
 
     readiness_cli.register(sub)
-    try:
-        from runbook_lib.sandbox import cli as sandbox_cli
-    except ImportError:  # pragma: no cover - the sandbox is optional for the core commands
-        sandbox_cli = None
-    if sandbox_cli is not None and hasattr(sandbox_cli, "register"):
-        sandbox_cli.register(sub)
+    from runbook_lib.sandbox import command as sandbox_cli
+
+    sandbox_cli.register(sub)
     return parser
 
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import time
-
-from runbook_lib import records, runner, signoffs
+from runbook_lib.campaign import records, signoffs
 from runbook_lib.clients import prometheus
-from runbook_lib.params import Params, load_params
+from runbook_lib.config.params import Params, load_params
+from runbook_lib.run import runner
 
 
 def window_overrides(hours: float = 4) -> list[str]:
     """A maintenance window opening now, as -p overrides."""
-    start = datetime.now(timezone.utc).replace(microsecond=0)
+    start = datetime.now(UTC).replace(microsecond=0)
     return [f"window.start={start.isoformat()}", f"window.end={(start + timedelta(hours=hours)).isoformat()}"]
 
 

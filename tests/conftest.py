@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbook_lib.localpg import LocalPostgres
+from runbook_lib.sandbox.localpg import LocalPostgres
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
@@ -60,9 +60,9 @@ def outputs(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def sandbox():  # noqa: ANN201 - runbook_lib.sandbox.context.Sandbox
     """The sandbox, started once for the session and taken down at its end (RUNBOOK_KEEP_SANDBOX=1 keeps it)."""
-    from runbook_lib.sandbox import testing
+    from tests import sandboxes
 
-    yield from testing.session_sandbox()
+    yield from sandboxes.session_sandbox()
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +72,7 @@ def sandbox_params_file(sandbox) -> Path:  # noqa: ANN001
 
 @pytest.fixture(scope="session")
 def sandbox_params(sandbox_params_file: Path):  # noqa: ANN201
-    from runbook_lib.params import load_params
+    from runbook_lib.config.params import load_params
 
     return load_params(sandbox_params_file)
 
@@ -85,14 +85,14 @@ def sandbox_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def ready_campaign(sandbox_params_file: Path, sandbox_outputs: Path) -> Path:
     """A campaign holding what readiness needs from earlier runs: a load test and passing failover drills."""
-    from runbook_lib import runner
+    from runbook_lib.run import runner
 
     for book, extra in (("load_test", ["target.workload.duration=10s"]), ("failover_drill", [])):
         done = runner.run(book, str(sandbox_params_file), outputs_dir=sandbox_outputs, echo=False,
                           campaign="ready", overrides=extra)
         assert done.exit_code == 0, f"{book}: {done.message}"
     # the drill restarted members: readiness (MON-01) is judged once Prometheus has scraped them again
-    from runbook_lib.params import load_params
+    from runbook_lib.config.params import load_params
     from tests.campaign import prometheus_sees_all_up
 
     prometheus_sees_all_up(load_params(sandbox_params_file))

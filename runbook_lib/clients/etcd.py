@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from runbook_lib.clients import http
-from runbook_lib.params import Etcd
+from runbook_lib.config.params import Etcd
 
 
 def member_list(spec: Etcd) -> dict[str, Any]:

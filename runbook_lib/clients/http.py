@@ -6,16 +6,17 @@ from typing import Any
 
 import requests
 
-from runbook_lib import redact
+from runbook_lib.config import redact
+from runbook_lib.errors import RunbookError
 
 TIMEOUT = 5.0
 
 
-class HttpError(Exception):
+class HttpError(RunbookError):
     pass
 
 
-def call(method: str, url: str, *, json_body: Any = None, params: dict | None = None, timeout: float = TIMEOUT,
+def call(method: str, url: str, *, json_body: Any = None, params: dict[str, Any] | None = None, timeout: float = TIMEOUT,
          expect_json: bool = True, ok_codes: tuple[int, ...] = (200,)) -> Any:
     try:
         response = requests.request(method, url, json=json_body, params=params, timeout=timeout)

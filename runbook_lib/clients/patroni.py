@@ -7,7 +7,7 @@ from typing import Any
 import requests
 
 from runbook_lib.clients import http
-from runbook_lib.params import Patroni
+from runbook_lib.config.params import Patroni
 
 
 def cluster(spec: Patroni) -> dict[str, Any]:

@@ -45,7 +45,10 @@ def alertmanager_receivers(url: str) -> list[str]:
 
 def send_alert(url: str, labels: dict[str, str], annotations: dict[str, str], seconds: float = 120) -> None:
     now = time.time()
-    iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
     http.post(f"{url.rstrip('/')}/api/v2/alerts",
-              [{"labels": labels, "annotations": annotations, "startsAt": iso(now), "endsAt": iso(now + seconds)}],
+              [{"labels": labels, "annotations": annotations, "startsAt": _iso(now), "endsAt": _iso(now + seconds)}],
               expect_json=False)
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

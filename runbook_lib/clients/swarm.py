@@ -10,7 +10,7 @@ import docker
 import docker.errors
 from docker.models.services import Service
 
-from runbook_lib.params import Swarm
+from runbook_lib.config.params import Swarm
 
 
 @lru_cache(maxsize=4)

@@ -6,7 +6,7 @@ import socket
 import ssl
 import struct
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cryptography import x509
 
@@ -27,7 +27,7 @@ class ServerCertificate:
 
     @property
     def days_left(self) -> float:
-        return (self.not_after - datetime.now(timezone.utc)).total_seconds() / 86400
+        return (self.not_after - datetime.now(UTC)).total_seconds() / 86400
 
 
 def postgres_certificate(host: str, port: int, cafile: str | None, timeout: float = 5) -> ServerCertificate:
@@ -54,4 +54,7 @@ def _handshake(host: str, port: int, ctx: ssl.SSLContext, timeout: float) -> byt
         if raw.recv(1) != b"S":
             raise ssl.SSLError("the server does not offer TLS")
         with ctx.wrap_socket(raw, server_hostname=host) as tls:
-            return tls.getpeercert(binary_form=True)
+            der = tls.getpeercert(binary_form=True)
+    if der is None:
+        raise ssl.SSLError("the server presented no certificate")
+    return der

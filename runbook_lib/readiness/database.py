@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from runbook_lib.clients import pgbouncer
+from runbook_lib.ops import catalog
 from runbook_lib.readiness.model import Finding
 from runbook_lib.readiness.probe import Probe
 from runbook_lib.readiness.registry import check
@@ -59,7 +60,7 @@ def decide_hba(rules: list[dict[str, Any]], allowed: list[str]) -> Finding:
             continue
         if net.prefixlen == 0:
             problems.append(f"{line}: {net} is open to the world")
-        elif not any(net.version == a.version and net.subnet_of(a) for a in nets):
+        elif not any(net.version == a.version and net.subnet_of(a) for a in nets):  # type: ignore[arg-type]
             problems.append(f"{line}: {net} is outside the allowed CIDRs")
     return Finding.check(not problems, problems or "all network lines restricted",
                          f"no trust, no /0, within {allowed}", "pg_hba_file_rules")
@@ -161,25 +162,11 @@ def db07(p: Probe) -> Finding:
 
 def vector_columns(p: Probe, endpoint: str) -> list[dict[str, Any]]:
     """Every column of a vector type and the valid HNSW indexes on it (shared with PERF-11)."""
-    return p.shared(f"vector-columns:{endpoint}", lambda: p.sql(endpoint, """
-        SELECT n.nspname AS schema, c.relname AS table, a.attname AS column, t.typname AS type,
-               array_remove(array_agg(DISTINCT CASE WHEN am.amname = ANY(%(methods)s) AND i.indisvalid
-                                                THEN ic.relname END), NULL) AS hnsw_indexes,
-               array_remove(array_agg(DISTINCT CASE WHEN am.amname = ANY(%(methods)s) AND i.indisvalid
-                                                THEN opc.opcname END), NULL) AS opclasses
-        FROM pg_attribute a
-        JOIN pg_class c ON c.oid = a.attrelid AND c.relkind IN ('r', 'p')
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-        JOIN pg_type t ON t.oid = a.atttypid
-        LEFT JOIN pg_index i ON i.indrelid = c.oid AND a.attnum = ANY(i.indkey)
-        LEFT JOIN pg_class ic ON ic.oid = i.indexrelid
-        LEFT JOIN pg_am am ON am.oid = ic.relam
-        LEFT JOIN pg_opclass opc ON opc.oid = i.indclass[array_position(i.indkey::int2[], a.attnum)]  -- both 0-based
-        WHERE t.typname = ANY(%(types)s) AND a.attnum > 0 AND NOT a.attisdropped
-          AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-          AND NOT c.relispartition
-        GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3""",
-        {"methods": p.settings.vector.hnsw_methods, "types": p.settings.vector.types}))
+    def fetch() -> list[dict[str, Any]]:
+        with p.connect(endpoint) as conn:
+            return catalog.vector_columns(conn, p.settings.vector.hnsw_methods, p.settings.vector.types)
+
+    return p.shared(f"vector-columns:{endpoint}", fetch)
 
 
 @check("DB-08")
@@ -241,7 +228,7 @@ def db11(p: Probe) -> Finding:
 
 @check("DB-12")
 def db12(p: Probe) -> Finding:
-    with pgbouncer.connect(p.params) as conn:
+    with pgbouncer.connect(p.params.endpoints.admin()) as conn:
         databases = pgbouncer.show(conn, "DATABASES")
         config = {r["key"]: r["value"] for r in pgbouncer.show(conn, "CONFIG")}
     default = int(config.get("default_pool_size", 20))

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from runbook_lib import redact
-from runbook_lib.params import Params
-from runbook_lib.readiness import registry
+from runbook_lib.config import redact
+from runbook_lib.config.params import Params
+from runbook_lib.readiness import (  # noqa: F401 - each category module registers its checks
+    database,
+    high_availability,
+    infrastructure,
+    monitoring,
+    performance,
+    registry,
+    security,
+)
 from runbook_lib.readiness.model import Finding, Item, ItemResult, checklist  # noqa: F401 (checklist re-exported)
 from runbook_lib.readiness.probe import NotConfigured, Probe
 
 
 def decide(item: Item, probe: Probe) -> Finding:
     """One item's finding; a check that cannot reach its source reports error, never pass."""
-    fn = registry.load_all().get(item.id)
+    fn = registry.CHECKS.get(item.id)
     if fn is None:
         if item.automated:
             return Finding("error", reason="no check is implemented for this automated item")
@@ -52,7 +60,6 @@ def run(params: Params, *, only: list[str] | None = None, campaign_dir: Path | N
     unknown = sorted(set(only or []) - {it.id for it in items})
     if unknown:
         raise ValueError(f"unknown readiness items: {', '.join(unknown)}")
-    registry.load_all()  # import every category module once, here, not from concurrent threads
     probe = Probe(params, campaign_dir)
     settings = params.readiness
     slots = threading.BoundedSemaphore(settings.concurrency)

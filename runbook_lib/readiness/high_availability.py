@@ -9,8 +9,9 @@ from typing import Any
 
 import psycopg
 
-from runbook_lib import drills, records
+from runbook_lib.campaign import records
 from runbook_lib.clients import etcd, patroni, postgres
+from runbook_lib.ops import drills
 from runbook_lib.readiness.model import Finding
 from runbook_lib.readiness.probe import Probe
 from runbook_lib.readiness.registry import check
@@ -119,11 +120,11 @@ _STANDBY_POSITIONS = """SELECT pg_is_wal_replay_paused() AS paused,
 @check("HA-03")
 def ha03(p: Probe) -> Finding:
     with contextlib.ExitStack() as stack:
-        leader = stack.enter_context(postgres.connect(p.params, p.write_endpoint))
+        leader = stack.enter_context(p.connect(p.write_endpoint))
         standbys: dict[str, Any] = {}
         for name in p.members():
             try:
-                conn = stack.enter_context(postgres.connect(p.params, name))
+                conn = stack.enter_context(p.connect(name))
             except psycopg.OperationalError:
                 continue  # a member that is down is HA-01's finding; here only the running ones are judged
             if postgres.scalar(conn, "SELECT pg_is_in_recovery()"):

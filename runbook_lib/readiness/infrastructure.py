@@ -152,8 +152,7 @@ def inf06(p: Probe) -> Finding:
     certs = {}
     for member in p.members():
         db = p.database(member)
-        cert = tlsprobe.postgres_certificate(db.host, db.port, str(p.params.path(db.sslrootcert))
-                                             if db.sslrootcert else None)
+        cert = tlsprobe.postgres_certificate(db.host, db.port, str(db.sslrootcert) if db.sslrootcert else None)
         certs[member] = {"verified": cert.verified, "days_left": round(cert.days_left, 1)}
     ok = all(distributed.get(s) for s in wanted) and all(
         c["verified"] and c["days_left"] > p.settings.cert_min_days for c in certs.values())
@@ -168,7 +167,7 @@ def inf07(p: Probe) -> Finding:
     if not expected:
         return Finding("n/a", "no DNS names configured", "readiness.dns", "parameters")
     observed = {}
-    for name, address in expected.items():
+    for name in expected:
         try:
             observed[name] = sorted({ai[4][0] for ai in socket.getaddrinfo(name, None)})
         except socket.gaierror as exc:
@@ -227,7 +226,7 @@ def inf12(p: Probe) -> Finding:
     offsets = {}
     for member in p.members():
         # NTP-style: several readings on one connection, the one with the shortest round trip decides
-        with postgres.connect(p.params, member) as conn:
+        with p.connect(member) as conn:
             samples = []
             for _ in range(5):
                 before = time.time()

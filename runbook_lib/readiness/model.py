@@ -60,7 +60,7 @@ class Finding:
 
     @classmethod
     def check(cls, ok: bool, observed: Any, expected: Any, source: str = "", reason: str = "",
-              otherwise: Outcome = "fail") -> "Finding":
+              otherwise: Outcome = "fail") -> Finding:
         return cls("pass" if ok else otherwise, observed, expected, source, reason)
 
 

@@ -7,7 +7,6 @@ import time
 import uuid
 from typing import Any
 
-from runbook_lib import records
 from runbook_lib.clients import http, prometheus
 from runbook_lib.readiness.model import Finding
 from runbook_lib.readiness.probe import Probe
@@ -35,13 +34,9 @@ def decide_rules(rules: list[dict[str, Any]], matrix_metrics: list[str]) -> Find
                          "a rule per matrix metric; critical, warning and info present", "GET /api/v1/rules")
 
 
-def _prometheus(p: Probe) -> str:
-    return p.need(p.params.target.prometheus, "target.prometheus").url
-
-
 @check("MON-01")
 def mon01(p: Probe) -> Finding:
-    return decide_targets(prometheus.targets(_prometheus(p)), p.settings.scrape_jobs)
+    return decide_targets(prometheus.targets(p.prometheus_url()), p.settings.scrape_jobs)
 
 
 @check("MON-02")
@@ -66,7 +61,7 @@ def mon02(p: Probe) -> Finding:
 
 @check("MON-03")
 def mon03(p: Probe) -> Finding:
-    return decide_rules(prometheus.rules(_prometheus(p)), [r.metric for r in p.params.policy.monitoring_matrix])
+    return decide_rules(prometheus.rules(p.prometheus_url()), [r.metric for r in p.params.policy.monitoring_matrix])
 
 
 @check("MON-04")
@@ -105,7 +100,7 @@ def mon05(p: Probe) -> Finding:
 
 @check("MON-08")
 def mon08(p: Probe) -> Finding:
-    url = _prometheus(p)
+    url = p.prometheus_url()
     observed = {}
     for role, name in p.settings.app_metrics.items():
         observed[role] = len(prometheus.query(url, name))
@@ -114,21 +109,9 @@ def mon08(p: Probe) -> Finding:
                          {r: f"{n} present" for r, n in p.settings.app_metrics.items()}, "Prometheus instant query")
 
 
-def _record_finding(p: Probe, kind: str, max_age: str, decide: Any) -> Finding:
-    record = records.latest(p.campaign_dir, kind)
-    if record is None:
-        return Finding("fail", f"no {kind} record in this campaign", f"a {kind} record younger than {max_age}",
-                       f"records/{kind}.json")
-    age = records.age_seconds(record)
-    if age > p.seconds(max_age):
-        return Finding("fail", f"{kind} record is {age / 86400:.1f} days old", f"younger than {max_age}",
-                       f"records/{kind}.json")
-    return decide(record["data"])
-
-
 @check("MON-09")
 def mon09(p: Probe) -> Finding:
-    return _record_finding(p, "baseline", p.settings.baseline_max_age, lambda d: Finding(
+    return p.record_finding("baseline", p.settings.baseline_max_age, lambda d: Finding(
         "pass", {k: d.get(k) for k in ("tps", "p95_ms", "recorded_on")}, "a baseline", "records/baseline.json"))
 
 

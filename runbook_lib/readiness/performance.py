@@ -9,10 +9,9 @@ from typing import Any
 from psycopg import sql
 
 from runbook_lib.clients import pgbouncer, postgres, prometheus
-from runbook_lib.monitoring.expressions import expression
+from runbook_lib.promql.expressions import expression
 from runbook_lib.readiness.database import vector_columns
 from runbook_lib.readiness.model import Finding
-from runbook_lib.readiness.monitoring import _prometheus, _record_finding
 from runbook_lib.readiness.probe import Probe
 from runbook_lib.readiness.registry import check
 
@@ -45,7 +44,7 @@ def decide_knn(latencies_ms: list[float], recalls: list[float], index_used: bool
 @check("PERF-01")
 def perf01(p: Probe) -> Finding:
     target = p.settings.load_test_concurrency
-    return _record_finding(p, "load_test", p.settings.baseline_max_age, lambda d: Finding.check(
+    return p.record_finding("load_test", p.settings.baseline_max_age, lambda d: Finding.check(
         d.get("concurrency", 0) >= target, d.get("concurrency"), f">= {target}", "records/load_test.json",
         otherwise="warn"))
 
@@ -53,7 +52,7 @@ def perf01(p: Probe) -> Finding:
 @check("PERF-02")
 def perf02(p: Probe) -> Finding:
     target = p.settings.tps_target
-    return _record_finding(p, "load_test", p.settings.baseline_max_age, lambda d: Finding.check(
+    return p.record_finding("load_test", p.settings.baseline_max_age, lambda d: Finding.check(
         d.get("tps", 0) >= target, d.get("tps"), f">= {target:g} TPS", "records/load_test.json"))
 
 
@@ -67,16 +66,16 @@ def perf03(p: Probe) -> Finding:
         return Finding.check(ok, observed, {q: f"<= {v:g} ms" for q, v in targets.items()}, "records/load_test.json",
                              otherwise="warn")
 
-    return _record_finding(p, "load_test", p.settings.baseline_max_age, decide)
+    return p.record_finding("load_test", p.settings.baseline_max_age, decide)
 
 
 def _node_metric(p: Probe, metric: str, window_s: float) -> float | None:
-    return prometheus.scalar(_prometheus(p), f"max_over_time(({expression(metric)})[{int(window_s)}s:30s])")
+    return prometheus.scalar(p.prometheus_url(), f"max_over_time(({expression(metric)})[{int(window_s)}s:30s])")
 
 
 @check("PERF-04")
 def perf04(p: Probe) -> Finding:
-    from runbook_lib import records
+    from runbook_lib.campaign import records
 
     record = records.latest(p.campaign_dir, "load_test")
     window = max(records.age_seconds(record) + 60, 300) if record else 3600
@@ -92,14 +91,14 @@ def perf04(p: Probe) -> Finding:
 def perf06(p: Probe) -> Finding:
     endpoint = p.app_endpoint
     if not p.sql(endpoint, "SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"):
-        return Finding("fail", "pg_stat_statements not installed", "installed", "pg_extension", otherwise="warn")
+        return Finding("warn", "pg_stat_statements not installed", "installed", "pg_extension")
     top = p.sql(endpoint, """SELECT query FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
         WHERE d.datname = current_database() AND query ~* '^\\s*(select|update|delete)' AND query !~* 'pg_catalog|pg_stat'
         ORDER BY total_exec_time DESC LIMIT 10""")
     large = {r["relname"] for r in p.sql(endpoint, "SELECT relname FROM pg_class WHERE relkind = 'r' AND reltuples > %s",
                                          [p.settings.large_table_rows])}
     seq, planned = [], 0
-    with postgres.connect(p.params, endpoint) as conn:
+    with p.connect(endpoint) as conn:
         for row in top:
             try:
                 plan = postgres.query(conn, sql.SQL("EXPLAIN (GENERIC_PLAN, FORMAT JSON) {}").format(
@@ -120,7 +119,7 @@ def perf06(p: Probe) -> Finding:
 
 @check("PERF-07")
 def perf07(p: Probe) -> Finding:
-    with pgbouncer.connect(p.params) as conn:
+    with pgbouncer.connect(p.params.endpoints.admin()) as conn:
         pools = pgbouncer.show(conn, "POOLS")
     waiting = {f"{r['database']}/{r['user']}": r["cl_waiting"] for r in pools if int(r["cl_waiting"]) > 0}
     return Finding.check(not waiting, waiting or "no waiting clients", "cl_waiting = 0 in every pool", "SHOW POOLS",
@@ -160,7 +159,7 @@ def perf11(p: Probe) -> Finding:
     knn = sql.SQL("SELECT ctid::text AS id FROM {t} ORDER BY {c} {op} %s::{typ} LIMIT 10").format(
         t=table, c=column, op=op, typ=sql.Identifier(col["type"]))
     latencies, recalls = [], []
-    with postgres.connect(p.params, endpoint) as conn:
+    with p.connect(endpoint) as conn:
         samples = postgres.query(conn, sql.SQL("SELECT {c}::text AS v FROM {t} TABLESAMPLE SYSTEM (10) LIMIT %s")
                                  .format(c=column, t=table), [p.settings.vector_queries])
         if len(samples) < p.settings.vector_queries:

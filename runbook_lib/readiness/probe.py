@@ -7,16 +7,23 @@ once per readiness run, under a lock, since checks run concurrently.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+import psycopg
+
+from runbook_lib.campaign import records
 from runbook_lib.clients import postgres
-from runbook_lib.params import Database, Params
-from runbook_lib.policy import parse_duration
-from runbook_lib.readiness.settings import ReadinessSettings
+from runbook_lib.config.endpoints import PgSpec
+from runbook_lib.config.params import Params
+from runbook_lib.config.policy import parse_duration
+from runbook_lib.config.readiness_settings import ReadinessSettings
+from runbook_lib.errors import RunbookError
+from runbook_lib.readiness.model import Finding
 
 
-class NotConfigured(Exception):
+class NotConfigured(RunbookError):
     """The target lacks what an item needs; the item reports error, naming the missing parameter."""
 
 
@@ -54,10 +61,28 @@ class Probe:
         return value
 
     def endpoints(self, *roles: str) -> list[str]:
-        return [name for name, db in self.params.target.databases.items() if not roles or db.role in roles]
+        return [spec.name for spec in self.params.endpoints.by_role(*roles)]
 
-    def database(self, name: str) -> Database:
-        return self.params.target.databases[name]
+    def database(self, name: str) -> PgSpec:
+        return self.params.endpoints.db(name)
+
+    def connect(self, endpoint: str, **connect: Any) -> psycopg.Connection[dict[str, Any]]:
+        return postgres.connect(self.database(endpoint), **connect)
+
+    def prometheus_url(self) -> str:
+        return str(self.need(self.params.target.prometheus, "target.prometheus").url)
+
+    def record_finding(self, kind: str, max_age: str, decide: Callable[[dict[str, Any]], Finding]) -> Finding:
+        """Decide from the campaign's latest `kind` record, failing when it is missing or older than max_age."""
+        record = records.latest(self.campaign_dir, kind)
+        if record is None:
+            return Finding("fail", f"no {kind} record in this campaign", f"a {kind} record younger than {max_age}",
+                           f"records/{kind}.json")
+        age = records.age_seconds(record)
+        if age > self.seconds(max_age):
+            return Finding("fail", f"{kind} record is {age / 86400:.1f} days old", f"younger than {max_age}",
+                           f"records/{kind}.json")
+        return decide(record["data"])
 
     @property
     def app_endpoint(self) -> str:
@@ -78,7 +103,7 @@ class Probe:
         return self.endpoints("member") or self.endpoints("primary", "replica")
 
     def sql(self, endpoint: str, statement: Any, args: Any = None, **connect: Any) -> list[dict]:
-        with postgres.connect(self.params, endpoint, **connect) as conn:
+        with self.connect(endpoint, **connect) as conn:
             return postgres.query(conn, statement, args)
 
     def sql_one(self, endpoint: str, statement: Any, args: Any = None) -> dict:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from runbook_lib.readiness.model import Finding
@@ -21,11 +22,3 @@ def check(item_id: str) -> Callable[[CheckFn], CheckFn]:
         return fn
 
     return register
-
-
-def load_all() -> dict[str, CheckFn]:
-    """Import every category module so each registers its checks."""
-    from runbook_lib.readiness import (  # noqa: F401
-        database, high_availability, infrastructure, monitoring, performance, security)
-
-    return CHECKS

@@ -9,9 +9,9 @@ from typing import Any
 import pandas as pd
 import plotly.express as px
 
-from runbook_lib import records
+from runbook_lib.campaign import records
 from runbook_lib.readiness.model import OUTCOMES, ItemResult, Verdict
-from runbook_lib.steps import json_safe
+from runbook_lib.values import json_safe
 
 COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "warn": "#bf8700", "missing": "#8250df", "waived": "#0969da",
            "n/a": "#8c959f", "error": "#57606a"}

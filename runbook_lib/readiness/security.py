@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -22,8 +23,8 @@ SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|KEY)", re.IGNORECASE)
 def _server_rules(p: Probe) -> list[dict[str, Any]]:
     rules = []
     for member in p.members():
-        rules += [{**r, "member": member} for r in p.shared(f"hba:{member}", lambda m=member: p.sql(
-            m, "SELECT * FROM pg_hba_file_rules"))]
+        rows: list[dict[str, Any]] = p.shared(f"hba:{member}", partial(p.sql, member, "SELECT * FROM pg_hba_file_rules"))
+        rules += [{**r, "member": member} for r in rows]
     return rules
 
 
@@ -71,7 +72,7 @@ def sec01(p: Probe) -> Finding:
             try:
                 psycopg.connect(host=db.host, port=db.port, dbname="postgres", user="postgres",
                                 password=candidate, sslmode=db.sslmode if db.sslmode != "disable" else "prefer",
-                                sslrootcert=str(p.params.path(db.sslrootcert)) if db.sslrootcert else None,
+                                sslrootcert=str(db.sslrootcert) if db.sslrootcert else None,
                                 connect_timeout=5).close()
                 accepted.append(f"{member}: a default password")
             except psycopg.OperationalError:
@@ -83,14 +84,14 @@ def sec01(p: Probe) -> Finding:
         if not str(r.get("type", "")).startswith("host") or r.get("database") == ["replication"]:
             continue
         if "postgres" in users or "all" in users:
-            address = r.get("address")
+            address = str(r.get("address"))
             try:
                 net = ipaddress.ip_network(f"{address}/{r.get('netmask')}" if r.get("netmask") else address,
                                            strict=False)
             except (TypeError, ValueError):
                 exposed.append(f"{r['member']} line {r['line_number']}: {address}")
                 continue
-            if not any(net.version == a.version and net.subnet_of(a) for a in admin):
+            if not any(net.version == a.version and net.subnet_of(a) for a in admin):  # type: ignore[arg-type]
                 exposed.append(f"{r['member']} line {r['line_number']}: {net}")
     return Finding.check(not accepted and not exposed, {"default_password_logins": accepted,
                                                         "superuser_network_lines": exposed},
@@ -124,8 +125,7 @@ def sec03(p: Probe) -> Finding:
         if ssl != "on":
             bad.append(f"{member}: ssl off")
             continue
-        cert = tlsprobe.postgres_certificate(db.host, db.port, str(p.params.path(db.sslrootcert))
-                                             if db.sslrootcert else None)
+        cert = tlsprobe.postgres_certificate(db.host, db.port, str(db.sslrootcert) if db.sslrootcert else None)
         observed[member] = {"subject": cert.subject, "issuer": cert.issuer, "days_left": round(cert.days_left, 1),
                             "verified": cert.verified}
         if cert.days_left <= 0 or not cert.verified or cert.self_signed:
@@ -137,15 +137,16 @@ def sec03(p: Probe) -> Finding:
 
 def _app_credentials(p: Probe) -> tuple[str, str]:
     app = p.need(p.params.target.app, "target.app")
-    pooled = [d for d in p.params.target.databases.values() if d.user == app.role and d.password]
+    pooled = [d for d in p.params.endpoints.by_role() if d.user == app.role and d.password]
     db = p.need(pooled, f"a database endpoint with user {app.role} and a password reference")[0]
-    return app.role, p.params.resolve(db.password).reveal()
+    assert db.password is not None
+    return app.role, db.password.resolve().reveal()
 
 
 @check("SEC-04")
 def sec04(p: Probe) -> Finding:
     user, password = _app_credentials(p)
-    app_db = p.params.target.app.database
+    app_db = p.need(p.params.target.app, "target.app").database
     accepted = {}
     for name in p.members() + p.endpoints("pooler"):
         db = p.database(name)
@@ -179,11 +180,11 @@ def sec06(p: Probe) -> Finding:
     client = swarm.for_target(p.params.target.swarm)
     used = {ref["SecretName"] for s in swarm.stack_services(p.params.target.swarm)
             for ref in s.attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Secrets", [])}
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     seconds = {}
     for secret in client.secrets.list():
         if secret.name in used:
-            created = datetime.fromisoformat(secret.attrs["CreatedAt"][:19]).replace(tzinfo=timezone.utc)
+            created = datetime.fromisoformat(secret.attrs["CreatedAt"][:19]).replace(tzinfo=UTC)
             seconds[secret.name] = (now - created).total_seconds()
     old = [n for n, age in seconds.items() if age > limit]
     ages = {n: round(age / 86400, 1) for n, age in seconds.items()}

@@ -6,15 +6,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from runbook_lib.params import Params, load_params
-from runbook_lib.sandbox.spec import SandboxSpec
+from runbook_lib.config.params import Params, load_params
+from runbook_lib.config.sandbox_spec import SandboxSpec
+from runbook_lib.errors import RunbookError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+IMAGE_DIR = PACKAGE_DIR / "image"  # what runs inside the image: programs, templates, packages
 DEFAULT_PARAMS = Path("parameters/sandbox.yaml")
 STACKS = ("legacy", "dpg", "edge", "monitoring", "app")
 
 
-class SandboxError(Exception):
+class SandboxError(RunbookError):
     """A problem the operator can act on; the message says what is wrong and what to do."""
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from datetime import datetime
+from typing import Any
 
 import psycopg
 import requests

@@ -12,22 +12,34 @@ import time
 import psycopg
 import requests
 
-from runbook_lib.sandbox import (credentials, pgconf, docker_cli, engine, health, image, ports, progress, resync,
-                                 seed, stacks, tls)
+from runbook_lib.sandbox import (
+    credentials,
+    docker_cli,
+    dockerd,
+    health,
+    pgconf,
+    ports,
+    progress,
+    resync,
+    seed,
+    stacks,
+    tls,
+)
+from runbook_lib.sandbox.build import build_image
 from runbook_lib.sandbox.context import STACKS, Sandbox, SandboxError
 
 
 def prepare_engine(sb: Sandbox) -> None:
     with progress.step("Docker engine"):
-        version = engine.ensure_engine(sb)
+        version = dockerd.ensure_engine(sb)
         progress.info(f"engine {version}")
     with progress.step("Swarm"):
-        progress.info(engine.ensure_swarm())
+        progress.info(dockerd.ensure_swarm())
 
 
 def build(sb: Sandbox, force: bool = False) -> float:
     prepare_engine(sb)
-    name, seconds = image.build(sb, force=force)
+    name, seconds = build_image(sb, force=force)
     progress.info(f"image {name}" + (f" built in {seconds:.0f}s" if seconds else " (already built)"))
     return seconds
 
@@ -49,7 +61,7 @@ def up(sb: Sandbox, scale: int | None = None) -> float:
     with progress.step("port check (127.0.0.1)"):
         check_ports(sb)
         progress.info(f"{len(sb.spec.ports.all_ports(sb.spec.app.replicas))} ports free or held by this sandbox")
-    image.build(sb)
+    build_image(sb)
     with progress.step("credentials, CA and server certificate"):
         credentials.ensure(sb)
         tls.ensure(sb)
@@ -167,7 +179,7 @@ def wait_healthy(sb: Sandbox, timeout: float, since: float | None = None, only: 
 def down(sb: Sandbox, volumes: bool = False) -> None:
     """Remove the stacks (and with volumes=True their volumes and the sandbox's secrets/configs)."""
     docker_cli.set_env(sb.docker_env())
-    if engine.server_version() is None:
+    if dockerd.server_version() is None:
         raise SandboxError("no Docker engine answers; nothing to take down (start it or set DOCKER_HOST)")
     present = stacks.deployed(sb)
     with progress.step(f"remove stacks {', '.join(present) or '(none deployed)'}"):

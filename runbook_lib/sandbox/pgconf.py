@@ -6,12 +6,12 @@ connection logging, slow-query logging, archiving, logical decoding) pass on bot
 
 from __future__ import annotations
 
-from runbook_lib.sandbox.spec import SandboxSpec
+from runbook_lib.config.sandbox_spec import SandboxSpec
 
 ARCHIVE_DIR = "/var/lib/pgarchive"
 
 
-def settings(spec: SandboxSpec) -> dict[str, str | int]:
+def settings(spec: SandboxSpec) -> dict[str, str | int | float]:
     return {
         "max_connections": spec.max_connections,
         "shared_buffers": spec.shared_buffers,

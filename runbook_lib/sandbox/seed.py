@@ -7,6 +7,8 @@ events table. Data is generated server-side so seeding stays fast; `scale` multi
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 from psycopg import sql
 
@@ -136,7 +138,7 @@ def grant_app(conn: psycopg.Connection, app_role: str) -> None:
     conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     # recall over speed for k-NN: pgvector's default candidate list (40) gives ~0.95 recall@10 here
-    db = conn.execute("SELECT current_database()").fetchone()[0]
+    db = _one(conn.execute("SELECT current_database()"))
     conn.execute(sql.SQL("ALTER DATABASE {} SET hnsw.ef_search = 100").format(sql.Identifier(db)))
     conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
     conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(role))
@@ -151,10 +153,10 @@ def grant_app(conn: psycopg.Connection, app_role: str) -> None:
 def seed(conn: psycopg.Connection, scale: int, app_role: str) -> dict[str, int] | None:
     """Create schema and data in one transaction (a failed seed leaves nothing); None if already seeded."""
     conn.autocommit = True
-    if conn.execute("SELECT to_regclass('public.sandbox_seed')").fetchone()[0] is not None:
+    if _one(conn.execute("SELECT to_regclass('public.sandbox_seed')")) is not None:
         grant_app(conn, app_role)
-        if conn.execute("SELECT count(*) FROM pg_stat_user_tables WHERE n_live_tup = 0 AND last_analyze IS NULL "
-                        "AND last_autoanalyze IS NULL").fetchone()[0]:
+        if _one(conn.execute("SELECT count(*) FROM pg_stat_user_tables WHERE n_live_tup = 0 AND last_analyze IS NULL "
+                             "AND last_autoanalyze IS NULL")):
             conn.execute("ANALYZE")  # statistics were lost (an unclean stop): the planner needs them back
         return None
     counts = {k: v * scale for k, v in ROW_COUNTS.items()}
@@ -171,3 +173,9 @@ def seed(conn: psycopg.Connection, scale: int, app_role: str) -> dict[str, int] 
     conn.execute("SELECT pg_stat_force_next_flush()")
     conn.execute("ANALYZE")
     return counts
+
+
+def _one(cursor: psycopg.Cursor[Any]) -> Any:
+    row = cursor.fetchone()
+    assert row is not None, "a one-row query returned nothing"
+    return row[0]

@@ -14,11 +14,11 @@ from typing import Any
 
 import jinja2
 
-from runbook_lib.monitoring import rules as matrix_rules
-from runbook_lib.sandbox import credentials, docker_cli, image, pgconf
-from runbook_lib.sandbox.context import PACKAGE_DIR, STACKS, Sandbox
+from runbook_lib.promql import rules as matrix_rules
+from runbook_lib.sandbox import build, credentials, docker_cli, pgconf
+from runbook_lib.sandbox.context import IMAGE_DIR, STACKS, Sandbox
 
-TEMPLATES = PACKAGE_DIR / "templates"
+TEMPLATES = IMAGE_DIR / "templates"
 LABEL = "runbook.sandbox"
 
 # config key -> (source: template name or package file, file name in the rendered stack dir)
@@ -89,7 +89,7 @@ def context(sb: Sandbox) -> dict[str, Any]:
     app_db, app_role = app_names(sb)
     backend = ports.legacy if spec.pgbouncer_target == "legacy" else ports.haproxy_rw
     return {
-        "spec": spec, "ports": ports, "members": ms, "image": image.tag(sb),
+        "spec": spec, "ports": ports, "members": ms, "image": build.tag(sb),
         "net": {"external": True, "name": "host"},
         "scope": scope(sb), "target_name": sb.params.target.name,
         "etcd_hosts": ",".join(f"127.0.0.1:{m['etcd_client']}" for m in ms),
@@ -139,7 +139,7 @@ def render(sb: Sandbox) -> dict[str, Path]:
             elif source.endswith(".j2"):
                 text, fname = env.get_template(source).render(**ctx), source[:-3]
             else:
-                text, fname = (PACKAGE_DIR / source).read_text(), Path(source).name
+                text, fname = (IMAGE_DIR / source).read_text(), Path(source).name
             (d / fname).write_text(text)
             digest = hashlib.sha256(text.encode()).hexdigest()[:10]
             cfg[key] = {"name": f"{sb.stack_name(stack)}_{key}_{digest}", "file": fname}

@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchutil import arguments, median, save  # noqa: E402
 
-from runbook_lib import backup  # noqa: E402
-from runbook_lib.params import load_params  # noqa: E402
+from runbook_lib.config.params import load_params  # noqa: E402
+from runbook_lib.ops import backup  # noqa: E402
 
 
 def main() -> int:

@@ -15,15 +15,21 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchutil import arguments, median, save  # noqa: E402
 
-from runbook_lib import records, rollback, runner, signoffs, window  # noqa: E402
-from runbook_lib.params import load_params  # noqa: E402
+from runbook_lib.campaign import (
+    records,
+    signoffs,
+    window,  # noqa: E402
+)
+from runbook_lib.config.params import load_params  # noqa: E402
+from runbook_lib.ops import fallback, migration
+from runbook_lib.run import runner
 from runbook_lib.sandbox import context, lifecycle  # noqa: E402
 
 STRATEGIES = ("logical", "dump-restore")
@@ -35,7 +41,7 @@ def signed_campaign(outputs: Path, name: str, params_file: str) -> Path:
     records.save(campaign, "readiness", {"target": "sandbox", "items": [], "verdict": {
         "score": 1.0, "failing_blockers": [], "ready": True}, "note": "benchmark campaign"})
     records.save(campaign, "phase1", {"note": "benchmark campaign"})
-    start = datetime.now(timezone.utc)
+    start = datetime.now(UTC)
     window.lock(campaign, start, start + timedelta(hours=4), None)
     for role in policy.signoffs_required_before_migration:
         signoffs.record(campaign, policy, role, "benchmark")
@@ -58,8 +64,8 @@ def one_cutover(params_file: str, outputs: Path, strategy: str, i: int) -> dict:
                 "attempts": probe["attempts"], "run_s": round(report.seconds, 1),
                 "move_data_s": steps["move_data"]["seconds"]}
     finally:
-        rollback.to_legacy(params, accept_loss=True)
-        rollback.clear_new(params)
+        fallback.to_legacy(migration.route(params), accept_loss=True)
+        fallback.clear_new(migration.route(params))
 
 
 def main() -> int:

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchutil import arguments, median, save  # noqa: E402
 
-from runbook_lib.params import load_params  # noqa: E402
+from runbook_lib.config.params import load_params  # noqa: E402
 from runbook_lib.readiness import engine  # noqa: E402
 
 TARGET_S = 10.0

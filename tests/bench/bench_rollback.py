@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cutover import signed_campaign  # noqa: E402
 from benchutil import arguments, median, save  # noqa: E402
 
-from runbook_lib import rollback, runner  # noqa: E402
-from runbook_lib.params import load_params  # noqa: E402
+from runbook_lib.config.params import load_params  # noqa: E402
+from runbook_lib.ops import fallback, migration
+from runbook_lib.run import runner  # noqa: E402
 
 
 def one_rollback(params_file: str, outputs: Path, i: int) -> dict:
@@ -43,8 +44,8 @@ def one_rollback(params_file: str, outputs: Path, i: int) -> dict:
                 "tables_compared": steps["consistency_check"]["metrics"]["tables_compared"],
                 "run_s": round(report.seconds, 1)}
     finally:
-        rollback.to_legacy(params, accept_loss=True)
-        rollback.clear_new(params)
+        fallback.to_legacy(migration.route(params), accept_loss=True)
+        fallback.clear_new(migration.route(params))
 
 
 def main() -> int:

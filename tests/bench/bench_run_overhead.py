@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from runbook_lib.localpg import LocalPostgres  # noqa: E402
+from runbook_lib.sandbox.localpg import LocalPostgres  # noqa: E402
 from tests.conftest import free_port, write_params  # noqa: E402
 
 

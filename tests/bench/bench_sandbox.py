@@ -13,11 +13,12 @@ import re
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from runbook_lib.sandbox import docker_cli, image, lifecycle, testing
+from runbook_lib.sandbox import build, docker_cli, lifecycle
 from runbook_lib.sandbox.context import STACKS, load
+from tests import sandboxes
 
 BUDGETS = {"image_build_s": 180, "up_to_healthy_s": 90, "memory_total_mib": 4096}
 _UNITS = {"B": 1 / 2**20, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024, "kB": 1e3 / 2**20, "MB": 1e6 / 2**20, "GB": 1e9 / 2**20}
@@ -44,10 +45,10 @@ def main() -> int:
     ap.add_argument("--params", default=None)
     args = ap.parse_args()
     sb = load(args.params)
-    res: dict[str, object] = {"started": datetime.now(timezone.utc).isoformat(), "machine": _machine()}
+    res: dict[str, object] = {"started": datetime.now(UTC).isoformat(), "machine": _machine()}
     if not args.skip_build:
         lifecycle.prepare_engine(sb)
-        _, res["image_build_s"] = image.build(sb, force=True)
+        _, res["image_build_s"] = build.build_image(sb, force=True)
     lifecycle.down(sb, volumes=True) if _engine_up(sb) else None
     res["up_to_healthy_s"] = lifecycle.up(sb)
     time.sleep(30)  # let the application run
@@ -55,12 +56,12 @@ def main() -> int:
     res["memory_total_mib"], res["memory_by_service_mib"] = round(total, 1), {k: round(v, 1) for k, v in sorted(per.items())}
     runs = []
     for _ in range(3):
-        testing.wait_cluster_healthy(sb, 180)
+        sandboxes.wait_cluster_healthy(sb, 180)
         time.sleep(sb.spec.patroni.loop_wait * 2)
-        r = testing.failover(sb, timeout=90)
+        r = sandboxes.failover(sb, timeout=90)
         runs.append(r)
         print(f"  failover {r['old_leader']} -> {r['new_leader']}: {r['seconds']:.2f}s")
-    testing.wait_cluster_healthy(sb, 180)
+    sandboxes.wait_cluster_healthy(sb, 180)
     res["failover_runs_s"] = [round(float(r["seconds"]), 2) for r in runs]
     res["failover_median_s"] = round(statistics.median(float(r["seconds"]) for r in runs), 2)
     res["patroni_timings"] = sb.spec.patroni.model_dump()
@@ -70,7 +71,7 @@ def main() -> int:
         lifecycle.down(sb)
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    path = out / f"sandbox-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    path = out / f"sandbox-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(res, indent=2))
     print(json.dumps({k: v for k, v in res.items() if k != "memory_by_service_mib"}, indent=2))
     print(f"written {path}")
@@ -78,9 +79,9 @@ def main() -> int:
 
 
 def _engine_up(sb) -> bool:
-    from runbook_lib.sandbox import engine
+    from runbook_lib.sandbox import dockerd
     docker_cli.set_env(sb.docker_env())
-    return engine.server_version() is not None
+    return dockerd.server_version() is not None
 
 
 def _machine() -> dict[str, object]:

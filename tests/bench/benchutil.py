@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import statistics
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ def machine() -> dict[str, Any]:
 
 
 def save(name: str, figures: dict[str, Any]) -> Path:
-    figures = {"benchmark": name, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    figures = {"benchmark": name, "at": datetime.now(UTC).isoformat(timespec="seconds"),
                "machine": machine(), **figures}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -9,13 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib import archive, runner
-from runbook_lib.params import ParamsError, load_params, validate
+from runbook_lib.config.params import ParamsError, load_params, validate
 from runbook_lib.readiness import engine, registry
 from runbook_lib.readiness.model import Finding
-
+from runbook_lib.run import archive, runner
 from tests.integration.conftest import DRILL
-
 
 
 def test_secret_with_html_characters_is_masked_everywhere(tmp_path: Path, local_pg, drill: Path,
@@ -83,7 +81,6 @@ def test_embedded_password_never_echoed(tmp_path: Path) -> None:
 
 
 def test_hung_checks_do_not_hang_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    registry.load_all()
     monkeypatch.setitem(registry.CHECKS, "DB-13", lambda p: (time.sleep(30), Finding("pass"))[1])
     monkeypatch.setitem(registry.CHECKS, "DB-14", lambda p: Finding("pass"))
     params = validate({"target": {"name": "t", "environment": "sandbox",

@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from runbook_lib import archive
+from runbook_lib.run import archive
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib import migration
 from runbook_lib.clients import postgres
-from runbook_lib.localpg import LocalPostgres
-from runbook_lib.params import Params, validate
+from runbook_lib.config.params import Params, validate
+from runbook_lib.ops import migration, tools
+from runbook_lib.sandbox.localpg import LocalPostgres
 from tests.conftest import free_port
 
 
@@ -51,56 +51,56 @@ SELECT nextval('invoice_number_seq') FROM generate_series(1, 42);
 
 
 def sql(params: Params, endpoint: str, statement: str) -> list[dict]:
-    with postgres.connect(params, endpoint) as conn:
+    with postgres.connect(params.endpoints.db(endpoint)) as conn:
         return postgres.query(conn, statement)
 
 
 def test_preflight_names_tables_that_cannot_replicate(params: Params) -> None:
     sql(params, "legacy", "CREATE TABLE audit_log (at timestamptz, what text); CREATE UNLOGGED TABLE scratch "
                           "(id int PRIMARY KEY); CREATE TABLE fine (id int PRIMARY KEY)")
-    found = {r["table"]: r["reason"] for r in migration.unreplicable_tables(params, "legacy")}
+    found = {r["table"]: r["reason"] for r in migration.unreplicable_tables(params.endpoints.db("legacy"))}
     assert set(found) == {"public.audit_log", "public.scratch"}
     assert "no primary key" in found["public.audit_log"] and "unlogged" in found["public.scratch"]
 
 
 def test_logical_copy_stream_validate_and_reverse(params: Params) -> None:
     sql(params, "legacy", SCHEMA)
-    assert migration.unreplicable_tables(params, "legacy") == []
-    assert migration.copy_schema(params, "legacy", "new").startswith("schema copied")
-    assert migration.copy_schema(params, "legacy", "new") == "schema already present on the target"
-    assert migration.ensure_publication(params, "legacy", migration.PUBLICATION) is True
-    assert migration.ensure_publication(params, "legacy", migration.PUBLICATION) is False
-    assert migration.ensure_subscription(params, "new", "legacy", migration.SUBSCRIPTION, migration.PUBLICATION,
+    assert migration.unreplicable_tables(params.endpoints.db("legacy")) == []
+    assert migration.copy_schema(tools.for_params(params), params.endpoints.db("legacy"), params.endpoints.db("new")).startswith("schema copied")
+    assert migration.copy_schema(tools.for_params(params), params.endpoints.db("legacy"), params.endpoints.db("new")) == "schema already present on the target"
+    assert migration.ensure_publication(params.endpoints.db("legacy"), migration.PUBLICATION) is True
+    assert migration.ensure_publication(params.endpoints.db("legacy"), migration.PUBLICATION) is False
+    assert migration.ensure_subscription(params.endpoints.db("new"), params.endpoints.db("legacy"), migration.SUBSCRIPTION, migration.PUBLICATION,
                                          copy_data=True) is True
     seen: list[tuple[int, int]] = []
-    migration.wait_initial_copy(params, "new", migration.SUBSCRIPTION, 120, lambda d, t: seen.append((d, t)))
+    migration.wait_initial_copy(params.endpoints.db("new"), migration.SUBSCRIPTION, 120, lambda d, t: seen.append((d, t)))
     assert seen[-1][0] == seen[-1][1] == 2
     # writes keep flowing while the copy streams
     sql(params, "legacy", "INSERT INTO accounts (email) VALUES ('late@x.test'); UPDATE entries SET body = 'changed' "
                           "WHERE id <= 10; DELETE FROM entries WHERE id = 11")
-    lsn = migration.current_lsn(params, "legacy")
-    migration.wait_applied(params, "legacy", migration.SUBSCRIPTION, lsn, 60)
-    assert migration.copy_sequences(params, "legacy", "new") >= 3
+    lsn = migration.current_lsn(params.endpoints.db("legacy"))
+    migration.wait_applied(params.endpoints.db("legacy"), migration.SUBSCRIPTION, lsn, 60)
+    assert migration.copy_sequences(params.endpoints.db("legacy"), params.endpoints.db("new")) >= 3
     assert sql(params, "new", "SELECT last_value FROM invoice_number_seq")[0]["last_value"] == 1041
-    checks = migration.validate(params, "legacy", "new")
+    checks = migration.validate(params.endpoints.db("legacy"), params.endpoints.db("new"))
     assert {c.table for c in checks} == {"public.accounts", "public.entries"}
     assert all(c.equal for c in checks), [c for c in checks if not c.equal]
 
     # a difference on the new side is found and named
     sql(params, "new", "ALTER SUBSCRIPTION rollout_forward DISABLE")
     sql(params, "new", "UPDATE entries SET embedding = ARRAY[0, 0, 0]::real[] WHERE id = 5")
-    bad = [c for c in migration.validate(params, "legacy", "new") if not c.equal]
+    bad = [c for c in migration.validate(params.endpoints.db("legacy"), params.endpoints.db("new")) if not c.equal]
     assert [c.table for c in bad] == ["public.entries"] and bad[0].source_rows == bad[0].target_rows
 
     # cutover: forward replication ends, reverse replication keeps legacy current
-    assert migration.drop_subscription(params, "new", migration.SUBSCRIPTION) is True
-    assert migration.drop_subscription(params, "new", migration.SUBSCRIPTION) is False
-    migration.ensure_publication(params, "new", migration.REVERSE_PUBLICATION)
-    migration.ensure_subscription(params, "legacy", "new", migration.REVERSE_SUBSCRIPTION,
+    assert migration.drop_subscription(params.endpoints.db("new"), migration.SUBSCRIPTION) is True
+    assert migration.drop_subscription(params.endpoints.db("new"), migration.SUBSCRIPTION) is False
+    migration.ensure_publication(params.endpoints.db("new"), migration.REVERSE_PUBLICATION)
+    migration.ensure_subscription(params.endpoints.db("legacy"), params.endpoints.db("new"), migration.REVERSE_SUBSCRIPTION,
                                   migration.REVERSE_PUBLICATION, copy_data=False)
     sql(params, "new", "INSERT INTO accounts (id, email) VALUES (100000, 'after-cutover@x.test')")
     deadline = time.monotonic() + 30
     while not sql(params, "legacy", "SELECT 1 FROM accounts WHERE email = 'after-cutover@x.test'"):
         assert time.monotonic() < deadline, "a write on the new cluster did not reach legacy"
         time.sleep(0.2)
-    migration.drop_subscription(params, "legacy", migration.REVERSE_SUBSCRIPTION)
+    migration.drop_subscription(params.endpoints.db("legacy"), migration.REVERSE_SUBSCRIPTION)

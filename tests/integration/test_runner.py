@@ -11,12 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-
-from runbook_lib import archive, runner
-from runbook_lib.journal import read_events
-
+from runbook_lib.run import archive, runner
+from runbook_lib.run.journal import read_events
 from tests.integration.conftest import DRILL
-
 
 
 def only_run(outputs: Path, campaign: str = "test") -> Path:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 
 import pytest
 
-from runbook_lib import notify, phase2, records, session, signoffs
-from runbook_lib.params import load_params
-from runbook_lib.steps import StepFailed
+from runbook_lib.books import phase2_migration as phase2
+from runbook_lib.campaign import records, signoffs
+from runbook_lib.config.params import load_params
+from runbook_lib.ops import notify
+from runbook_lib.run import session
+from runbook_lib.run.step import StepFailed
 from tests import receivers
 from tests.conftest import free_port
 
@@ -68,14 +72,14 @@ def test_gate_refuses_until_all_current_then_again_after_new_readiness(params_fi
 
 
 def test_window_check_refuses_outside(campaign: Path, open_session) -> None:  # noqa: ANN001
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    from runbook_lib import window
+    from runbook_lib.campaign import window
 
     rb = open_session()
     with pytest.raises(StepFailed, match="no maintenance window"):
         rb.run(phase2.window_check)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     window.lock(campaign, now + timedelta(hours=1), now + timedelta(hours=5), None)
     with pytest.raises(StepFailed, match="the window opens at"):
         rb.run(phase2.window_check)
@@ -106,7 +110,8 @@ def test_notice_reaches_webhook_smtp_and_outbox(tmp_path: Path, local_pg, monkey
             "webhook_url": "env:RB_TEST_WEBHOOK",
             "smtp": {"host": "127.0.0.1", "port": smtp_port, "sender": "rollout@example.test",
                      "recipients": ["owners@example.test", "oncall@example.test"]}}))
-        deliveries = notify.send(params, tmp_path / "campaign", "Window notice", "Writes pause at cutover.")
+        deliveries = notify.send(params.notifications, params.base_dir, tmp_path / "campaign", "Window notice",
+                                 "Writes pause at cutover.")
     assert [(d.channel, d.ok) for d in deliveries] == [("webhook", True), ("smtp", True), ("outbox", True)]
     assert posted[-1]["text"].startswith("*Window notice*")
     assert b"Writes pause at cutover." in mails[-1]
@@ -121,7 +126,7 @@ def test_failed_channels_are_recorded_not_hidden(tmp_path: Path, local_pg, monke
     params = load_params(write_params(tmp_path / "p.yaml", local_pg, notifications={
         "webhook_url": "env:RB_TEST_WEBHOOK",
         "smtp": {"host": "127.0.0.1", "port": free_port(), "sender": "a@example.test", "recipients": ["b@x.test"]}}))
-    deliveries = notify.send(params, tmp_path / "campaign", "s", "b")
+    deliveries = notify.send(params.notifications, params.base_dir, tmp_path / "campaign", "s", "b")
     assert [(d.channel, d.ok) for d in deliveries] == [("webhook", False), ("smtp", False), ("outbox", True)]
     assert "ConnectionError" in deliveries[0].detail or "Connection" in deliveries[0].detail
     assert "ConnectionRefusedError" in deliveries[1].detail

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib import archive, backup, phase1, records, runner, session
-from runbook_lib.params import load_params
-from runbook_lib.steps import StepFailed
+from runbook_lib.books import phase1_pre_migration as phase1
+from runbook_lib.campaign import records
+from runbook_lib.config.params import load_params
+from runbook_lib.ops import backup
+from runbook_lib.run import archive, runner, session
+from runbook_lib.run.step import StepFailed
 from tests import receivers
 from tests.campaign import window_overrides
 
@@ -47,8 +50,8 @@ def test_phase1_end_to_end(sandbox_params_file: Path, ready_campaign: Path,
     campaign = ready_campaign
     assert records.latest(campaign, "phase1") and records.latest(campaign, "window")
     # this run's backup is complete; a partial one (of an earlier, failed run) is always marked failed
-    assert (backup.location(params) / steps["snapshot_and_backup"]["metrics"]["id"] / "data").is_dir()
-    assert all((p / "FAILED").exists() for p in Path(backup.location(params)).glob("*.partial"))
+    assert (backup.plan(params).location / steps["snapshot_and_backup"]["metrics"]["id"] / "data").is_dir()
+    assert all((p / "FAILED").exists() for p in Path(backup.plan(params).location).glob("*.partial"))
     assert archive.verify(campaign) == []
 
 
@@ -82,11 +85,11 @@ def test_corrupted_backup_fails_verify_and_stops(open_phase1) -> None:  # noqa: 
 
 def test_not_enough_space_stops_before_the_backup(sandbox_params_file: Path, open_phase1) -> None:  # noqa: ANN001
     params = load_params(sandbox_params_file)
-    before = set(backup.location(params).glob("*")) if backup.location(params).exists() else set()
+    before = set(backup.plan(params).location.glob("*")) if backup.plan(params).location.exists() else set()
     rb = open_phase1(overrides=["backup.space_multiple=1000000000"])
     with pytest.raises(StepFailed, match="not enough space"):
         rb.run(phase1.snapshot_and_backup)
-    assert set(backup.location(params).glob("*")) == before  # nothing was started
+    assert set(backup.plan(params).location.glob("*")) == before  # nothing was started
 
 
 def test_readiness_blocker_stops_the_gate(open_phase1, tmp_path: Path) -> None:  # noqa: ANN001

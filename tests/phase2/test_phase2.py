@@ -2,7 +2,7 @@
 and the rollback runbook after a cutover.
 
 Every test leaves the sandbox as it found it: PgBouncer on legacy, legacy writable, the new
-cluster empty (rollback.to_legacy, then rollback.clear_new).
+cluster empty (fallback.to_legacy, then fallback.clear_new).
 """
 
 from __future__ import annotations
@@ -20,10 +20,13 @@ import psutil
 import pytest
 from psycopg import sql
 
-from runbook_lib import migration, phase2, records, rollback, runner, session, writeprobe
+from runbook_lib.books import phase2_migration as phase2
+from runbook_lib.campaign import records
 from runbook_lib.clients import pgbouncer, postgres
-from runbook_lib.params import Params, load_params
-from runbook_lib.steps import StepFailed
+from runbook_lib.config.params import Params, load_params
+from runbook_lib.ops import fallback, migration, writeprobe
+from runbook_lib.run import runner, session
+from runbook_lib.run.step import StepFailed
 from tests import campaign
 
 pytestmark = pytest.mark.sandbox
@@ -40,9 +43,9 @@ def signed(sandbox_params_file: Path, ready_campaign: Path) -> Path:
 def restore_legacy(sandbox_params: Params):  # noqa: ANN201
     """Whatever a test did, the sandbox goes back to legacy serving and an empty new cluster."""
     yield
-    rollback.to_legacy(sandbox_params, accept_loss=True)
-    rollback.clear_new(sandbox_params)
-    assert pgbouncer.backend(sandbox_params, "app") == LEGACY
+    fallback.to_legacy(migration.route(sandbox_params), accept_loss=True)
+    fallback.clear_new(migration.route(sandbox_params))
+    assert pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == LEGACY
 
 
 def manifest_steps(run_dir: Path) -> dict[str, dict]:
@@ -60,12 +63,12 @@ def step_evidence(run_dir: Path, name: str) -> list[dict]:
 
 
 def write_through_pool(params: Params, marker: str) -> None:
-    with postgres.connect(params, "app-pool") as conn:
+    with postgres.connect(params.endpoints.db("app-pool")) as conn:
         postgres.query(conn, "INSERT INTO rollout_write_probe (run_id) VALUES (%s)", [marker])
 
 
 def count_marker(params: Params, endpoint: str, marker: str) -> int:
-    with postgres.connect(params, endpoint) as conn:
+    with postgres.connect(params.endpoints.db(endpoint)) as conn:
         return postgres.scalar(conn, "SELECT count(*) FROM rollout_write_probe WHERE run_id = %s", [marker])
 
 
@@ -84,13 +87,13 @@ def test_refused_without_signoffs_before_any_change(sandbox_params_file: Path, s
     steps = manifest_steps(report.run_dir)
     assert steps["signoff_gate"]["status"] == "failed" and "missing sign-offs" in steps["signoff_gate"]["summary"]
     assert list(steps) == ["signoff_gate"]
-    assert pgbouncer.backend(sandbox_params, "app") == LEGACY
-    assert migration.user_tables(sandbox_params, "dpg-rw") == []
+    assert pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == LEGACY
+    assert migration.user_tables(sandbox_params.endpoints.db("dpg-rw")) == []
 
 
 def test_preflight_names_a_table_logical_replication_cannot_carry(sandbox_params_file: Path, sandbox_params: Params,
                                                                     signed: Path) -> None:
-    with postgres.connect(sandbox_params, "legacy") as conn:
+    with postgres.connect(sandbox_params.endpoints.db("legacy")) as conn:
         postgres.query(conn, "CREATE TABLE preflight_no_key (note text)")
     rb = session.start(str(sandbox_params_file), runbook="phase2_migration", campaign=signed.name,
                        outputs_dir=str(signed.parent))
@@ -99,9 +102,9 @@ def test_preflight_names_a_table_logical_replication_cannot_carry(sandbox_params
             rb.run(phase2.preflight)
     finally:
         rb.release()
-        with postgres.connect(sandbox_params, "legacy") as conn:
+        with postgres.connect(sandbox_params.endpoints.db("legacy")) as conn:
             postgres.query(conn, "DROP TABLE preflight_no_key")
-    assert migration.user_tables(sandbox_params, "dpg-rw") == []
+    assert migration.user_tables(sandbox_params.endpoints.db("dpg-rw")) == []
 
 
 def test_logical_cutover_loses_nothing_and_keeps_legacy_current(sandbox_params_file: Path, sandbox_params: Params,
@@ -117,7 +120,7 @@ def test_logical_cutover_loses_nothing_and_keeps_legacy_current(sandbox_params_f
     assert probe["attempts"] > 20 and probe["write_unavailable_s"] < 30, probe
     # the application kept running behind the paused pool: its error rate is reported and bounded
     assert probe["app_requests"] > 0 and probe["app_error_rate"] < 0.05, probe
-    assert pgbouncer.backend(sandbox_params, "app") == ("127.0.0.1", 25500)
+    assert pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == ("127.0.0.1", 25500)
     cutover = records.latest(signed, "cutover")  # where the 72-hour validation starts
     assert cutover and cutover["run_id"] == report.run_id and cutover["data"]["strategy"] == "logical"
     # after the cutover a write through PgBouncer lands on the new cluster and reaches legacy in reverse
@@ -126,8 +129,8 @@ def test_logical_cutover_loses_nothing_and_keeps_legacy_current(sandbox_params_f
     assert count_marker(sandbox_params, "dpg-rw", marker) == 1
     wait_until("reverse replication to legacy", lambda: count_marker(sandbox_params, "legacy", marker) == 1)
     # and the rollback loses none of it
-    back = rollback.to_legacy(sandbox_params)
-    assert back.reverse_applied_lsn and pgbouncer.backend(sandbox_params, "app") == LEGACY
+    back = fallback.to_legacy(migration.route(sandbox_params))
+    assert back.reverse_applied_lsn and pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == LEGACY
     # (the application writes to legacy again at once, so the sides are compared by what the new one holds)
     for table in ("rollout_write_probe", "events"):
         newest = ids(sandbox_params, "dpg-rw", table)
@@ -146,12 +149,12 @@ def test_rollback_runbook_after_a_logical_cutover(sandbox_params_file: Path, san
     new_rw = ("127.0.0.1", 25500)
     # no trigger holds (Prometheus unreachable: never taken as a trigger) and no reason: nothing changes
     calm = rollback_run(sandbox_params_file, signed, "target.prometheus.url=http://127.0.0.1:9")
-    assert calm.exit_code == 1 and pgbouncer.backend(sandbox_params, "app") == new_rw
+    assert calm.exit_code == 1 and pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == new_rw
     decision = manifest_steps(calm.run_dir)["rollback_decision"]
     assert "no trigger holds (5 unreadable" in decision["summary"], decision["summary"]
 
     # legacy cannot catch up (reverse replication disabled): the detach fails and undoes itself
-    with postgres.connect(sandbox_params, "legacy") as conn:
+    with postgres.connect(sandbox_params.endpoints.db("legacy")) as conn:
         postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(
             sql.Identifier(migration.REVERSE_SUBSCRIPTION)))
     marker = f"before-rollback-{calm.run_id}"
@@ -159,17 +162,17 @@ def test_rollback_runbook_after_a_logical_cutover(sandbox_params_file: Path, san
     stuck = rollback_run(sandbox_params_file, signed, "rollback.reason=drill", "migration.apply_timeout=2s")
     assert stuck.exit_code == 1
     assert manifest_steps(stuck.run_dir)["stop_or_detach_new"]["status"] == "failed"
-    assert pgbouncer.backend(sandbox_params, "app") == new_rw
+    assert pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == new_rw
     write_through_pool(sandbox_params, f"{marker}-2")  # the pool resumed and the new cluster is writable again
     assert count_marker(sandbox_params, "dpg-rw", f"{marker}-2") == 1
-    with postgres.connect(sandbox_params, "legacy") as conn:
+    with postgres.connect(sandbox_params.endpoints.db("legacy")) as conn:
         postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(
             sql.Identifier(migration.REVERSE_SUBSCRIPTION)))
 
     # PgBouncer fell back to its stack file's legacy backend on its own (a restarted task): legacy must
     # still catch up before it takes writes
-    pgbouncer.repoint(sandbox_params, "app", *LEGACY)
-    pgbouncer.command(sandbox_params, "PAUSE", "app")  # and the pool was left paused (a cutover cut short)
+    pgbouncer.repoint(sandbox_params.endpoints.admin(), sandbox_params.target.swarm, "app", *LEGACY)
+    pgbouncer.command(sandbox_params.endpoints.admin(), "PAUSE", "app")  # and the pool was left paused (a cutover cut short)
     # the security trigger is raised: the rollback needs no other reason
     report = rollback_run(sandbox_params_file, signed, "rollback.security_issue=true")
     assert report.exit_code == 0, report.message
@@ -184,7 +187,7 @@ def test_rollback_runbook_after_a_logical_cutover(sandbox_params_file: Path, san
     check = steps["consistency_check"]["metrics"]
     assert check["tables_compared"] >= 8 and check["tables_differing"] == 0, check
     assert steps["completion"]["metrics"]["rollback_min"] < 30
-    assert pgbouncer.backend(sandbox_params, "app") == LEGACY
+    assert pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == LEGACY
     for m in (marker, f"{marker}-2"):  # written on the new cluster, on legacy after the rollback
         assert count_marker(sandbox_params, "legacy", m) == 1, m
     write_through_pool(sandbox_params, f"{marker}-3")  # resumed, and legacy's sequences are past the new ids
@@ -207,7 +210,7 @@ def test_rollback_with_the_new_cluster_lost_needs_the_loss_accepted(sandbox_para
     assert refused.exit_code == 1
     detach = manifest_steps(refused.run_dir)["stop_or_detach_new"]
     assert "rollback.accept_loss" in detach["summary"], detach["summary"]
-    assert pgbouncer.backend(sandbox_params, "app") == ("127.0.0.1", 25500)
+    assert pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == ("127.0.0.1", 25500)
     write_through_pool(sandbox_params, f"{marker}-2")  # nothing switched, the pool resumed
 
     report = rollback_run(sandbox_params_file, signed, lost, "rollback.reason=new cluster lost",
@@ -216,7 +219,7 @@ def test_rollback_with_the_new_cluster_lost_needs_the_loss_accepted(sandbox_para
     steps = manifest_steps(report.run_dir)
     assert "loss accepted" in steps["stop_or_detach_new"]["summary"], steps["stop_or_detach_new"]["summary"]
     assert "loss accepted" in steps["consistency_check"]["summary"]
-    assert pgbouncer.backend(sandbox_params, "app") == LEGACY
+    assert pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == LEGACY
     assert count_marker(sandbox_params, "legacy", marker) == 1
     # ids the new cluster handed out reached legacy; legacy's sequences were moved past them
     for i in range(3):
@@ -225,7 +228,7 @@ def test_rollback_with_the_new_cluster_lost_needs_the_loss_accepted(sandbox_para
 
 def ids(params: Params, endpoint: str, table: str, among: list[int] | None = None) -> list[int]:
     """The newest 500 ids of a table, or which of `among` it holds."""
-    with postgres.connect(params, endpoint) as conn:
+    with postgres.connect(params.endpoints.db(endpoint)) as conn:
         if among is None:
             rows = postgres.query(conn, sql.SQL("SELECT id FROM {} ORDER BY id DESC LIMIT 500").format(
                 sql.Identifier(table)))
@@ -247,10 +250,10 @@ def test_dump_restore_cutover(sandbox_params_file: Path, sandbox_params: Params,
     marker = f"after-{report.run_id}"
     write_through_pool(sandbox_params, marker)
     assert count_marker(sandbox_params, "dpg-rw", marker) == 1
-    with pytest.raises(rollback.RollbackError, match="no reverse replication"):
-        rollback.to_legacy(sandbox_params)
+    with pytest.raises(fallback.RollbackError, match="no reverse replication"):
+        fallback.to_legacy(migration.route(sandbox_params))
     refused = rollback_run(sandbox_params_file, signed, "rollback.reason=drill")
-    assert refused.exit_code == 1 and pgbouncer.backend(sandbox_params, "app") == ("127.0.0.1", 25500)
+    assert refused.exit_code == 1 and pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == ("127.0.0.1", 25500)
     assert "refused before any change: no reverse replication" in \
         manifest_steps(refused.run_dir)["rollback_decision"]["summary"]
 
@@ -272,7 +275,7 @@ def filled(params_file: Path, campaign_dir: Path, fill: bool = True) -> session.
 
 def assert_legacy_serves_writes(params: Params, marker: str) -> None:
     """PgBouncer still points at legacy, the pool is not paused and legacy takes the application's writes."""
-    assert pgbouncer.backend(params, "app") == LEGACY
+    assert pgbouncer.backend(params.endpoints.admin(), "app") == LEGACY
     write_through_pool(params, marker)
     assert count_marker(params, "legacy", marker) == 1
 
@@ -280,10 +283,10 @@ def assert_legacy_serves_writes(params: Params, marker: str) -> None:
 def test_mismatch_at_the_cut_stops_before_the_pause_with_legacy_serving(sandbox_params_file: Path,
                                                                         sandbox_params: Params, signed: Path,
                                                                         restore_legacy: None) -> None:
-    writeprobe.ensure_table(sandbox_params, "legacy", sandbox_params.target.app.role)  # what the test writes to
+    writeprobe.ensure_table(sandbox_params.endpoints.db("legacy"), sandbox_params.target.app.role)  # what the test writes to
     rb = filled(sandbox_params_file, signed)
     try:
-        with postgres.connect(sandbox_params, "dpg-rw") as conn:  # the new side drifts from legacy
+        with postgres.connect(sandbox_params.endpoints.db("dpg-rw")) as conn:  # the new side drifts from legacy
             postgres.query(conn, "UPDATE sandbox_seed SET scale = scale + 1")
         with pytest.raises(StepFailed, match=r"migration stopped before the pause: public\.sandbox_seed differ"):
             rb.run(phase2.validate_cut)  # same row count: only the checksum sees it
@@ -294,11 +297,11 @@ def test_mismatch_at_the_cut_stops_before_the_pause_with_legacy_serving(sandbox_
 
 def test_mismatch_at_the_cutover_stops_it_with_legacy_serving(sandbox_params_file: Path, sandbox_params: Params,
                                                               signed: Path, restore_legacy: None) -> None:
-    writeprobe.ensure_table(sandbox_params, "legacy", sandbox_params.target.app.role)  # what the test writes to
+    writeprobe.ensure_table(sandbox_params.endpoints.db("legacy"), sandbox_params.target.app.role)  # what the test writes to
     rb = filled(sandbox_params_file, signed)
     try:
         assert rb.run(phase2.validate_cut).status == "ok"
-        with postgres.connect(sandbox_params, "dpg-rw") as conn:  # the new side drifts after the cut
+        with postgres.connect(sandbox_params.endpoints.db("dpg-rw")) as conn:  # the new side drifts after the cut
             postgres.query(conn, "DELETE FROM sandbox_seed")
         rb.run(phase2.writes_off)
         rb.run(phase2.move_data)
@@ -311,13 +314,13 @@ def test_mismatch_at_the_cutover_stops_it_with_legacy_serving(sandbox_params_fil
 
 def test_a_failover_after_the_copy_is_survived(sandbox, sandbox_params_file: Path, sandbox_params: Params,  # noqa: ANN001
                                                signed: Path, restore_legacy: None) -> None:
-    from runbook_lib.sandbox import testing
+    from tests import sandboxes
 
     rb = filled(sandbox_params_file, signed)
     try:
-        moved = testing.failover(sandbox, timeout=90)  # the subscriber's leader goes away while legacy takes writes
+        moved = sandboxes.failover(sandbox, timeout=90)  # the subscriber's leader goes away while legacy takes writes
         assert moved["new_leader"] != moved["old_leader"]
-        testing.wait_cluster_healthy(sandbox, 180)
+        sandboxes.wait_cluster_healthy(sandbox, 180)
         rb.run(phase2.writes_off)
         rb.run(phase2.move_data)  # the subscription resumed on the new leader and applied legacy's last LSN
         assert rb.run(phase2.validate_new).status == "ok"
@@ -329,7 +332,7 @@ def test_a_failover_after_the_copy_is_survived(sandbox, sandbox_params_file: Pat
 def _sync_state(params: Params, table: str) -> str | None:
     """The subscription's copy state of one table on the new cluster (None while not listed or unreachable)."""
     try:
-        with postgres.connect(params, "dpg-rw") as conn:
+        with postgres.connect(params.endpoints.db("dpg-rw")) as conn:
             return postgres.scalar(conn, "SELECT srsubstate::text FROM pg_subscription_rel WHERE srrelid = %s::regclass",
                                    [table])
     except Exception:  # noqa: BLE001 - the table or the endpoint is not there yet
@@ -339,19 +342,19 @@ def _sync_state(params: Params, table: str) -> str | None:
 @pytest.fixture
 def copy_ballast(sandbox_params: Params):  # noqa: ANN201
     """A legacy table big enough that its initial copy is still running a few seconds in; dropped after."""
-    with postgres.connect(sandbox_params, "legacy") as conn:
+    with postgres.connect(sandbox_params.endpoints.db("legacy")) as conn:
         postgres.query(conn, "CREATE TABLE copy_ballast (id bigint PRIMARY KEY, payload text)")
         postgres.query(conn, "INSERT INTO copy_ballast SELECT g, repeat(md5(g::text), 4) "
                              "FROM generate_series(1, 1500000) g")
     yield "copy_ballast"
-    with postgres.connect(sandbox_params, "legacy") as conn:
+    with postgres.connect(sandbox_params.endpoints.db("legacy")) as conn:
         postgres.query(conn, "DROP TABLE IF EXISTS copy_ballast")
 
 
 def test_a_failover_during_the_initial_copy_is_survived(sandbox, sandbox_params_file: Path,  # noqa: ANN001
                                                         sandbox_params: Params, signed: Path,
                                                         restore_legacy: None, copy_ballast: str) -> None:
-    from runbook_lib.sandbox import testing
+    from tests import sandboxes
 
     rb = filled(sandbox_params_file, signed, fill=False)
     try:
@@ -366,12 +369,12 @@ def test_a_failover_during_the_initial_copy_is_survived(sandbox, sandbox_params_
         filler = threading.Thread(target=fill)
         filler.start()
         wait_until("the ballast table's copy to start", lambda: _sync_state(sandbox_params, copy_ballast) == "d", 120)
-        moved = testing.failover(sandbox, timeout=90)  # the subscriber's leader goes away mid-copy
+        moved = sandboxes.failover(sandbox, timeout=90)  # the subscriber's leader goes away mid-copy
         assert moved["new_leader"] != moved["old_leader"]
         filler.join(timeout=600)
         assert not filler.is_alive() and "error" not in outcome, outcome.get("error")
         print(outcome["result"].summary)
-        testing.wait_cluster_healthy(sandbox, 180)
+        sandboxes.wait_cluster_healthy(sandbox, 180)
         rb.run(phase2.writes_off)
         rb.run(phase2.move_data)
         validated = rb.run(phase2.validate_new)  # every table, the ballast included, equal on both sides
@@ -414,4 +417,4 @@ def test_resume_after_a_killed_kernel_continues_without_repeating(sandbox_params
     steps = manifest_steps(resumed.run_dir)
     assert steps["prepare_replication"]["status"] == "skipped"
     assert steps["validate_new"]["status"] == "ok" and steps["app_up"]["status"] == "ok"
-    assert pgbouncer.backend(load_params(sandbox_params_file), "app") == ("127.0.0.1", 25500)
+    assert pgbouncer.backend(load_params(sandbox_params_file).endpoints.admin(), "app") == ("127.0.0.1", 25500)

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib import phase3, runner, session
+from runbook_lib.books import phase3_verification as phase3
 from runbook_lib.clients import patroni, swarm
-from runbook_lib.params import load_params
-from runbook_lib.steps import StepFailed
+from runbook_lib.config.params import load_params
+from runbook_lib.run import runner, session
+from runbook_lib.run.step import StepFailed
 
 pytestmark = pytest.mark.sandbox
 

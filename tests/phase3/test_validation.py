@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from runbook_lib import records, runner, schedule
+from runbook_lib.campaign import records
+from runbook_lib.run import runner, schedule
 
 pytestmark = pytest.mark.sandbox
 
@@ -19,7 +20,7 @@ STATED = ["validation.security_incidents=0", "validation.cost_projected=100", "v
 
 
 def started(hours_ago: float) -> str:
-    return f"validation.started={(datetime.now(timezone.utc) - timedelta(hours=hours_ago)).isoformat()}"
+    return f"validation.started={(datetime.now(UTC) - timedelta(hours=hours_ago)).isoformat()}"
 
 
 def steps_of(report: runner.RunReport) -> dict[str, dict]:

@@ -15,16 +15,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from runbook_lib import records
+from runbook_lib.campaign import records
 from runbook_lib.clients import http, patroni, postgres, swarm
-from runbook_lib.params import Params, load_params
+from runbook_lib.config.params import Params, load_params
 from runbook_lib.readiness import engine
 from tests.campaign import prometheus_sees_all_up
 
@@ -92,13 +92,13 @@ def extra_hba_lines(params: Params, lines: list[str]) -> Iterator[None]:
     original = exec_leader(params, f"cat {path}")
     block = "\\n".join(lines)
     exec_leader(params, f"printf '{block}\\n' | cat - {path} > /tmp/hba.new && cat /tmp/hba.new > {path}")
-    with postgres.connect(params, "dpg-rw") as conn:
+    with postgres.connect(params.endpoints.db("dpg-rw")) as conn:
         postgres.query(conn, "SELECT pg_reload_conf()")
     try:
         yield
     finally:
         exec_leader(params, f"cat > {path} <<'EOF'\n{original}EOF")
-        with postgres.connect(params, "dpg-rw") as conn:
+        with postgres.connect(params.endpoints.db("dpg-rw")) as conn:
             postgres.query(conn, "SELECT pg_reload_conf()")
 
 
@@ -108,7 +108,7 @@ def patroni_parameters(params: Params, **settings: object) -> Iterator[None]:
     before = patroni.config(params.target.patroni)["postgresql"]["parameters"]
     patroni.patch_config(params.target.patroni, {"postgresql": {"parameters": settings}})
     wait_until("the change to apply", lambda: all(
-        str(postgres.scalar(postgres.connect(params, "dpg-rw"), "SELECT setting FROM pg_settings WHERE name = %s", [k])) == str(v)
+        str(postgres.scalar(postgres.connect(params.endpoints.db("dpg-rw")), "SELECT setting FROM pg_settings WHERE name = %s", [k])) == str(v)
         for k, v in settings.items()), timeout=60)
     try:
         yield
@@ -116,7 +116,7 @@ def patroni_parameters(params: Params, **settings: object) -> Iterator[None]:
         patroni.patch_config(params.target.patroni, {"postgresql": {"parameters": {
             k: before.get(k) for k in settings}}})
         wait_until("the change to be undone", lambda: all(
-            str(postgres.scalar(postgres.connect(params, "dpg-rw"), "SELECT setting FROM pg_settings WHERE name = %s", [k]))
+            str(postgres.scalar(postgres.connect(params.endpoints.db("dpg-rw")), "SELECT setting FROM pg_settings WHERE name = %s", [k]))
             == str(before.get(k)) for k in settings if before.get(k) is not None), timeout=60)
 
 
@@ -136,7 +136,7 @@ def maintenance_mode(params: Params) -> Iterator[None]:
 
 
 def legacy_sql(params: Params, statement: str) -> None:
-    with postgres.connect(params, "legacy") as conn:
+    with postgres.connect(params.endpoints.db("legacy")) as conn:
         postgres.query(conn, statement)
 
 
@@ -365,10 +365,10 @@ def a_replica(params: Params) -> str:
 
 def test_ha03_with_replay_paused_on_a_replica(sandbox_params: Params) -> None:
     replica = a_replica(sandbox_params)
-    with maintenance_mode(sandbox_params), postgres.connect(sandbox_params, replica) as conn:
+    with maintenance_mode(sandbox_params), postgres.connect(sandbox_params.endpoints.db(replica)) as conn:
         postgres.query(conn, "SELECT pg_wal_replay_pause()")
         try:
-            with postgres.connect(sandbox_params, "dpg-rw") as writer:  # WAL the paused replica cannot replay
+            with postgres.connect(sandbox_params.endpoints.db("dpg-rw")) as writer:  # WAL the paused replica cannot replay
                 postgres.query(writer, "SELECT pg_logical_emit_message(false, 'test', repeat('x', 100000))")
             assert f"{replica}: WAL replay is paused" in ha03_reason(sandbox_params)
         finally:
@@ -380,9 +380,9 @@ def test_ha03_with_replay_held_up_by_a_query_on_a_replica(sandbox_params: Params
     """A standby query holding a lock that the leader's DROP needs stalls replay (up to
     max_standby_streaming_delay, 30 s) without pausing it: the leader may not have heard yet."""
     replica = a_replica(sandbox_params)
-    with postgres.connect(sandbox_params, "dpg-rw", dbname="postgres") as writer:
+    with postgres.connect(sandbox_params.endpoints.db("dpg-rw"), dbname="postgres") as writer:
         postgres.query(writer, "CREATE TABLE IF NOT EXISTS ha03_stall (id int)")
-        with postgres.connect(sandbox_params, replica, autocommit=False) as reader:
+        with postgres.connect(sandbox_params.endpoints.db(replica), autocommit=False) as reader:
             wait_until("the table on the replica", lambda: postgres.scalar(
                 reader, "SELECT to_regclass('ha03_stall') IS NOT NULL") or reader.rollback(), timeout=30)
             postgres.query(reader, "SELECT count(*) FROM ha03_stall")  # holds its lock until rollback
@@ -408,7 +408,7 @@ def test_ha05_with_an_etcd_member_stopped(sandbox_params: Params) -> None:
 
 
 def test_perf06_sequential_scan_among_top_queries(sandbox_params: Params, sandbox_params_file: Path) -> None:
-    with postgres.connect(sandbox_params, "legacy") as conn:
+    with postgres.connect(sandbox_params.endpoints.db("legacy")) as conn:
         for _ in range(30):
             postgres.query(conn, "SELECT count(*) FROM events_default WHERE kind = 'nope' AND payload ? 'x'")
     params = with_overrides(sandbox_params_file, "readiness.large_table_rows=0")

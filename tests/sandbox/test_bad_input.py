@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from runbook_lib.sandbox import engine, lifecycle, ports
+from runbook_lib.sandbox import dockerd, lifecycle, ports
 from runbook_lib.sandbox.context import SandboxError, load
 
 
@@ -39,22 +39,22 @@ def test_duplicate_ports_in_the_spec_are_reported(sb):
 def test_unreachable_docker_host_is_a_clear_error(sb, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(SandboxError, match="no Docker engine answers at DOCKER_HOST=unix:///nonexistent"):
-        engine.ensure_engine(sb)
+        dockerd.ensure_engine(sb)
 
 
 def test_no_engine_and_not_root_says_what_to_do(sb, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///var/run/docker.sock.absent")
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    monkeypatch.setattr(engine, "server_version", lambda: None)
+    monkeypatch.setattr(dockerd, "server_version", lambda: None)
     monkeypatch.delenv("DOCKER_HOST")
     with pytest.raises(SandboxError) as exc:
-        engine.ensure_engine(sb)
+        dockerd.ensure_engine(sb)
     assert "not root" in str(exc.value) and "DOCKER_HOST" in str(exc.value)
 
 
 def test_patroni_timings_are_validated():
     from pydantic import ValidationError
 
-    from runbook_lib.sandbox.spec import PatroniTimings
+    from runbook_lib.config.sandbox_spec import PatroniTimings
     with pytest.raises(ValidationError, match="loop_wait"):
         PatroniTimings(ttl=10, loop_wait=5, retry_timeout=5)

@@ -6,7 +6,8 @@ import psycopg
 import pytest
 import requests
 
-from runbook_lib.sandbox import health, stacks, status, testing
+from runbook_lib.sandbox import health, overview, stacks
+from tests import sandboxes
 
 pytestmark = pytest.mark.sandbox
 
@@ -27,7 +28,7 @@ def test_replicas_stream_from_the_leader_with_slots(sandbox):
 
 
 def test_haproxy_rw_lands_on_leader_and_ro_on_a_replica(sandbox):
-    name, in_recovery = testing.rw_lands_on(sandbox)
+    name, in_recovery = sandboxes.rw_lands_on(sandbox)
     assert name == health.leader_name(sandbox) and in_recovery is False
     with health.connect(sandbox, sandbox.spec.ports.haproxy_ro) as conn:
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
@@ -55,7 +56,7 @@ def test_cluster_settings_are_production_shaped(sandbox):
 
 
 def test_pgbouncer_routes_the_app_to_legacy(sandbox):
-    backend = status.pgbouncer_backend(sandbox)
+    backend = overview.pgbouncer_backend(sandbox)
     assert backend.get("points_at") == "legacy", backend
     with health.connect(sandbox, sandbox.spec.ports.pgbouncer, dbname="app", user="app",
                         secret="app_password", prepare_threshold=None) as conn:
@@ -92,7 +93,7 @@ def test_plain_connection_of_the_app_role_is_refused(sandbox, port_name):
 
 
 def test_etcd_has_three_healthy_members_and_a_leader(sandbox):
-    members = status.etcd_members(sandbox)
+    members = overview.etcd_members(sandbox)
     assert len(members) == 3 and all(m["healthy"] for m in members)
     assert sum(m["leader"] for m in members) == 1
 

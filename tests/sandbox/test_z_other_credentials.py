@@ -8,13 +8,14 @@ import secrets
 import psycopg
 import pytest
 
-from runbook_lib.sandbox import docker_cli, health, lifecycle, resync, stacks, testing
+from runbook_lib.sandbox import docker_cli, health, lifecycle, resync, stacks
+from tests import sandboxes
 
 pytestmark = pytest.mark.sandbox
 
 
 def test_up_adopts_data_directories_initialised_with_other_passwords(sandbox):
-    testing.wait_cluster_healthy(sandbox)
+    sandboxes.wait_cluster_healthy(sandbox)
     other = {role: secrets.token_urlsafe(18) for role in resync.ROLES}
     leader = health.leader_name(sandbox)
     dpg, legacy = sandbox.stack_name("dpg"), f"{sandbox.stack_name('legacy')}_postgres"
@@ -30,7 +31,7 @@ def test_up_adopts_data_directories_initialised_with_other_passwords(sandbox):
 
     lifecycle.up(sandbox)
 
-    testing.wait_cluster_healthy(sandbox)
+    sandboxes.wait_cluster_healthy(sandbox)
     for port in (sandbox.spec.ports.haproxy_rw, sandbox.spec.ports.legacy):
         with health.connect(sandbox, port) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib import runner
+from runbook_lib.run import runner
 from tests.conftest import ARTIFACTS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

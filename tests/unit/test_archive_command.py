@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from runbook_lib.config.sandbox_spec import SandboxSpec
 from runbook_lib.sandbox import pgconf
-from runbook_lib.sandbox.spec import SandboxSpec
 
 
 def archive(tmp_path: Path, name: str, content: bytes) -> int:

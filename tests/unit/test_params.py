@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbook_lib.params import ParamsError, load_params
+from runbook_lib.config.params import ParamsError, load_params
 
 BASE = {
     "campaign": "c1",

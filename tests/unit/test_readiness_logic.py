@@ -7,12 +7,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbook_lib.params import validate
+from runbook_lib.config.params import validate
 from runbook_lib.readiness import engine, registry
 from runbook_lib.readiness.database import decide_hba, decide_versions
 from runbook_lib.readiness.high_availability import decide_etcd, decide_patroni, decide_replication_lag
-from runbook_lib.readiness.infrastructure import (decide_clock, decide_engine_versions, decide_kernel, decide_nofile,
-                                                  decide_swarm)
+from runbook_lib.readiness.infrastructure import (
+    decide_clock,
+    decide_engine_versions,
+    decide_kernel,
+    decide_nofile,
+    decide_swarm,
+)
 from runbook_lib.readiness.model import ItemResult, checklist
 from runbook_lib.readiness.monitoring import decide_rules, decide_targets
 from runbook_lib.readiness.performance import decide_knn, distance_operator
@@ -38,7 +43,7 @@ def test_checklist_has_77_items_in_step_with_the_spec() -> None:
 
 
 def test_every_automated_item_has_exactly_one_check() -> None:
-    checks = registry.load_all()
+    checks = registry.CHECKS
     automated = {i.id for i in checklist() if i.automated}
     assert automated <= set(checks), sorted(automated - set(checks))
     assert set(checks) <= {i.id for i in checklist()}
@@ -91,7 +96,6 @@ def test_engine_times_out_an_item(monkeypatch: pytest.MonkeyPatch) -> None:
 
     from runbook_lib.readiness.model import Finding
 
-    registry.load_all()
     monkeypatch.setitem(registry.CHECKS, "DB-13", lambda p: (time.sleep(3), Finding("pass"))[1])
     params = validate({"target": {"name": "t", "environment": "sandbox",
                                   "databases": {"m": {"host": "127.0.0.1", "user": "u"}}},

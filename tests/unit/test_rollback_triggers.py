@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import yaml
 
-from runbook_lib.monitoring import rules, triggers
-from runbook_lib.policy import Trigger, default_policy
+from runbook_lib.config.policy import Trigger, default_policy
+from runbook_lib.promql import rules, triggers
 
 
 def trigger(**kw: object) -> Trigger:

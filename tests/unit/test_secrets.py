@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from runbook_lib import redact
-from runbook_lib.params import load_params
-from runbook_lib.secrets import Secret, SecretError, SecretRef
+from runbook_lib.config import redact
+from runbook_lib.config.params import load_params
+from runbook_lib.config.secrets import Secret, SecretError, SecretRef
 
 VALUE = "s3cr3t-Value-42"
 
@@ -25,7 +25,7 @@ def secret(monkeypatch: pytest.MonkeyPatch) -> Secret:
 
 def test_secret_does_not_print(secret: Secret) -> None:
     assert secret.reveal() == VALUE
-    for shown in (repr(secret), str(secret), f"{secret}", f"{secret!r}", "%s" % secret):
+    for shown in (repr(secret), str(secret), f"{secret}", f"{secret!r}", "%s" % secret):  # noqa: UP031 - the %-form is what is tested
         assert VALUE not in shown and "env:RB_TEST_SECRET" in shown
     with pytest.raises(TypeError):
         pickle.dumps(secret)

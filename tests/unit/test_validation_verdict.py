@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from runbook_lib import runner, schedule
-from runbook_lib.validation import Criterion, verdict
+from runbook_lib.books.validation import Criterion, verdict
+from runbook_lib.run import runner, schedule
 
 H = 3600.0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from runbook_lib import writeprobe
+from runbook_lib.ops import writeprobe
 
 
 def timeline(ends: list[float], failed: int = 0) -> pd.DataFrame:

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from runbook_lib.clients import postgres
-from runbook_lib.session import Session
-from runbook_lib.steps import Guard, Outcome, step
+from runbook_lib.run.session import Session
+from runbook_lib.run.step import Guard, Outcome, step
 
 DIR = Path(os.environ.get("DRILL_DIR", "/nonexistent"))
 
@@ -22,7 +22,7 @@ def _bump(name: str) -> int:
 
 @step("count_one", "Count and read the server")
 def count_one(session: Session) -> Outcome:
-    with postgres.connect(session.params, "main") as conn:
+    with postgres.connect(session.params.endpoints.db("main")) as conn:
         version = postgres.scalar(conn, "SHOW server_version")
     return Outcome(summary=f"server {version}", metrics={"runs": _bump("one")}, state={"version": version})
 

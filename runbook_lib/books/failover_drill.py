@@ -1,0 +1,98 @@
+"""Two drills on the Patroni cluster, each refused unless the cluster is healthy first (one leader, every other
+member streaming):
+
+1. **Automatic failover**: the leader's Swarm service is scaled to 0, as if its node died. A replica must take over and the write endpoint must follow; the old leader's service is scaled back and must rejoin as a streaming replica.
+2. **Manual switchover**: a planned switchover through Patroni's REST API to a streaming replica.
+
+Writes are unavailable for the seconds a failover takes. Run `--plan` first to see what would be done. The
+results are recorded in the campaign (readiness HA-02 reads them).
+"""
+
+from __future__ import annotations
+
+from runbook_lib.campaign import records
+from runbook_lib.clients import http, patroni
+from runbook_lib.config.endpoints import PgSpec
+from runbook_lib.config.params import Patroni
+from runbook_lib.ops.drills import DrillError, DrillResult, all_streaming, automatic, manual
+from runbook_lib.run.book import Book
+from runbook_lib.run.session import Session
+from runbook_lib.run.step import Guard, Outcome, step
+
+
+def _patroni(session: Session) -> Patroni:
+    if session.target.patroni is None:
+        raise DrillError("target.patroni is not set: there is no cluster to drill")
+    return session.target.patroni
+
+
+def _write_endpoint(session: Session) -> PgSpec:
+    name = session.params.readiness.primary
+    return session.endpoints.db(name) if name else session.endpoints.by_role("primary")[0]
+
+
+def _healthy(session: Session) -> str | None:
+    if session.target.patroni is None:
+        return "target.patroni is not set"
+    try:
+        return None if all_streaming(session.target.patroni) and patroni.leader(_patroni(session)) else \
+            "the cluster does not have one leader and every other member streaming"
+    except http.HttpError as exc:
+        return str(exc)
+
+
+HEALTHY = Guard("cluster healthy before the drill", _healthy)
+
+
+def _outcome(result: DrillResult) -> Outcome:
+    return Outcome(summary=f"{result.kind}: {result.old_leader} -> {result.new_leader}; new leader after "
+                           f"{result.seconds_to_new_leader} s, writes back after {result.seconds_write_endpoint_back} s"
+                           + ("" if result.member_rejoined else "; the old leader did NOT rejoin"),
+                   metrics={k: v for k, v in result.to_dict().items() if k != "kind"}, failed=not result.passed,
+                   state={f"drill_{result.kind}": result.to_dict()})
+
+
+def _plan_automatic(session: Session) -> Outcome:
+    leader = patroni.leader(_patroni(session))
+    service = next((m.service for m in _patroni(session).members if m.name == leader), None)
+    return Outcome(summary=f"would scale service {service} (leader {leader}) to 0, wait for a new leader and the "
+                           f"write endpoint {_write_endpoint(session).name}, then scale it back to 1")
+
+
+def _plan_manual(session: Session) -> Outcome:
+    return Outcome(summary=f"would POST /switchover from leader {patroni.leader(_patroni(session))} to a "
+                           "streaming replica and wait for the write endpoint")
+
+
+@step("automatic_failover", "Automatic failover: stop the leader's task", mutating=True, plan=_plan_automatic,
+      guards=(HEALTHY,))
+def automatic_failover(session: Session) -> Outcome:
+    """The leader's Swarm task is stopped; a replica must take over and the write endpoint follow it.
+    The stopped member is started again and must stream from the new leader.
+    """
+    return _outcome(automatic(_patroni(session), session.target.swarm, _write_endpoint(session)))
+
+
+@step("manual_switchover", "Manual switchover through Patroni", mutating=True, plan=_plan_manual, guards=(HEALTHY,))
+def manual_switchover(session: Session) -> Outcome:
+    """A planned switchover through Patroni's REST API to a streaming replica; the write endpoint must
+    follow and the old leader must stream again.
+    """
+    return _outcome(manual(_patroni(session), _write_endpoint(session)))
+
+
+def _plan_record(session: Session) -> Outcome:
+    return Outcome(summary="would record the drills of this run in records/failover_drill.json")
+
+
+@step("record_drills", "Record the drills in the campaign", mutating=True, plan=_plan_record)
+def record_drills(session: Session) -> Outcome:
+    """Both drills, with their timings, saved as `records/failover_drill.json` (readiness HA-02 reads it)."""
+    drills = [session.state[k] for k in ("drill_automatic", "drill_manual") if k in session.state]
+    record = records.save(session.run_dir.parent, "failover_drill", {"drills": drills}, session.info.run_id)
+    return Outcome(summary=f"records/failover_drill.json: {len(drills)} drills ({record['sha256'][:12]})")
+
+
+BOOK = Book("failover_drill", "Failover drills", mutating=True, steps=(
+    automatic_failover, manual_switchover, record_drills,
+))

@@ -1,0 +1,483 @@
+"""Moves production from the legacy database to the new cluster and loses nothing. Every step shows the elapsed
+and remaining time of the window budget (4 h); past it, steps refuse and point to the rollback plan.
+
+**Strategies** (`migration.strategy`):
+- `logical` (default): the new cluster is filled by logical replication *before* the write pause; the pause is only the cutover (pause the pool, legacy read-only, wait for the last write to apply, copy sequences, validate, repoint PgBouncer, resume). Reverse replication then keeps legacy a current fallback.
+- `dump-restore`: the classic path (applications down, dump, restore, validate, switch).
+
+A write probe writes through PgBouncer every 50 ms for the whole phase; the last step plots it and reports the
+write-unavailable time and failed writes.
+
+If the kernel dies, re-run with `runbook run phase2_migration --params FILE --resume RUN_ID`: completed steps
+are not repeated, gates are decided again, and each changing step checks its own effect first.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from runbook_lib.campaign import records, signoffs, window
+from runbook_lib.clients import patroni, pgbouncer, postgres, prometheus, swarm
+from runbook_lib.config.endpoints import PgSpec
+from runbook_lib.ops import backup, migration, tools, writeprobe
+from runbook_lib.run.book import Book
+from runbook_lib.run.session import Session
+from runbook_lib.run.step import Guard, Outcome, on_the_clock, requires, step, would
+
+ROLLBACK = "stop here and run the rollback plan: PgBouncer back to legacy (`writes_on` on legacy), or the rollback runbook"
+PROBE = "write_probe"  # the session resource holding the probe's thread, from probe_start to probe_report
+
+
+def _m(session: Session):  # noqa: ANN202 - the Migration settings
+    return session.params.migration
+
+
+
+
+def _budget_left(session: Session) -> str | None:
+    started = session.state.get("window_started")
+    if started is None:
+        return None
+    budget = session.params.policy.phases["migration"].budget
+    elapsed = time.time() - started
+    return None if elapsed < budget else (f"{elapsed / 60:.0f} min used of the {budget / 60:.0f} min budget; "
+                                          + ROLLBACK)
+
+
+HAS_MIGRATION = requires("migration", "the migration")
+BUDGET = Guard("inside the phase 2 time budget", _budget_left)
+GUARDS = (HAS_MIGRATION, BUDGET)
+
+
+def _timer(session: Session, outcome: Outcome) -> Outcome:
+    """Every phase 2 step shows the elapsed and remaining time of the window budget."""
+    return on_the_clock(outcome, session.state.get("window_started", time.time()),
+                        session.params.policy.phases["migration"].budget, "window")
+
+
+# ---------------------------------------------------------------- gates
+
+
+@step("signoff_gate", "Sign-off gate", always_run=True)
+def signoff_gate(session: Session) -> Outcome:
+    """All five sign-offs, bound to the current readiness and phase 1 records. Refused otherwise, before any
+    change.
+    """
+    campaign = session.run_dir.parent
+    rows = signoffs.status(campaign, session.params.policy)
+    missing = [r.role for r in rows if not r.present]
+    stale = [r.role for r in rows if r.stale and not r.present]
+    evidence = [{"role": r.role, "approved": r.present, "by": r.name, "at": r.at,
+                 "stale_approvals": len(r.stale or [])} for r in rows]
+    if missing:
+        detail = f"missing sign-offs: {', '.join(missing)}"
+        if stale:
+            detail += f" (approvals of an older readiness or phase 1 record do not count: {', '.join(stale)})"
+        return Outcome(summary=f"refused: {detail}", evidence=evidence, failed=True)
+    started = session.state.get("window_started") or time.time()
+    return Outcome(summary=f"all {len(rows)} sign-offs present and bound to the current records", evidence=evidence,
+                   state={"window_started": started})
+
+
+@step("window_check", "Inside the maintenance window", always_run=True)
+def window_check(session: Session) -> Outcome:
+    """Inside the window phase 1 locked."""
+    reason = window.outside(session.run_dir.parent)
+    return _timer(session, Outcome(summary=f"refused: {reason}" if reason else "inside the locked window",
+                                   failed=bool(reason)))
+
+
+@step("preflight", "Preflight: strategy, tables logical replication cannot carry, both sides reachable",
+      guards=(HAS_MIGRATION,), always_run=True)
+def preflight(session: Session) -> Outcome:
+    """Tables logical replication cannot carry are named here, before anything changes."""
+    m = _m(session)
+    problems = []
+    r = migration.route_of(session)
+    blockers = migration.unreplicable_tables(r.source) if m.strategy == "logical" else []
+    if blockers:
+        problems.append("logical replication cannot carry: " + ", ".join(f"{b['table']} ({b['reason']})"
+                                                                          for b in blockers))
+    for endpoint in (r.source, r.target):
+        with postgres.connect(endpoint) as conn:
+            postgres.scalar(conn, "SELECT 1")
+    current = pgbouncer.backend(r.pooler, r.pooler_database)
+    return _timer(session, Outcome(
+        summary=("refused before any change: " + "; ".join(problems)) if problems else
+        f"strategy {m.strategy}; PgBouncer sends {m.pooler_database} to {current[0]}:{current[1]}",
+        evidence=blockers or None, failed=bool(problems), metrics={"strategy": m.strategy}))
+
+
+# ---------------------------------------------------------------- write probe
+
+
+def _probe_endpoint(session: Session) -> PgSpec:
+    m = _m(session)
+    return session.endpoints.db(m.probe_endpoint) if m.probe_endpoint else session.endpoints.pooler()
+
+
+def _plan_probe(session: Session) -> Outcome:
+    return Outcome(summary=f"would create {writeprobe.TABLE} on {_m(session).source} and write to it through "
+                           f"{_probe_endpoint(session).name} every {_m(session).probe_interval * 1000:.0f} ms")
+
+
+@step("probe_start", "Start the write probe", mutating=True, plan=_plan_probe, guards=(HAS_MIGRATION,),
+      always_run=True)
+def probe_start(session: Session) -> Outcome:
+    """Starts writing through PgBouncer every 50 ms."""
+    m = _m(session)
+    r = migration.route_of(session)
+    writeprobe.ensure_table(r.source, r.app_role)
+    probe = session.held(PROBE)
+    if probe is None or not probe.running:
+        probe = writeprobe.WriteProbe(_probe_endpoint(session), session.run_dir, session.info.run_id,
+                                      m.probe_interval)
+        probe.start()
+        session.hold(PROBE, probe, probe.stop)
+    time.sleep(1)
+    figures = writeprobe.figures(writeprobe.load(session.run_dir))
+    return _timer(session, Outcome(summary=f"probe writing through {_probe_endpoint(session).name}: "
+                                           f"{figures['attempts']} attempts, {figures['failed_writes']} failed so far",
+                                   failed=figures["attempts"] == 0 or figures["failed_writes"] == figures["attempts"]))
+
+
+# ---------------------------------------------------------------- the new cluster and the data
+
+
+@step("deploy_new_stack", "The new stack deployed and healthy", guards=GUARDS)
+def deploy_new_stack(session: Session) -> Outcome:
+    """The new cluster must be up: one leader, every other member streaming."""
+    spec = session.target.patroni
+    members = patroni.members(spec) if spec else []
+    leaders = [m["name"] for m in members if m.get("role") == "leader"]
+    streaming = [m["name"] for m in members if m.get("state") == "streaming"]
+    ok = len(leaders) == 1 and len(streaming) == len(members) - 1 and members
+    return _timer(session, Outcome(
+        summary=f"leader {leaders[0]}, {len(streaming)} streaming replicas" if ok else
+        "the new cluster is not healthy (one leader, every other member streaming): deploy it first "
+        "(`docker stack deploy`; on the sandbox `runbook sandbox up`)",
+        evidence=[{k: m.get(k) for k in ("name", "role", "state", "lag")} for m in members], failed=not ok))
+
+
+@step("prepare_replication", "Fill the new cluster by logical replication (before the write pause)",
+      mutating=True, plan=would("copy the schema, create the publication and subscription, wait for the copy"),
+      guards=GUARDS)
+def prepare_replication(session: Session) -> Outcome:
+    """Logical strategy: schema first (HNSW indexes are built on the new side), then the initial copy and
+    streaming. Writes continue on legacy meanwhile.
+    """
+    m = _m(session)
+    if m.strategy != "logical":
+        return _timer(session, Outcome(summary="dump-restore strategy: the data moves during the pause"))
+    r = migration.route_of(session)
+    schema = migration.copy_schema(tools.of_run(session), r.source, r.target)
+    migration.ensure_publication(r.source, migration.PUBLICATION)
+    created = migration.ensure_subscription(r.target, r.source, migration.SUBSCRIPTION, migration.PUBLICATION,
+                                            copy_data=True)
+    with session.progress(None, total=1, desc="initial copy (tables)") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        copy = migration.wait_initial_copy(r.target, migration.SUBSCRIPTION, m.copy_timeout, progress)
+    tables = copy.states.get("r", 0)
+    rode_out = (f"; the new cluster's endpoint did not answer {copy.interruptions} poll(s) (a failover?) "
+                "and the copy carried on" if copy.interruptions else "")
+    return _timer(session, Outcome(summary=f"{schema}; subscription {'created' if created else 'already present'}; "
+                                           f"{tables} tables copied and streaming{rode_out}",
+                                   metrics={"tables": tables, "copy_interruptions": copy.interruptions}))
+
+
+@step("final_backup", "Final online backup of legacy (before the pause)", mutating=True,
+      plan=would("take an online pg_basebackup of legacy and verify it"), guards=GUARDS)
+def final_backup(session: Session) -> Outcome:
+    """An online backup of legacy just before the pause; its end LSN is recorded."""
+    if session.params.backup is None:
+        return _timer(session, Outcome(summary="backup is not set in the parameters", failed=True))
+    result = backup.take(tools.of_run(session), backup.plan(session.params))
+    backup.verify(tools.of_run(session), result.path)
+    return _timer(session, Outcome(summary=f"backup {result.id} verified, ends at LSN {result.end_lsn}",
+                                   metrics={"backup_end_lsn": result.end_lsn, "backup_seconds": result.seconds},
+                                   state={"final_backup": {"id": result.id, "end_lsn": result.end_lsn}}))
+
+
+def _pause(session: Session) -> bool:
+    r = migration.route_of(session)
+    return pgbouncer.pause(r.pooler, r.pooler_database)
+
+
+def _resume(session: Session) -> None:
+    r = migration.route_of(session)
+    pgbouncer.resume(r.pooler, r.pooler_database)
+
+
+def _checks_table(checks: list[migration.TableCheck]) -> list[dict[str, object]]:
+    return [{"table": c.table, "source_rows": c.source_rows, "target_rows": c.target_rows,
+             "checksum_equal": c.source_checksum == c.target_checksum} for c in checks]
+
+
+CUT_APPLY_TIMEOUT = 10.0  # the new side is caught up before the pause; inside it, only the last writes remain
+
+
+def _compare_at_cut(session: Session) -> tuple[str, list[migration.TableCheck]]:
+    """Both sides still for a moment (pool paused, the new side caught up), a snapshot on each, pool resumed.
+
+    The new side catches up before the pool pauses, so the pause waits only for the writes of the last
+    moment; a pool that was paused already (a re-run after writes_off) is left paused.
+    """
+    m, r = _m(session), migration.route_of(session)
+    tables = migration.user_tables(r.source)
+    migration.catch_up(r.source, migration.SUBSCRIPTION, m.apply_timeout)
+    paused = True  # until PAUSE says the pool was paused already: an interrupted PAUSE is undone too
+    try:
+        paused = _pause(session)
+        with migration.snapshot(r.source) as src:
+            lsn, _ = migration.catch_up(r.source, migration.SUBSCRIPTION, min(m.apply_timeout, CUT_APPLY_TIMEOUT))
+            with migration.snapshot(r.target) as dst:
+                if paused:
+                    _resume(session)  # the snapshots hold the cut; the application writes again meanwhile
+                    paused = False
+                return lsn, migration.compare(src, dst, tables)
+    finally:
+        if paused:
+            _resume(session)
+
+
+@step("validate_cut", "Validate at a consistent cut (before the pause): checksums of every table", mutating=True,
+      plan=would("pause the pool for a moment, snapshot both sides at the same LSN, resume, compare checksums"),
+      guards=GUARDS)
+def validate_cut(session: Session) -> Outcome:
+    """Logical strategy: the pool pauses for a moment while legacy and the new cluster are caught up, each
+    side takes a snapshot at that same LSN, and the pool resumes. Row counts and a checksum of every row
+    are then compared inside those snapshots while the application keeps writing, so the write pause below
+    does not grow with the data. A writer that bypasses the pool would make one cut differ, so a second
+    cut tells that from a real difference; a difference found twice stops the migration here: legacy keeps
+    serving and nothing has been switched. At the cutover, `validate_new` compares row counts again.
+    """
+    if _m(session).strategy != "logical":
+        return _timer(session, Outcome(summary="dump-restore strategy: the data is validated during the pause"))
+    for attempt in (1, 2):  # noqa: B007 - the summary says which cut held
+        lsn, checks = _compare_at_cut(session)
+        bad = [c.table for c in checks if not c.equal]
+        if not bad:
+            break
+    rows = _checks_table(checks)
+    if bad:
+        return _timer(session, Outcome(summary=f"migration stopped before the pause: {', '.join(bad)} differ at "
+                                               f"the cut (LSN {lsn}, twice); legacy serving, nothing switched",
+                                       evidence=rows, failed=True))
+    return _timer(session, Outcome(summary=f"{len(checks)} tables: row counts and checksums equal at LSN {lsn}"
+                                           + (" (second cut)" if attempt == 2 else ""),
+                                   evidence=rows, metrics={"cut_lsn": lsn, "tables_validated": len(checks)},
+                                   state={"cut_lsn": lsn}))
+
+
+@step("writes_off", "Writes off: pause the pool, legacy read-only for the application", mutating=True,
+      plan=would("PAUSE the application's pool in PgBouncer and make legacy read-only for the application role"),
+      guards=GUARDS)
+def writes_off(session: Session) -> Outcome:
+    """The write pause starts here: PgBouncer pauses the application's pool; legacy becomes read-only for the
+    application role.
+    """
+    m = _m(session)
+    _pause(session)
+    r = migration.route_of(session)
+    ended = migration.set_read_only(r.source, r.app_role, True)
+    return _timer(session, Outcome(summary=f"pool {m.pooler_database} paused; legacy read-only for "
+                                           f"{r.app_role} ({ended} sessions ended)",
+                                   state={"writes_off_at": time.time()}))
+
+
+@step("drain_connections", "Drain the application's connections to legacy", mutating=True,
+      plan=would("end every remaining session of the application role on legacy"), guards=GUARDS)
+def drain_connections(session: Session) -> Outcome:
+    """Every remaining session of the application role on legacy is ended, so no write can land there
+    after the pause.
+    """
+    r = migration.route_of(session)
+    ended = migration.set_read_only(r.source, r.app_role, True)
+    return _timer(session, Outcome(summary=f"{ended} remaining application sessions ended on legacy"))
+
+
+@step("app_down", "Applications down (or kept behind the paused pool)", mutating=True,
+      plan=would("scale the application service to 0 (dump-restore), or keep it behind the paused pool (logical)"),
+      guards=GUARDS)
+def app_down(session: Session) -> Outcome:
+    """Logical: they stay up behind the paused pool. Dump-restore: scaled to 0 through Swarm."""
+    m = _m(session)
+    if m.strategy == "logical" or not m.app_service:
+        return _timer(session, Outcome(summary="applications kept running behind the paused pool"))
+    service = swarm.for_target(session.target.swarm).services.get(m.app_service)
+    replicas = service.attrs["Spec"]["Mode"].get("Replicated", {}).get("Replicas", 1)
+    before = session.state.get("app_replicas", replicas)
+    if replicas:
+        swarm.scale(session.target.swarm, m.app_service, 0)
+    return _timer(session, Outcome(summary=f"{m.app_service} scaled from {before} to 0",
+                                   state={"app_replicas": before}))
+
+
+@step("move_data", "Move the data", mutating=True,
+      plan=would("wait until the new cluster applied legacy's last write and copy the sequences (logical), "
+                 "or dump legacy and restore into the new cluster (dump-restore)"), guards=GUARDS)
+def move_data(session: Session) -> Outcome:
+    """Logical: wait until the new cluster applied legacy's last LSN, copy sequence values. Dump-restore:
+    dump and restore.
+    """
+    m, r = _m(session), migration.route_of(session)
+    if m.strategy == "logical":
+        lsn, waited = migration.catch_up(r.source, migration.SUBSCRIPTION, m.apply_timeout)
+        sequences = migration.copy_sequences(r.source, r.target)
+        return _timer(session, Outcome(summary=f"new cluster applied legacy's LSN {lsn} after {waited:.2f} s; "
+                                               f"{sequences} sequences copied",
+                                       metrics={"cutover_lsn": lsn, "apply_wait_s": round(waited, 3)},
+                                       state={"cutover_lsn": lsn}))
+    started = time.monotonic()
+    if migration.user_tables(r.target):
+        counts = {c.table: c.equal for c in migration.validate(r.source, r.target)}
+        if all(counts.values()):
+            return _timer(session, Outcome(summary="the new cluster already holds identical data (resumed run)"))
+        raise migration.MigrationError("the new cluster holds different data already; empty it before restoring")
+    migration.dump_restore(tools.of_run(session), r.source, r.target)
+    return _timer(session, Outcome(summary=f"dump and restore took {time.monotonic() - started:.1f} s",
+                                   metrics={"dump_restore_s": round(time.monotonic() - started, 2)}))
+
+
+def _back_to_legacy(session: Session) -> str:
+    """Leave legacy serving: writable for the application again, pool resumed (still pointing at legacy)."""
+    r = migration.route_of(session)
+    migration.set_read_only(r.source, r.app_role, False)
+    _resume(session)
+    return "legacy left serving: writable again and the pool resumed"
+
+
+@step("validate_new", "Validate: per-table row count and checksum on both sides", guards=GUARDS)
+def validate_new(session: Session) -> Outcome:
+    """Dump-restore: row count and an order-independent checksum of every row (vector columns included) per
+    table on both sides. Logical: the checksums were compared at the cut above; here the row counts are
+    compared again at the cutover LSN. Any difference stops the cutover, names the table and leaves legacy
+    serving.
+    """
+    m = _m(session)
+    cut = session.state.get("cut_lsn") if m.strategy == "logical" else None
+    r = migration.route_of(session)
+    checks = migration.validate(r.source, r.target, counts_only=cut is not None)
+    rows = _checks_table(checks)
+    bad = [c.table for c in checks if not c.equal]
+    if bad:
+        fallback = _back_to_legacy(session)
+        return _timer(session, Outcome(summary=f"cutover stopped: {', '.join(bad)} differ; {fallback}",
+                                       evidence=rows, failed=True))
+    what = (f"row counts equal at the cutover (checksums compared at LSN {cut})" if cut else
+            "row counts and checksums equal")
+    return _timer(session, Outcome(summary=f"{len(checks)} tables: {what}",
+                                   evidence=rows, metrics={"tables_validated": len(checks)}))
+
+
+@step("switch_traffic", "Point PgBouncer at the new cluster; reverse replication keeps legacy current",
+      mutating=True, plan=would("repoint PgBouncer to the new write endpoint and replicate new -> legacy"),
+      guards=GUARDS)
+def switch_traffic(session: Session) -> Outcome:
+    """PgBouncer now sends the application to the new cluster's write endpoint; reverse replication from the
+    new cluster keeps legacy current for the rollback plan.
+    """
+    m, r = _m(session), migration.route_of(session)
+    host, port = r.new_backend
+    if pgbouncer.backend(r.pooler, r.pooler_database) != (host, port):
+        pgbouncer.repoint(r.pooler, r.swarm, r.pooler_database, host, port)
+    reverse = "no reverse replication (dump-restore): legacy is the pre-cutover copy"
+    if m.strategy == "logical":
+        migration.drop_subscription(r.target, migration.SUBSCRIPTION)
+        migration.ensure_publication(r.target, migration.REVERSE_PUBLICATION)
+        migration.ensure_subscription(r.source, r.target, migration.REVERSE_SUBSCRIPTION,
+                                      migration.REVERSE_PUBLICATION, copy_data=False)
+        reverse = "reverse replication new -> legacy running"
+    return _timer(session, Outcome(summary=f"PgBouncer sends {m.pooler_database} to {host}:{port}; {reverse}"))
+
+
+@step("writes_on", "Writes on: resume the pool", mutating=True, plan=would("RESUME the pool"), guards=GUARDS)
+def writes_on(session: Session) -> Outcome:
+    """The pool resumes: the write pause ends."""
+    _resume(session)
+    paused = time.time() - session.state["writes_off_at"] if session.state.get("writes_off_at") else None
+    return _timer(session, Outcome(summary="pool resumed" + (f" after {paused:.2f} s" if paused else ""),
+                                   metrics={"pool_paused_s": round(paused, 3) if paused else None}))
+
+
+@step("app_up", "Applications up and writing to the new cluster", mutating=True,
+      plan=would("scale the application back (dump-restore) and prove a write through PgBouncer lands in the new "
+                 "cluster"), guards=GUARDS)
+def app_up(session: Session) -> Outcome:
+    """A write through PgBouncer must land in the new cluster."""
+    m, r = _m(session), migration.route_of(session)
+    if m.strategy == "dump-restore" and m.app_service and session.state.get("app_replicas"):
+        swarm.scale(session.target.swarm, m.app_service, session.state["app_replicas"])
+    marker = f"cutover-{session.info.run_id}"
+    with postgres.connect(_probe_endpoint(session)) as conn:
+        postgres.query(conn, "INSERT INTO rollout_write_probe (run_id) VALUES (%s)", [marker])
+    with postgres.connect(r.target) as conn:
+        landed = postgres.scalar(conn, "SELECT count(*) FROM rollout_write_probe WHERE run_id = %s", [marker])
+    if landed:  # the 72-hour validation measures from here
+        records.save(session.run_dir.parent, "cutover", {"at": datetime.now(UTC).isoformat(),
+                                                         "strategy": m.strategy}, session.info.run_id)
+    return _timer(session, Outcome(summary="a write through PgBouncer landed in the new cluster" if landed else
+                                   "a write through PgBouncer did NOT land in the new cluster", failed=not landed))
+
+
+@step("probe_report", "Write probe: availability through the window", always_run=True)
+def probe_report(session: Session) -> Outcome:
+    """The write probe's every attempt through the window, plotted: the longest write-unavailable span,
+    the total, and the failed writes; beside them the application's own errors from Prometheus.
+    """
+    session.drop(PROBE)  # stops the probe's thread
+    if session.params.migration:
+        writeprobe.analyse(migration.route_of(session).source)
+    frame = writeprobe.load(session.run_dir)
+    if frame.empty:
+        return Outcome(summary="no write probe data in this run", failed=True)
+    interval = session.params.migration.probe_interval if session.params.migration else 0.05
+    figures = writeprobe.figures(frame, interval)
+    t0 = frame["start"].min()
+    fig = go.Figure()
+    for ok, colour, name in ((True, "#1a7f37", "write ok"), (False, "#cf222e", "write failed")):
+        part = frame[frame["ok"] == ok]
+        fig.add_trace(go.Scatter(x=part["start"] - t0, y=(part["end"] - part["start"]) * 1000, mode="markers",
+                                 marker={"color": colour, "size": 4}, name=name))
+    fig.update_layout(title="Write probe: latency of each write through the window (ms)", xaxis_title="seconds",
+                      yaxis_title="ms", yaxis_type="log", height=350)
+    figures.update(_app_impact(session, float(frame["end"].max() - frame["start"].min())))
+    app = (f"; the application: {figures['app_errors']:.0f} errors of {figures['app_requests']:.0f} requests"
+           if figures.get("app_requests") is not None else "")
+    return Outcome(summary=f"write-unavailable {figures['write_unavailable_s']} s at most at once, "
+                           f"{figures['write_unavailable_total_s']} s in {figures['unavailable_spans']} span(s) "
+                           f"in all; {figures['failed_writes']} of "
+                           f"{figures['attempts']} writes failed{app}", metrics=figures, figures=[fig],
+                   evidence=pd.DataFrame([figures]))
+
+
+def _app_impact(session: Session, seconds: float) -> dict[str, float | None]:
+    """The application's own requests and errors over the window, from Prometheus (none if not scraped)."""
+    spec = session.target.prometheus
+    if spec is None:
+        return {}
+    names = session.params.readiness.app_metrics
+    window = f"{max(int(seconds) + 15, 30)}s"  # the last scrape before the window counts too
+
+    def total(metric: str) -> float | None:
+        return prometheus.scalar(spec.url, f"sum(increase({metric}[{window}]))")
+
+    requests, errors = total(names["requests"]), total(names["errors"])
+    rate = errors / requests if requests and errors is not None else None
+    return {"app_requests": requests, "app_errors": errors,
+            "app_error_rate": round(rate, 4) if rate is not None else None}
+
+
+BOOK = Book("phase2_migration", "Phase 2: the maintenance window", mutating=True, steps=(
+    signoff_gate, window_check, preflight, probe_start, deploy_new_stack, prepare_replication, final_backup,
+    validate_cut, writes_off, drain_connections, app_down, move_data, validate_new, switch_traffic,
+    writes_on, app_up, probe_report,
+))

@@ -1,0 +1,134 @@
+"""Proves the new cluster healthy after the cutover: health checks, smoke tests as the application role through
+PgBouncer, a performance baseline, and a watch of the live metrics against the verification thresholds of the
+rollout policy (30 minutes in production; a rehearsal may shorten it with a recorded `policy_loosening`
+entry). Any failing check stops the run and names the check.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from runbook_lib.campaign import records
+from runbook_lib.clients import prometheus
+from runbook_lib.ops import smoke, workload
+from runbook_lib.promql.expressions import expression
+from runbook_lib.readiness import engine
+from runbook_lib.run.book import Book
+from runbook_lib.run.session import Session
+from runbook_lib.run.step import Outcome, step
+
+HEALTH_ITEMS = {
+    "HA-01": "Patroni: one leader, replicas streaming",
+    "HA-03": "replication lag",
+    "HA-04": "write endpoint on the leader",
+    "HA-05": "etcd healthy",
+    "INF-09": "HAProxy routing (rw to the leader, ro to a replica)",
+    "DB-12": "PgBouncer reachable, pools within capacity",
+    "PERF-07": "PgBouncer: no waiting clients",
+    "MON-01": "exporters and targets up",
+}
+
+
+@step("health_checks", "Health of the new cluster")
+def health_checks(session: Session) -> Outcome:
+    """Patroni members (one leader, replicas streaming), replication lag, the write endpoint on the leader,
+    etcd, HAProxy routing, PgBouncer pools and waiting clients, exporters up.
+    """
+    results = engine.run(session.params, only=list(HEALTH_ITEMS), campaign_dir=session.run_dir.parent)
+    rows = [{"check": HEALTH_ITEMS[r.id], "item": r.id, "outcome": r.outcome,
+             "detail": r.reason or str(r.observed)[:200]} for r in results]
+    failing = [f"{HEALTH_ITEMS[r.id]} ({r.id}: {r.outcome})" for r in results if r.outcome != "pass"]
+    return Outcome(summary="failing: " + "; ".join(failing) if failing else f"all {len(rows)} health checks pass",
+                   evidence=rows, failed=bool(failing), metrics={"failing": len(failing)})
+
+
+def _smoke(session: Session) -> Outcome:
+    """Create, read, update and delete as the application role through PgBouncer, and a k-NN search that must
+    use the HNSW index (checked with EXPLAIN).
+    """
+    return smoke.smoke(session.endpoints.pooler(), session.info.run_id)
+
+
+smoke_tests = step("smoke_tests", "Smoke tests as the application role through PgBouncer")(_smoke)
+
+
+def _baseline(session: Session) -> Outcome:
+    """The application's query mix for `target.workload.duration`; saved as the campaign's baseline
+    (readiness MON-09 and the 72-hour validation compare against it).
+    """
+    outcome = workload.load_test(session.target.workload, session.endpoints, session.progress)
+    if not outcome.failed:
+        records.save(session.campaign_dir, "baseline", {**outcome.state["load_test"], "recorded_on": "phase3"},
+                     session.info.run_id)
+        outcome.summary += "; saved as the campaign's baseline"
+    return outcome
+
+
+performance_baseline = step("performance_baseline", "Performance baseline")(_baseline)
+
+
+def _series(url: str, metric: str, seconds: float, step_s: float) -> pd.DataFrame:
+    result = prometheus.query_range(url, expression(metric), seconds, step_s)
+    points = [(float(t), float(v)) for series in result for t, v in series["values"] if v not in ("NaN", "+Inf")]
+    return pd.DataFrame(points, columns=["t", "value"]).groupby("t", as_index=False).max()
+
+
+def memory_trend(frame: pd.DataFrame) -> float:
+    """Relative rise of memory over the window from a least-squares line (0.02 = rose by 2 %)."""
+    if len(frame) < 3 or frame["value"].mean() == 0:
+        return 0.0
+    t = frame["t"] - frame["t"].iloc[0]
+    slope = ((t - t.mean()) * (frame["value"] - frame["value"].mean())).sum() / ((t - t.mean()) ** 2).sum()
+    return float(slope * (t.iloc[-1] or 1) / frame["value"].mean())
+
+
+@step("watch_metrics", "Metrics watch against the verification thresholds")
+def watch_metrics(session: Session) -> Outcome:
+    """Error rate, p95 latency, CPU and the memory trend from Prometheus over
+    `policy.verification_watch.duration`, against its thresholds.
+    """
+    policy = session.params.policy.verification_watch
+    url = session.target.prometheus.url if session.target.prometheus else None
+    if url is None:
+        return Outcome(summary="target.prometheus is not set", failed=True)
+    duration = policy.duration
+    with session.progress(None, total=int(duration), desc="watching (s)") as bar:
+        started = time.monotonic()
+        while (remaining := duration - (time.monotonic() - started)) > 0:
+            pause = min(5.0, remaining)
+            time.sleep(pause)
+            bar.update(pause)
+    step_s = max(5.0, duration / 120)
+    window = max(duration, 60.0)
+    checks = {"error_rate": (policy.error_rate_max, "max"), "latency_p95": (policy.latency_p95_max, "max"),
+              "cpu_usage": (policy.cpu_max, "max"), "memory_usage": (policy.memory_trend_max, "trend")}
+    rows, figures, failing = [], [], []
+    for metric, (limit, kind) in checks.items():
+        frame = _series(url, metric, window, step_s)
+        if frame.empty:
+            rows.append({"metric": metric, "observed": None, "limit": limit, "ok": False, "note": "no data"})
+            failing.append(f"{metric}: no data")
+            continue
+        observed = memory_trend(frame) if kind == "trend" else float(frame["value"].max())
+        ok = observed <= limit
+        rows.append({"metric": metric, "observed": round(observed, 5), "limit": limit, "ok": ok,
+                     "note": "relative rise over the window" if kind == "trend" else "maximum over the window"})
+        if not ok:
+            failing.append(f"{metric} {observed:.4g} > {limit:g}")
+        fig = go.Figure(go.Scatter(x=pd.to_datetime(frame["t"], unit="s"), y=frame["value"], mode="lines",
+                                   name=metric))
+        if kind == "max":
+            fig.add_hline(y=limit, line_dash="dash", line_color="red", annotation_text="threshold")
+        fig.update_layout(title=f"{metric} during the watch", height=300)
+        figures.append(fig)
+    return Outcome(summary=("breached: " + "; ".join(failing)) if failing else
+                   f"every threshold held for {duration / 60:g} min", evidence=rows, figures=figures,
+                   failed=bool(failing), metrics={str(r["metric"]): r["observed"] for r in rows})
+
+
+BOOK = Book("phase3_verification", "Phase 3: verification", mutating=False, steps=(
+    health_checks, smoke_tests, performance_baseline, watch_metrics,
+))

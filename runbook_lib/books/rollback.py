@@ -1,0 +1,217 @@
+"""Run this when a rollback trigger of the policy holds (Alertmanager pages for each one as `RollbackTrigger…`,
+labelled `action=rollback`) or when the incident lead decides to roll back. The policy's budget is **30
+minutes** from the decision to the stakeholder notice; every step shows the time used and left.
+
+**What makes it lossless**: after a logical cutover, reverse replication (new cluster → legacy) keeps
+legacy current. The rollback stops writes on the new cluster, waits until legacy has applied the
+last of them, holds a snapshot of both sides at that moment, and only then sends the traffic back.
+The two snapshots are compared table by table afterwards. Without reverse replication (a
+dump-restore cutover) writes made since the cutover would be lost: that is refused unless
+`rollback.accept_loss` is set.
+
+**Inputs** (`-p key=value` or the parameters file):
+- `rollback.reason`: roll back by decision, recorded in the journal and the notice;
+- `rollback.security_issue`: a critical security issue is open (the policy's manual trigger);
+- `rollback.accept_loss`: accept losing writes made on the new cluster (only without reverse replication).
+
+The new cluster is kept, read-only for the application, for the postmortem; `--plan` shows every change
+without making it.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+
+from runbook_lib.clients import pgbouncer, postgres
+from runbook_lib.ops import fallback, migration, notify, smoke
+from runbook_lib.promql import triggers
+from runbook_lib.run.book import Book
+from runbook_lib.run.session import Session
+from runbook_lib.run.step import Outcome, on_the_clock, requires, step, would
+
+HAS_MIGRATION = requires("migration", "the migration")
+CUT = "rollback_cut"  # the session resource: snapshots of both sides at the cut, held until consistency_check
+
+
+def _budget(session: Session) -> float:
+    return min(session.params.policy.phases["rollback"].budget, session.params.policy.rollback_completion_max)
+
+
+def _clock(session: Session, outcome: Outcome) -> Outcome:
+    return on_the_clock(outcome, session.state.get("rollback_started", time.time()), _budget(session), "rollback")
+
+
+# Not re-run on --resume: after the detach the triggers are calm and reverse replication is gone, so
+# a second decision would refuse a rollback that is half done; its recorded state (start, why) is reused.
+@step("rollback_decision", "Decision: a rollback trigger holds, or the operator's reason", guards=(HAS_MIGRATION,))
+def rollback_decision(session: Session) -> Outcome:
+    """Each rollback trigger of the policy, read now from Prometheus (a trigger with a `for` window must have
+    held for all of it). No trigger and no `rollback.reason`: nothing changes. A rollback that would lose
+    writes is refused here too.
+    """
+    p = session.params
+    url = session.target.prometheus.url if session.target.prometheus else None
+    raised = triggers.RAISED_BY_OPERATOR if p.rollback.security_issue else set()
+    readings = triggers.read(url, p.policy.rollback_triggers, raised)
+    fired = [f"{r.metric} {r.condition} (observed {r.observed})" for r in readings if r.fired]
+    evidence = [r.to_dict() for r in readings]
+    unreadable = [r.metric for r in readings if r.note.startswith("unreadable")]
+    if not fired and not p.rollback.reason:
+        blind = f" ({len(unreadable)} unreadable: {', '.join(unreadable)})" if unreadable else ""
+        return Outcome(summary=f"no rollback: no trigger holds{blind} and no reason is recorded (to roll back by "
+                               "decision, run with -p rollback.reason='...')", evidence=evidence, failed=True)
+    refused = fallback.refusal(migration.route_of(session), p.rollback.accept_loss)
+    if refused:
+        return Outcome(summary=f"refused before any change: {refused} (-p rollback.accept_loss=true)",
+                       evidence=evidence, failed=True)
+    why = "; ".join(filter(None, ["triggers hold: " + ", ".join(fired) if fired else "",
+                                  f"reason: {p.rollback.reason}" if p.rollback.reason else ""]))
+    return _clock(session, Outcome(summary=f"rolling back ({why})", evidence=evidence,
+                                   metrics={"triggers_fired": len(fired)},
+                                   state={"rollback_started": time.time(), "rollback_why": why}))
+
+
+def _hold_cut(session: Session) -> None:
+    """Snapshots of both sides while they are level and still, kept open for the consistency check."""
+    r = migration.route_of(session)
+    with ExitStack() as stack:
+        legacy = stack.enter_context(migration.snapshot(r.source))
+        new = stack.enter_context(migration.snapshot(r.target))
+        held = stack.pop_all()
+    session.hold(CUT, (legacy, new), held.close)
+
+
+@step("stop_or_detach_new", "Stop writes on the new cluster; legacy applies its last write", mutating=True,
+      plan=would("pause the pool, make the new cluster read-only for the application, wait until legacy applied "
+                 "its last write, copy the sequences, snapshot both sides, drop reverse replication"),
+      guards=(HAS_MIGRATION,))
+def stop_or_detach_new(session: Session) -> Outcome:
+    """The write pause starts: the pool pauses, the new cluster becomes read-only for the application, legacy
+    applies the new cluster's last write and gets its sequence values. Both sides are snapshotted at that
+    cut, then reverse replication is dropped. If this fails, the new cluster is writable again and the
+    pool resumes: nothing changed.
+    """
+    p = session.params
+    paused_at = time.time()
+    try:
+        report = fallback.detach_new(migration.route_of(session), p.rollback.accept_loss,
+                                     migration.route_of(session).apply_timeout, at_cut=lambda: _hold_cut(session))
+    except BaseException:
+        session.drop(CUT)  # the new cluster takes writes again: no transaction may stay open on it
+        raise
+    return _clock(session, Outcome(summary="; ".join(report.steps) + "; pool paused",
+                                   metrics={"reverse_applied_lsn": report.reverse_applied_lsn,
+                                            "sequences": report.sequences, "detach_s": round(report.seconds, 3)},
+                                   state={"rollback_cut_lsn": report.reverse_applied_lsn, "pool_paused_at": paused_at,
+                                          "rollback_loss": report.loss}))
+
+
+@step("restore_legacy_traffic", "Traffic back to legacy: writable, PgBouncer repointed, pool resumed",
+      mutating=True, plan=would("make legacy writable for the application, point PgBouncer at it and resume"),
+      guards=(HAS_MIGRATION,))
+def restore_legacy_traffic(session: Session) -> Outcome:
+    """Legacy becomes writable for the application, PgBouncer points at it, the pool resumes: the write pause
+    ends.
+    """
+    done = fallback.restore_traffic(migration.route_of(session))
+    paused = time.time() - session.state["pool_paused_at"] if session.state.get("pool_paused_at") else None
+    return _clock(session, Outcome(summary="; ".join(done) + "; pool resumed" +
+                                   (f" after {paused:.2f} s" if paused is not None else ""),
+                                   metrics={"pool_paused_s": round(paused, 3) if paused is not None else None}))
+
+
+@step("validate_restore", "The application works on legacy through the pool", guards=(HAS_MIGRATION,))
+def validate_restore(session: Session) -> Outcome:
+    """Through PgBouncer as the application role: legacy serves, accepts writes, and answers create, read,
+    update, delete and a k-NN search through the HNSW index.
+    """
+    r = migration.route_of(session)
+    backend = pgbouncer.backend(r.pooler, r.pooler_database)
+    if backend != r.legacy_backend:
+        return _clock(session, Outcome(summary=f"PgBouncer still sends the application to {backend[0]}:{backend[1]}",
+                                       failed=True))
+    with postgres.connect(session.endpoints.pooler()) as conn:
+        read_only = postgres.scalar(conn, "SELECT current_setting('transaction_read_only')")
+    if read_only != "off":
+        return _clock(session, Outcome(summary="legacy is still read-only for the application role", failed=True))
+    outcome = smoke.smoke(session.endpoints.pooler(), session.info.run_id)
+    outcome.summary = f"PgBouncer sends the application to legacy ({backend[0]}:{backend[1]}); {outcome.summary}"
+    return _clock(session, outcome)
+
+
+@step("consistency_check", "Nothing lost: every table equal on both sides at the rollback cut",
+      guards=(HAS_MIGRATION,))
+def consistency_check(session: Session) -> Outcome:
+    """Row counts and a checksum of every row, per table, inside the two snapshots taken at the cut: legacy
+    must hold exactly what the new cluster held.
+    """
+    lsn = session.state.get("rollback_cut_lsn")
+    held = session.held(CUT)
+    if lsn is None:
+        loss = session.state.get("rollback_loss")
+        return _clock(session, Outcome(summary=f"no cut to compare: {loss}" if loss else
+                                       "no cut to compare: PgBouncer already sent the application to legacy and no "
+                                       "reverse replication ran; writes the new cluster took since the cutover, if "
+                                       "any, are only there (it is kept)", failed=False))
+    if held is None:
+        return _clock(session, Outcome(
+            summary=f"the snapshots taken at the cut (LSN {lsn}) were lost when the kernel restarted: compare the "
+                    "new cluster (read-only for the application, keep it) with legacy by primary key before "
+                    "dropping it", failed=True))
+    try:
+        tables = migration.user_tables(migration.route_of(session).source)
+        checks = migration.compare(held[0], held[1], tables)
+    finally:
+        session.drop(CUT)
+    rows = [{"table": c.table, "legacy_rows": c.source_rows, "new_rows": c.target_rows,
+             "checksum_equal": c.source_checksum == c.target_checksum} for c in checks]
+    bad = [c.table for c in checks if not c.equal]
+    return _clock(session, Outcome(
+        summary=(f"DIFFER at the cut (LSN {lsn}): {', '.join(bad)}; the new cluster is read-only and kept"
+                 if bad else f"{len(checks)} tables: row counts and checksums equal at the cut (LSN {lsn})"),
+        evidence=rows, failed=bool(bad), metrics={"tables_compared": len(checks), "tables_differing": len(bad)}))
+
+
+def _notice(session: Session) -> tuple[str, str]:
+    t = session.target
+    elapsed = (time.time() - session.state.get("rollback_started", time.time())) / 60
+    subject = f"[{t.environment}] Rollback of {t.name}: traffic is back on the previous database"
+    body = (f"The {t.name} application runs on its previous database again after a rollback "
+            f"({session.state.get('rollback_why', 'reason not recorded')}).\nIt took {elapsed:.1f} min; "
+            f"the new cluster is kept read-only for the postmortem.\nAudience: {session.params.notifications.audience}."
+            f"\nCampaign: {session.info.campaign}; coordinator: {session.info.operator}.")
+    return subject, body
+
+
+@step("notify_stakeholders", "Tell the stakeholders", mutating=True,
+      plan=lambda s: Outcome(summary=f"would send '{_notice(s)[0]}'"), guards=(HAS_MIGRATION,))
+def notify_stakeholders(session: Session) -> Outcome:
+    """The notice goes to every configured channel (webhook, SMTP) and always to the campaign's outbox; a
+    failed channel is shown.
+    """
+    subject, body = _notice(session)
+    deliveries = notify.send(session.params.notifications, session.params.base_dir, session.campaign_dir, subject,
+                             body)
+    failed = [d.channel for d in deliveries if not d.ok]
+    return _clock(session, Outcome(summary=notify.summary(deliveries), evidence=[d.to_dict() for d in deliveries],
+                                   metrics={"failed_channels": len(failed)}))
+
+
+@step("completion", "Completed within the rollback budget", always_run=True, guards=(HAS_MIGRATION,))
+def completion(session: Session) -> Outcome:
+    """Time from the decision to here, against the policy's 30 minutes."""
+    session.drop(CUT)
+    started = session.state.get("rollback_started")
+    if started is None:
+        return Outcome(summary="the rollback did not start", failed=True)
+    minutes, budget = (time.time() - started) / 60, _budget(session) / 60
+    return Outcome(summary=f"rollback completed in {minutes:.1f} min of the {budget:.0f} min budget"
+                           + ("" if minutes <= budget else ": OVER BUDGET"),
+                   failed=minutes > budget, metrics={"rollback_min": round(minutes, 2), "budget_min": budget})
+
+
+BOOK = Book("rollback", "Rollback plan: back to the legacy database, losing nothing", mutating=True, steps=(
+    rollback_decision, stop_or_detach_new, restore_legacy_traffic, validate_restore, consistency_check,
+    notify_stakeholders, completion,
+))

@@ -1,0 +1,85 @@
+"""Sign-offs: approvals bound to the exact readiness record and phase 1 outcome they approved.
+
+An approval names a role from the policy, a person and optional note, and carries the
+sha256 of the campaign's current readiness record and phase 1 record. When either
+record changes, earlier approvals no longer count: the migration's gate asks again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runbook_lib.campaign import records
+from runbook_lib.config.policy import Policy
+from runbook_lib.errors import RunbookError
+from runbook_lib.values import now
+
+FILE = "signoffs.jsonl"
+
+
+class SignoffError(RunbookError):
+    pass
+
+
+@dataclass
+class SignoffStatus:
+    role: str
+    present: bool
+    name: str | None = None
+    at: str | None = None
+    stale: list[dict[str, Any]] | None = None  # approvals of an older readiness or phase 1 record
+
+
+def binding(campaign_dir: Path) -> dict[str, str | None]:
+    """The hashes an approval binds to right now."""
+    readiness = records.latest(campaign_dir, "readiness")
+    phase1 = records.latest(campaign_dir, "phase1")
+    return {"readiness_sha256": readiness["sha256"] if readiness else None,
+            "phase1_sha256": phase1["sha256"] if phase1 else None}
+
+
+def record(campaign_dir: Path, policy: Policy, role: str, name: str, note: str = "") -> dict[str, Any]:
+    roles = policy.signoffs_required_before_migration
+    if role not in roles:
+        raise SignoffError(f"unknown role {role!r}; the valid roles are: {', '.join(roles)}")
+    if not name.strip():
+        raise SignoffError("--name must name the person approving")
+    bound = binding(campaign_dir)
+    if bound["readiness_sha256"] is None:
+        raise SignoffError(f"no readiness record in {campaign_dir}: run the readiness runbook first")
+    if bound["phase1_sha256"] is None:
+        raise SignoffError(f"no phase 1 record in {campaign_dir}: run phase 1 (pre-migration) first")
+    entry = {"role": role, "name": name.strip(), "note": note, "at": now().isoformat(), **bound}
+    campaign_dir.mkdir(parents=True, exist_ok=True)
+    with (campaign_dir / FILE).open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.write(json.dumps(entry, sort_keys=True) + "\n")
+    return entry
+
+
+def entries(campaign_dir: Path) -> list[dict[str, Any]]:
+    path = campaign_dir / FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def status(campaign_dir: Path, policy: Policy) -> list[SignoffStatus]:
+    bound = binding(campaign_dir)
+    out = []
+    for role in policy.signoffs_required_before_migration:
+        mine = [e for e in entries(campaign_dir) if e["role"] == role]
+        current = [e for e in mine if bound["readiness_sha256"] and e["readiness_sha256"] == bound["readiness_sha256"]
+                   and e["phase1_sha256"] == bound["phase1_sha256"]]
+        stale = [e for e in mine if e not in current]
+        last = current[-1] if current else None
+        out.append(SignoffStatus(role, bool(current), last["name"] if last else None, last["at"] if last else None,
+                                 stale or None))
+    return out
+
+
+def missing(campaign_dir: Path, policy: Policy) -> list[str]:
+    """Roles without a current approval: what the migration's first step refuses on."""
+    return [s.role for s in status(campaign_dir, policy) if not s.present]

@@ -1,0 +1,559 @@
+"""The typed parameters of a run: the target, the policy, waivers and evidence.
+
+Everything is validated here, before a kernel starts and before anything is
+touched. Errors name the key path and what was expected. Overrides given as
+`-p key.path=value` are coerced by the schema's own types, not guessed.
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from runbook_lib.config import policy as policy_mod
+from runbook_lib.config import redact
+from runbook_lib.config.endpoints import Endpoints, PgBouncerSpec, PgSpec
+from runbook_lib.config.policy import Duration
+from runbook_lib.config.readiness_settings import ReadinessSettings
+from runbook_lib.config.sandbox_spec import SandboxSpec
+from runbook_lib.config.secrets import Secret, SecretRef
+from runbook_lib.errors import RunbookError
+
+_SLUG = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+_LITERAL_SECRET_KEYS = re.compile(r"(password|passwd|secret|token|api_key|private_key)$", re.IGNORECASE)
+_URL_WITH_PASSWORD = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
+_KV_PASSWORD = re.compile(r"\bpassword\s*=", re.IGNORECASE)
+
+
+class ParamsError(RunbookError):
+    """Bad input: one line per problem, each naming its key path and what was expected."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        head = f"{source}: " if source else ""
+        super().__init__("\n".join(f"{head}{path or '<top>'}: {msg}" for path, msg in problems))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _anchored(path: str | None, base_dir: Path) -> Path | None:
+    """A file path from the parameters, relative ones anchored at the parameters file's folder."""
+    if not path:
+        return None
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (base_dir / p).resolve()
+
+
+def _no_embedded_password(value: str | None) -> str | None:
+    if value and (_URL_WITH_PASSWORD.search(value) or _KV_PASSWORD.search(value)):
+        raise ValueError("carries a literal password; put it in a secret reference field instead")
+    return value
+
+
+class Endpoint(_Model):
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+class Database(_Model):
+    """A PostgreSQL endpoint the runbooks connect to."""
+
+    host: str
+    port: int = Field(5432, ge=1, le=65535)
+    dbname: str = "postgres"
+    user: str
+    password: SecretRef | None = None
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    sslrootcert: str | None = None
+    role: Literal["legacy", "primary", "replica", "member", "pooler", "any"] = "any"
+    connect_timeout: int = Field(5, ge=1, le=120)
+
+    _check_host = field_validator("host")(_no_embedded_password)
+
+    def spec(self, name: str, base_dir: Path) -> PgSpec:
+        """This endpoint as a connection spec: CA path absolute, password a reference anchored at base_dir."""
+        return PgSpec(name=name, host=self.host, port=self.port, dbname=self.dbname, user=self.user,
+                      sslmode=self.sslmode, sslrootcert=_anchored(self.sslrootcert, base_dir),
+                      password=self.password.absolute(base_dir) if self.password else None,
+                      connect_timeout=self.connect_timeout, role=self.role)
+
+
+class PatroniMember(_Model):
+    name: str
+    api_url: str
+    service: str | None = Field(None, description="the Swarm service running this member (failover drills)")
+
+    _check = field_validator("api_url")(_no_embedded_password)
+
+
+class Patroni(_Model):
+    scope: str
+    members: list[PatroniMember] = Field(min_length=1)
+
+
+class Etcd(_Model):
+    endpoints: list[str] = Field(min_length=1)
+
+    _check = field_validator("endpoints")(lambda v: [_no_embedded_password(e) for e in v])
+
+
+class HAProxy(_Model):
+    rw: Endpoint
+    ro: Endpoint | None = None
+    stats_url: str | None = None
+
+    _check = field_validator("stats_url")(_no_embedded_password)
+
+
+class PgBouncer(_Model):
+    host: str
+    port: int = Field(6432, ge=1, le=65535)
+    admin_user: str
+    admin_password: SecretRef | None = None
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    sslrootcert: str | None = None
+    service: str | None = Field(None, description="the Swarm service running PgBouncer (cutover rewrites its config)")
+    config_path: str = Field("/etc/pgbouncer/pgbouncer.ini", description="pgbouncer.ini inside that service's task")
+
+    def spec(self, base_dir: Path) -> PgBouncerSpec:
+        admin = PgSpec(name="pgbouncer-admin", host=self.host, port=self.port, dbname="pgbouncer", user=self.admin_user,
+                       sslmode=self.sslmode, sslrootcert=_anchored(self.sslrootcert, base_dir),
+                       password=self.admin_password.absolute(base_dir) if self.admin_password else None)
+        return PgBouncerSpec(admin=admin, service=self.service, config_path=self.config_path)
+
+
+class HttpService(_Model):
+    url: str
+    webhook_url: str | None = None
+
+    _check = field_validator("url", "webhook_url")(_no_embedded_password)
+
+
+class Swarm(_Model):
+    docker_host: str | None = None
+    stacks: list[str] = Field(default_factory=list)
+
+    _check = field_validator("docker_host")(_no_embedded_password)
+
+
+class App(_Model):
+    database: str
+    role: str
+
+
+class Workload(_Model):
+    """The synthetic load used by load tests and baselines."""
+
+    endpoint: str = Field(description="database endpoint the application uses (usually the pooler)")
+    concurrency: int = Field(8, ge=1, le=512)
+    duration: Duration = 30.0
+    max_requests: int = Field(2_000_000, ge=1)
+
+
+class Target(_Model):
+    """The system the runbooks act on."""
+
+    name: str = Field(pattern=_SLUG)
+    environment: Literal["sandbox", "staging", "production"]
+    databases: dict[str, Database] = Field(min_length=1)
+    patroni: Patroni | None = None
+    etcd: Etcd | None = None
+    haproxy: HAProxy | None = None
+    pgbouncer: PgBouncer | None = None
+    prometheus: HttpService | None = None
+    alertmanager: HttpService | None = None
+    swarm: Swarm | None = None
+    app: App | None = None
+    workload: Workload | None = None
+
+
+class Backup(_Model):
+    """Where and how phase 1 backs up the legacy database."""
+
+    source: str = Field(description="database endpoint to back up (the legacy database)")
+    location: str = Field(description="backup folder on the operator host")
+    space_multiple: float = Field(3.0, ge=1.0, description="free space needed, as a multiple of the data size")
+    restore_port: int = Field(25499, ge=1, le=65535, description="127.0.0.1 port of the scratch restore-test server")
+
+
+class Tools(_Model):
+    """Where PostgreSQL client programs run: in a container of an image matching the servers, or on the host."""
+
+    mode: Literal["image", "host"] = "image"
+    image: str | None = Field(None, description="image with the servers' PostgreSQL binaries (default: the sandbox's)")
+
+
+class Migration(_Model):
+    """How phase 2 moves the data and switches the traffic."""
+
+    strategy: Literal["logical", "dump-restore"] = "logical"
+    source: str = Field(description="database endpoint of the legacy database")
+    target: str = Field(description="database endpoint of the new cluster's write endpoint")
+    pooler_database: str = Field(description="the PgBouncer [databases] entry the applications use")
+    new_backend: Endpoint = Field(description="where PgBouncer points after the cutover (the write endpoint)")
+    app_service: str | None = Field(None, description="Swarm service of the application (dump-restore scales it)")
+    copy_timeout: Duration = 1800.0
+    apply_timeout: Duration = 60.0
+    probe_interval: Duration = 0.05
+    probe_endpoint: str | None = Field(None, description="endpoint the write probe uses (default: the pooler)")
+
+
+class Rollback(_Model):
+    """What the rollback runbook acts on besides the policy's triggers: an operator's decision and its terms."""
+
+    reason: str | None = Field(None, description="roll back by decision (recorded) even when no trigger holds")
+    security_issue: bool = Field(False, description="a critical security issue is open (the policy's trigger)")
+    accept_loss: bool = Field(False, description="roll back even though writes made on the new cluster would be lost")
+
+
+class Validation(_Model):
+    """Facts the 72-hour validation cannot measure, stated by the operator (absent: the criterion is missing)."""
+
+    started: datetime | None = Field(None, description="start of the window (default: the campaign's cutover record)")
+    security_incidents: int | None = Field(None, ge=0, description="security incidents since the cutover")
+    cost_projected: float | None = Field(None, gt=0, description="projected running cost for the period")
+    cost_actual: float | None = Field(None, ge=0, description="actual running cost for the period")
+
+
+class Phase1(_Model):
+    readiness_max_age: Duration = Field(86400.0, description="a readiness record older than this is re-checked")
+
+
+class Window(_Model):
+    """The maintenance window; the migration refuses to change anything outside it."""
+
+    start: datetime
+    end: datetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Window:
+        if self.end <= self.start:
+            raise ValueError("window.end must be after window.start")
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("window start and end need a time zone (e.g. 2026-12-05T22:00:00Z)")
+        return self
+
+
+class Smtp(_Model):
+    host: str
+    port: int = Field(25, ge=1, le=65535)
+    sender: str
+    recipients: list[str] = Field(min_length=1)
+    starttls: bool = False
+    username: str | None = None
+    password: SecretRef | None = None
+
+
+class Notifications(_Model):
+    """Where stakeholder notices go; a file in the campaign's outbox is always written too."""
+
+    webhook_url: SecretRef | None = Field(None, description="Slack-compatible incoming webhook (a secret URL)")
+    smtp: Smtp | None = None
+    audience: str = "application owners, support, on-call"
+
+
+class Loosening(_Model):
+    """A recorded exception to the rollout policy."""
+
+    key: str
+    reason: str = Field(min_length=10)
+    approved_by: str = Field(min_length=2)
+
+
+class Waiver(_Model):
+    item: str
+    reason: str = Field(min_length=10)
+    approved_by: str = Field(min_length=2)
+
+
+class RunSettings(_Model):
+    """How runs execute: timeouts that bound a hung kernel or a slow step."""
+
+    cell_timeout: int = Field(900, ge=10, description="seconds one cell may run before the kernel is stopped")
+    kernel_start_timeout: int = Field(60, ge=5)
+    kernel_name: str = "python3"
+
+
+class Params(_Model):
+    """One parameters file, validated."""
+
+    campaign: str = Field("default", pattern=_SLUG)
+    operator: str | None = None
+    target: Target
+    policy: policy_mod.Policy = Field(default_factory=policy_mod.default_policy)
+    policy_loosening: list[Loosening] = Field(default_factory=list)
+    waivers: list[Waiver] = Field(default_factory=list)
+    evidence: dict[str, str] = Field(default_factory=dict)
+    run: RunSettings = Field(default_factory=RunSettings)
+    readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
+    notifications: Notifications = Field(default_factory=Notifications)
+    backup: Backup | None = None
+    window: Window | None = None
+    phase1: Phase1 = Field(default_factory=Phase1)
+    tools: Tools = Field(default_factory=Tools)
+    migration: Migration | None = None
+    rollback: Rollback = Field(default_factory=Rollback)
+    validation: Validation = Field(default_factory=Validation)
+    sandbox: SandboxSpec | None = None
+
+    _source: Path | None = PrivateAttr(default=None)
+    _changes: list[policy_mod.Change] = PrivateAttr(default_factory=list)
+    _endpoints: Endpoints | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _policy_changes_are_recorded(self) -> Params:
+        changes = policy_mod.compare(policy_mod.default_policy(), self.policy)
+        recorded = {entry.key for entry in self.policy_loosening}
+        problems = [
+            (f"policy.{c.key}", f"{_show(c.value)} is looser than the rollout policy's {_show(c.default)}; "
+             "a loosening needs an entry in policy_loosening with key, reason and approved_by")
+            for c in changes if c.looser and c.key not in recorded
+        ]
+        loosened = {c.key for c in changes if c.looser}
+        problems += [(f"policy_loosening[{i}].key", f"{e.key!r} names no loosened policy figure")
+                     for i, e in enumerate(self.policy_loosening) if e.key not in loosened]
+        if problems:
+            raise _Problems(problems)
+        self._changes = changes
+        return self
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    @property
+    def base_dir(self) -> Path:
+        return self._source.parent if self._source else Path.cwd()
+
+    @property
+    def policy_changes(self) -> list[policy_mod.Change]:
+        return list(self._changes)
+
+    @property
+    def operator_name(self) -> str:
+        return self.operator or getpass.getuser()
+
+    def secret_refs(self) -> list[SecretRef]:
+        """Every secret reference in these parameters, anchored at the file's directory."""
+        refs: list[SecretRef] = []
+        _collect_refs(self, refs)
+        return [r.absolute(self.base_dir) for r in refs]
+
+    def resolve(self, ref: SecretRef) -> Secret:
+        """Resolve a reference from these parameters (file: paths anchored at the file's directory)."""
+        return ref.absolute(self.base_dir).resolve()
+
+    def path(self, value: str) -> Path:
+        """A path from the parameters, relative ones anchored at the parameters file."""
+        anchored = _anchored(value, self.base_dir)
+        assert anchored is not None, "an empty path"
+        return anchored
+
+    @property
+    def endpoints(self) -> Endpoints:
+        """The target's endpoints as connection specs, resolved once for this run."""
+        if self._endpoints is None:
+            t = self.target
+            self._endpoints = Endpoints(
+                databases={name: db.spec(name, self.base_dir) for name, db in t.databases.items()},
+                pgbouncer=t.pgbouncer.spec(self.base_dir) if t.pgbouncer else None)
+        return self._endpoints
+
+    def redacted(self) -> dict[str, Any]:
+        """JSON-ready parameters: secrets appear only as their references."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class _Problems(ValueError):
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{p}: {m}" for p, m in problems))
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float) and not isinstance(value, bool):
+        return f"{value:g}"
+    return str(getattr(value, "text", value))
+
+
+def _collect_refs(value: Any, out: list[SecretRef]) -> None:
+    if isinstance(value, SecretRef):
+        out.append(value)
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            _collect_refs(getattr(value, name), out)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect_refs(v, out)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _collect_refs(v, out)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_params(path: str | Path, overrides: list[str] | None = None) -> Params:
+    """Read, override and validate a parameters file; raise ParamsError naming every problem."""
+    source = Path(path)
+    try:
+        raw = yaml.safe_load(source.read_text()) or {}
+    except FileNotFoundError:
+        raise ParamsError([("", f"parameters file not found: {source}")], str(source)) from None
+    except yaml.YAMLError as exc:
+        raise ParamsError([("", f"not valid YAML: {exc}")], str(source)) from None
+    if not isinstance(raw, dict):
+        raise ParamsError([("", "expected a mapping at the top of the file")], str(source))
+    problems: list[tuple[str, str]] = []
+    for item in overrides or []:
+        try:
+            apply_override(raw, item)
+        except ParamsError as exc:
+            problems += exc.problems
+    if problems:
+        raise ParamsError(problems, str(source))
+    return validate(raw, source)
+
+
+def validate(raw: dict[str, Any], source: Path | None = None) -> Params:
+    """Validate a raw mapping; the policy section is merged onto the shipped defaults first."""
+    data = dict(raw)
+    name = str(source) if source else ""
+    if "policy" in data:
+        if not isinstance(data["policy"], dict):
+            raise ParamsError([("policy", "expected a mapping of policy figures to tighten")], name)
+        data["policy"] = policy_mod.merge_policy(policy_mod.default_policy_dict(), data["policy"])
+    problems = _literal_secrets(data)
+    try:
+        params = Params.model_validate(data)
+    except ValidationError as exc:
+        problems += [_describe(err) for err in exc.errors()]
+        raise ParamsError(_unique(problems), name) from None
+    if problems:
+        raise ParamsError(problems, name)
+    params._source = source.resolve() if source else None
+    return params
+
+
+def _unique(problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    seen: list[tuple[str, str]] = []
+    for p in problems:
+        if p not in seen:
+            seen.append(p)
+    return seen
+
+
+def _describe(err: Any) -> tuple[str, str]:
+    if err["type"] == "value_error" and isinstance(err.get("ctx", {}).get("error"), _Problems):
+        inner = err["ctx"]["error"].problems
+        return inner[0] if len(inner) == 1 else ("; ".join(p for p, _ in inner), "; ".join(m for _, m in inner))
+    path = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return path, "unknown key (not part of the parameters schema)"
+    if err["type"] == "missing":
+        return path, "required field is missing"
+    got = err.get("input")
+    shown = "" if isinstance(got, (dict, list)) or got is None else f", got {redact.text(repr(got))}"
+    if err["type"] in ("secret_reference", "value_error"):
+        shown = ""  # never echo what may carry a literal secret
+    return path, f"{err['msg']}{shown}"
+
+
+def _literal_secrets(data: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Secret-looking keys anywhere in the file must hold references, not values."""
+    found: list[tuple[str, str]] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if (isinstance(value, str) and _LITERAL_SECRET_KEYS.search(str(key))
+                    and not re.match(r"^(env|file|docker-secret):.+$", value)):
+                found.append((path, "expected a secret reference: env:NAME, file:PATH or docker-secret:NAME "
+                                    "(never a literal value)"))
+            else:
+                found += _literal_secrets(value, path)
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            found += _literal_secrets(value, f"{prefix}[{i}]")
+    return found
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply `key.path=value` to a raw mapping, converting by the schema's type at that path."""
+    if "=" not in item:
+        raise ParamsError([(item, "expected key.path=value")])
+    path, _, text = item.partition("=")
+    keys = [k for k in path.strip().split(".") if k]
+    if not keys:
+        raise ParamsError([(path, "expected key.path=value")])
+    annotation = _annotation_at(keys)
+    value: Any = text
+    if text.strip() in ("null", "~") and type(None) in get_args(annotation):
+        value = None
+    elif _is_structured(annotation):
+        try:
+            value = _as_text_where_text(yaml.safe_load(text), _unwrap_optional(annotation))
+        except yaml.YAMLError:
+            raise ParamsError([(path, "expected a YAML/JSON value for this structured field")]) from None
+    node = raw
+    for key in keys[:-1]:
+        node = node.setdefault(key, {}) if isinstance(node, dict) else node
+        if not isinstance(node, dict):
+            raise ParamsError([(path, f"cannot set below {key!r}: it is not a mapping")])
+    node[keys[-1]] = value
+
+
+def _as_text_where_text(value: Any, annotation: Any) -> Any:
+    """YAML reads 1.0 as a number; where the schema wants text (a version, a name), keep what was typed."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is dict and isinstance(value, dict) and len(args) == 2:
+        return {k: _as_text_where_text(v, args[1]) for k, v in value.items()}
+    if origin is list and isinstance(value, list) and args:
+        return [_as_text_where_text(v, args[0]) for v in value]
+    if annotation is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _annotation_at(keys: list[str]) -> Any:
+    """The schema type at a key path; unknown paths are an error naming the path."""
+    annotation: Any = Params
+    walked: list[str] = []
+    for key in keys:
+        walked.append(key)
+        annotation = _unwrap_optional(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            fields = {f.alias or n: f for n, f in annotation.model_fields.items()}
+            if key not in fields:
+                raise ParamsError([(".".join(walked), "unknown key (not part of the parameters schema)")])
+            annotation = fields[key].annotation
+        elif get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+        else:
+            raise ParamsError([(".".join(walked), "cannot override inside this field; give the whole value")])
+    return annotation
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (None, list, dict, Literal) or len(args) != 1:
+        return annotation
+    return args[0]
+
+
+def _is_structured(annotation: Any) -> bool:
+    annotation = _unwrap_optional(annotation)
+    if get_origin(annotation) in (list, dict):
+        return True
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)

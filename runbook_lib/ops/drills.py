@@ -1,0 +1,128 @@
+"""Failover drills: an automatic failover (the leader's task stops) and a manual switchover.
+
+Each drill measures how long the cluster had no writable leader and checks that the
+write endpoint follows; the member taken down is brought back and must stream again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psycopg
+
+from runbook_lib.clients import http, patroni, postgres, swarm
+from runbook_lib.config.endpoints import PgSpec
+from runbook_lib.config.params import Patroni, Swarm
+from runbook_lib.errors import RunbookError
+
+DRILL_KINDS = {"automatic", "manual"}
+
+
+def passed_kinds(record: dict[str, Any] | None) -> set[str]:
+    """The drill kinds a failover_drill record shows passed; both are needed for a tested failover."""
+    return {d["kind"] for d in ((record or {}).get("data") or {}).get("drills", []) if d.get("passed")}
+
+
+class DrillError(RunbookError):
+    pass
+
+
+@dataclass
+class DrillResult:
+    kind: str
+    passed: bool
+    old_leader: str
+    new_leader: str | None
+    seconds_to_new_leader: float | None
+    seconds_write_endpoint_back: float | None
+    member_rejoined: bool
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _wait(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.2) -> tuple[Any, float]:
+    started = time.monotonic()
+    while True:
+        try:
+            value = check()
+        except Exception:  # the thing being waited for is down while it fails over
+            value = None
+        if value:
+            return value, time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise DrillError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _writable(endpoint: PgSpec) -> bool:
+    try:
+        with postgres.connect(endpoint, connect_timeout=2) as conn:
+            return postgres.scalar(conn, "SELECT NOT pg_is_in_recovery()") is True
+    except psycopg.Error:
+        return False
+
+
+def _new_leader(spec: Patroni, old: str) -> str | None:
+    name = patroni.leader(spec)
+    return name if name and name != old else None
+
+
+def all_streaming(spec: Patroni) -> bool:
+    """One leader's view: every member of the spec is there, and each is the leader or streaming."""
+    members = patroni.members(spec)
+    return len(members) == len(spec.members) and all(
+        m.get("role") == "leader" or m.get("state") == "streaming" for m in members)
+
+
+def _rejoined(spec: Patroni, timeout: float) -> bool:
+    """Whether every member streams again (the one taken down included) within the timeout."""
+    try:
+        _wait("every member streaming again", lambda: all_streaming(spec), timeout, interval=1)
+    except DrillError:
+        return False
+    return True
+
+
+def automatic(spec: Patroni, swarm_spec: Swarm | None, write_endpoint: PgSpec, timeout: float = 120) -> DrillResult:
+    """Stop the leader's Swarm service; a replica must take over and the write endpoint follow."""
+    old = patroni.leader(spec)
+    if old is None:
+        raise DrillError("no leader before the drill: the cluster is not healthy enough to drill")
+    service_name = next((m.service for m in spec.members if m.name == old), None)
+    if not service_name:
+        raise DrillError(f"target.patroni.members[{old}].service is not set: cannot stop the leader's task")
+    t0 = time.monotonic()
+    swarm.scale(swarm_spec, service_name, 0)
+    try:
+        new, _ = _wait("a new leader", lambda: _new_leader(spec, old), timeout)
+        t_leader = time.monotonic() - t0
+        _wait("the write endpoint on the new leader", lambda: _writable(write_endpoint), timeout)
+        t_write = time.monotonic() - t0
+    finally:
+        swarm.scale(swarm_spec, service_name, 1)
+    rejoined = _rejoined(spec, timeout)
+    return DrillResult("automatic", rejoined, old, new, round(t_leader, 2), round(t_write, 2), rejoined)
+
+
+def manual(spec: Patroni, write_endpoint: PgSpec, timeout: float = 120) -> DrillResult:
+    """A planned switchover through Patroni's REST API to a streaming replica."""
+    members = patroni.members(spec)
+    old = next((m["name"] for m in members if m.get("role") == "leader"), None)
+    candidate = next((m["name"] for m in members if m.get("state") == "streaming"), None)
+    if not old or not candidate:
+        raise DrillError("need a leader and a streaming replica for a switchover")
+    api = next(m.api_url for m in spec.members if m.name == old)
+    t0 = time.monotonic()
+    http.call("POST", f"{api.rstrip('/')}/switchover", json_body={"leader": old, "candidate": candidate},
+              ok_codes=(200, 202), expect_json=False, timeout=60)
+    new, _ = _wait("the candidate to lead", lambda: patroni.leader(spec) == candidate and candidate, timeout)
+    t_leader = time.monotonic() - t0
+    _wait("the write endpoint on the new leader", lambda: _writable(write_endpoint), timeout)
+    t_write = time.monotonic() - t0
+    rejoined = _rejoined(spec, timeout)
+    return DrillResult("manual", rejoined, old, candidate, round(t_leader, 2), round(t_write, 2), rejoined)

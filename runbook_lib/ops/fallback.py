@@ -1,0 +1,203 @@
+"""Back to legacy after a cutover, without losing a write made on the new cluster.
+
+After a logical cutover, reverse replication (new -> legacy) keeps legacy current. Rolling
+back is then the cutover run backwards: pause the pool, stop writes on the new cluster, wait
+until legacy has applied the new cluster's last write, copy the sequences, point PgBouncer
+back at legacy, make legacy writable, resume. Without reverse replication (dump-restore),
+writes made on the new cluster since the cutover would be lost: that is refused unless the
+caller says the loss is accepted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from runbook_lib.clients import pgbouncer, postgres
+from runbook_lib.config.endpoints import PgSpec
+from runbook_lib.errors import RunbookError
+from runbook_lib.ops import migration
+from runbook_lib.ops.migration import Route
+
+
+class RollbackError(RunbookError):
+    pass
+
+
+@dataclass
+class RollbackReport:
+    seconds: float
+    reverse_applied_lsn: str | None
+    sequences: int
+    steps: list[str] = field(default_factory=list)
+    loss: str | None = None  # what legacy lacks, when the loss was accepted
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seconds": round(self.seconds, 2), "reverse_applied_lsn": self.reverse_applied_lsn,
+                "sequences": self.sequences, "steps": self.steps, "loss": self.loss}
+
+
+def reverse_replication(r: Route) -> bool:
+    """Whether legacy subscribes to the new cluster (a logical cutover keeps it current that way)."""
+    with postgres.connect(r.source) as conn:
+        return bool(postgres.query(conn, "SELECT 1 FROM pg_subscription WHERE subname = %s",
+                                   [migration.REVERSE_SUBSCRIPTION]))
+
+
+def on_legacy(r: Route) -> bool:
+    return pgbouncer.backend(r.pooler, r.pooler_database) == r.legacy_backend
+
+
+NO_REVERSE = ("no reverse replication from the new cluster to legacy: writes made since the cutover would be lost. "
+              "Copy them back first, or accept the loss explicitly")
+
+
+def refusal(r: Route, accept_loss: bool = False) -> str | None:
+    """Why a rollback would lose writes (and so is refused), or None when it loses nothing."""
+    if accept_loss or reverse_replication(r) or on_legacy(r):
+        return None
+    return NO_REVERSE
+
+
+def detach_new(r: Route, accept_loss: bool = False, timeout: float = 60.0,
+               at_cut: Callable[[], None] | None = None) -> RollbackReport:
+    """Stop the new cluster taking writes and bring legacy level with it; the pool stays paused.
+
+    Pool paused, the new cluster read-only for the application, legacy has applied its last write,
+    sequences copied; `at_cut` runs there, both sides still. Then reverse replication is dropped. On
+    failure the new cluster is writable again and the pool as it was: the target is as it was.
+    Only an unreachable new cluster, with the loss accepted, skips the draining.
+    """
+    role = r.app_role
+    started = time.monotonic()
+    report = RollbackReport(0.0, None, 0)
+    if not reverse_replication(r):
+        if on_legacy(r):
+            report.steps.append("PgBouncer already sends the application to legacy")
+        elif not accept_loss:
+            raise RollbackError(NO_REVERSE)
+        else:
+            pgbouncer.pause(r.pooler, r.pooler_database)
+            report.loss = "no reverse replication: legacy holds what it had at the cutover (loss accepted)"
+            report.steps.append(report.loss)
+        return report
+    # paused also when PgBouncer went back to legacy on its own: legacy must catch up first
+    paused = pgbouncer.pause(r.pooler, r.pooler_database)
+    try:
+        try:
+            migration.set_read_only(r.target, role, True)
+            lsn, _ = migration.catch_up(r.target, migration.REVERSE_SUBSCRIPTION, timeout)
+            report.sequences = migration.copy_sequences(r.target, r.source)
+        except (psycopg.Error, migration.MigrationError) as exc:
+            if not (accept_loss and _unreachable(r.target)):
+                raise RollbackError(
+                    f"legacy could not be brought level with the new cluster ({_first_line(exc)}); nothing was "
+                    "switched. Only if the new cluster is lost (unreachable), roll back with the loss accepted "
+                    "(rollback.accept_loss): writes not yet on legacy are then lost") from exc
+            report.sequences = migration.advance_sequences(r.source)
+            migration.drop_subscription(r.source, migration.REVERSE_SUBSCRIPTION, keep_slot=True)
+            report.loss = (f"the new cluster is unreachable ({_first_line(exc)}): legacy keeps what reverse "
+                           "replication delivered (loss accepted)")
+            report.steps.append(f"{report.loss}; {report.sequences} sequences moved past the highest ids legacy "
+                                "holds; its replication slot is left on the new cluster")
+            report.seconds = time.monotonic() - started
+            return report
+        report.reverse_applied_lsn = lsn
+        if at_cut:
+            at_cut()
+        migration.drop_subscription(r.source, migration.REVERSE_SUBSCRIPTION)
+        report.steps.append(f"legacy applied the new cluster's LSN {lsn}; {report.sequences} sequences copied")
+    except BaseException as exc:
+        undo = [lambda: migration.set_read_only(r.target, role, False)]
+        if paused:
+            undo.append(lambda: pgbouncer.resume(r.pooler, r.pooler_database))
+        for action in undo:
+            try:
+                action()
+            except Exception as undo_exc:  # noqa: BLE001 - the first failure is the one to raise
+                exc.add_note(f"undoing the detach also failed: {undo_exc}")
+        raise
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _unreachable(endpoint: PgSpec) -> bool:
+    try:
+        postgres.connect(endpoint).close()
+    except psycopg.OperationalError:
+        return True
+    return False
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def restore_traffic(r: Route) -> list[str]:
+    """Legacy writable for the application, PgBouncer pointed at it, the pool resumed; safe to repeat."""
+    try:  # a failure leaves the pool resumed, never paused: the application waits on nothing
+        migration.set_read_only(r.source, r.app_role, False)
+        done = [f"legacy writable for {r.app_role}"]
+        if not on_legacy(r):
+            legacy = r.legacy_backend
+            pgbouncer.repoint(r.pooler, r.swarm, r.pooler_database, *legacy)
+            done.append(f"PgBouncer sends {r.pooler_database} to {legacy[0]}:{legacy[1]}")
+    finally:
+        pgbouncer.resume(r.pooler, r.pooler_database)
+    return done
+
+
+def to_legacy(r: Route, accept_loss: bool = False, timeout: float = 60.0) -> RollbackReport:
+    """Send the application back to legacy in one call; every part checks its effect first, so it can be re-run."""
+    started = time.monotonic()
+    report = detach_new(r, accept_loss, timeout)
+    report.steps += restore_traffic(r)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def clear_new(r: Route) -> list[str]:
+    """Empty the new cluster for a fresh migration attempt: replication objects and the moved tables.
+
+    Only for a new cluster that is not serving: refused while PgBouncer points at it.
+    """
+    if not on_legacy(r):
+        raise RollbackError("PgBouncer does not point at legacy: roll back first (the new cluster is serving)")
+    done = []
+    for subscriber, name in ((r.target, migration.SUBSCRIPTION), (r.source, migration.REVERSE_SUBSCRIPTION)):
+        if migration.drop_subscription(subscriber, name):
+            done.append(f"subscription {name} dropped on {subscriber.name}")
+    for endpoint, name in ((r.source, migration.PUBLICATION), (r.target, migration.REVERSE_PUBLICATION)):
+        with postgres.connect(endpoint) as conn:
+            postgres.query(conn, sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
+    for endpoint, name in ((r.target, migration.REVERSE_SUBSCRIPTION), (r.source, migration.SUBSCRIPTION)):
+        with postgres.connect(endpoint) as conn:  # a slot whose subscriber was dropped without it
+            if postgres.query(conn, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                                    "WHERE slot_name = %s AND NOT active", [name]):
+                done.append(f"replication slot {name} left by a detached subscription dropped on {endpoint.name}")
+    tables = migration.user_tables(r.target)
+    if tables:
+        with postgres.connect(r.target) as conn:
+            idents = [sql.Identifier(*t.replace('"', "").split(".", 1)) for t in tables]
+            postgres.query(conn, sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.SQL(", ").join(idents)))
+        done.append(f"{len(tables)} tables dropped on {r.target.name}")
+    with postgres.connect(r.target) as conn:
+        sequences = postgres.query(conn, """SELECT n.nspname AS schema, c.relname AS name FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'S'
+            AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND NOT EXISTS (
+              SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+              AND d.deptype = 'e')""")
+        for seq in sequences:
+            postgres.query(conn, sql.SQL("DROP SEQUENCE IF EXISTS {} CASCADE").format(
+                sql.Identifier(seq["schema"], seq["name"])))
+    if sequences:
+        done.append(f"{len(sequences)} standalone sequences dropped on {r.target.name}")
+    migration.set_read_only(r.target, r.app_role, False)
+    migration.set_read_only(r.source, r.app_role, False)
+    return done
+

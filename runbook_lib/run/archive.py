@@ -1,0 +1,292 @@
+"""The audit archive: sealed run folders, a hash chain per campaign, verify and index.
+
+outputs/<campaign>/<run-id>/ holds the executed notebook, its offline HTML
+export, the journal, the parameters (references only) and manifest.json. Each
+sealed manifest carries the hash of the previous one in chain.jsonl, so any
+changed or missing byte is found by `verify`. Before sealing, every archived
+file is scanned for the resolved secret values of the run; a hit fails the run
+and the value is masked in place, so it never stays in the archive.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import html
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runbook_lib.config import redact
+from runbook_lib.config.params import Params
+from runbook_lib.config.secrets import SecretError, SecretRef
+from runbook_lib.errors import RunbookError
+from runbook_lib.run import htmlexport, runinfo
+from runbook_lib.run.journal import JOURNAL, read_events
+from runbook_lib.values import now
+
+CHAIN = "chain.jsonl"
+INDEX = "index.html"
+
+
+class ArchiveError(RunbookError):
+    pass
+
+
+@dataclass
+class Sealed:
+    manifest: dict[str, Any]
+    secret_hits: list[str] = field(default_factory=list)
+
+    @property
+    def step_seconds(self) -> float:
+        return sum(s.get("seconds") or 0 for s in self.manifest.get("steps", []) if s.get("status") != "skipped")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_atomically(path: Path, body: bytes) -> None:
+    tmp = path.with_name(path.name + ".sealing")
+    with tmp.open("wb") as fh:
+        fh.write(body)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+@contextmanager
+def _campaign_lock(campaign_dir: Path) -> Iterator[None]:
+    campaign_dir.mkdir(parents=True, exist_ok=True)
+    with (campaign_dir / ".chain.lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def chain_entries(campaign_dir: Path) -> list[dict[str, Any]]:
+    path = campaign_dir / CHAIN
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------- sealing
+
+
+def secret_values(refs: list[str]) -> tuple[set[str], list[str]]:
+    """Resolve the run's references for the scan; unresolvable ones are listed, not fatal."""
+    values: set[str] = set(redact.known_values())
+    unresolved = []
+    for ref in refs:
+        try:
+            values.add(SecretRef(ref).resolve().reveal())
+        except SecretError as exc:
+            unresolved.append(str(exc))
+    return {v for v in values if len(v) >= 4}, unresolved
+
+
+def secret_forms(values: set[str]) -> set[str]:
+    """Each value as it may appear in an archived file: raw, JSON-escaped, HTML-escaped."""
+    forms = set(values)
+    forms |= {json.dumps(v)[1:-1] for v in values} | {json.dumps(v, ensure_ascii=False)[1:-1] for v in values}
+    forms |= {html.escape(f, quote=q) for f in list(forms) for q in (True, False)}
+    return {f for f in forms if f}
+
+
+def scan_and_mask(run_dir: Path, values: set[str]) -> list[str]:
+    """Files that contained a secret value in any archived form; occurrences are masked in place."""
+    forms = secret_forms(values)
+    hits = []
+    for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        found = [f for f in forms if f.encode() in data]
+        if found:
+            hits.append(path.name)
+            for form in sorted(found, key=len, reverse=True):
+                data = data.replace(form.encode(), redact.MASK.encode())
+            path.write_bytes(data)
+    return hits
+
+
+def seal(run_dir: Path, *, params: Params | None, info: runinfo.RunInfo, outcome: str, message: str = "",
+         wall_seconds: float | None = None, secret_refs: list[str] | None = None,
+         draft: dict[str, Any] | None = None) -> Sealed:
+    """Export, scan, hash and chain a finished run folder; returns the sealed manifest."""
+    notebook = run_dir / f"{info.runbook}.ipynb"
+    notes = []
+    refs = secret_refs if secret_refs is not None else [str(r) for r in (params.secret_refs() if params else [])]
+    values, unresolved = secret_values(refs)
+    hits = scan_and_mask(run_dir, values)  # before the export, so the HTML is made from masked files
+    if notebook.exists():
+        try:
+            htmlexport.export(notebook, run_dir / f"{info.runbook}.html")
+        except Exception as exc:  # a broken export must not lose the run
+            notes.append(f"HTML export failed: {type(exc).__name__}: {exc}")
+    else:
+        notes.append("no executed notebook was produced")
+    hits = sorted(set(hits) | set(scan_and_mask(run_dir, values)))
+    manifest = runinfo.draft_manifest(run_dir, info, params, status=outcome)  # from the masked journal
+    if draft and params is None:  # an interactive run: the kernel recorded the parameters
+        manifest.update(parameters=draft.get("parameters"), policy_loosening=draft.get("policy_loosening", []))
+    if hits:
+        manifest["status"] = "secret-leak"
+        notes.append("secret values found and masked in: " + ", ".join(hits))
+    manifest.update(
+        message=redact.text(message), notes=notes, secret_refs=refs,
+        secret_scan={"values_checked": len(values), "unresolved_refs": unresolved, "hits": hits},
+        wall_seconds=round(wall_seconds, 3) if wall_seconds is not None else None,
+        finished=now().isoformat(), sealed=True,
+    )
+    campaign_dir = run_dir.parent
+    with _campaign_lock(campaign_dir):
+        manifest["files"] = {p.relative_to(run_dir).as_posix(): sha256_file(p)
+                             for p in sorted(run_dir.rglob("*"))
+                             if p.is_file() and p.name not in (runinfo.MANIFEST, runinfo.MANIFEST + ".tmp")}
+        entries = chain_entries(campaign_dir)
+        manifest["prev_manifest_sha256"] = entries[-1]["manifest_sha256"] if entries else None
+        manifest = redact.obj(manifest)
+        body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+        _write_atomically(run_dir / runinfo.MANIFEST, body)
+        (run_dir / (runinfo.MANIFEST + ".tmp")).unlink(missing_ok=True)
+        entry = {"run_id": info.run_id, "manifest_sha256": hashlib.sha256(body).hexdigest(),
+                 "prev": manifest["prev_manifest_sha256"], "sealed_at": manifest["finished"]}
+        with (campaign_dir / CHAIN).open("a") as fh:
+            fh.write(json.dumps(entry, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        write_index(campaign_dir)
+    return Sealed(manifest, hits)
+
+
+def add(notebook_path: Path, outputs_root: Path | None = None) -> tuple[Sealed, Path]:
+    """Seal an interactively executed and saved notebook into its run folder."""
+    nb = json.loads(Path(notebook_path).read_text())
+    found = [out["data"][runinfo.RUN_MIME] for cell in nb.get("cells", []) for out in cell.get("outputs", [])
+             if runinfo.RUN_MIME in out.get("data", {})]
+    if not found:
+        raise ArchiveError(f"{notebook_path}: no run header found; run the notebook's first cells "
+                           "(session.start ... rb) and save it before sealing")
+    run = found[-1]
+    root = outputs_root or runinfo.outputs_root()
+    run_dir = root / run["campaign"] / run["run_id"]
+    draft_path = run_dir / runinfo.MANIFEST
+    if not draft_path.exists():
+        raise ArchiveError(f"{notebook_path}: run folder {run_dir} is missing its draft manifest")
+    draft = json.loads(draft_path.read_text())
+    if draft.get("sealed"):
+        raise ArchiveError(f"run {run['run_id']} is already sealed; it cannot be sealed twice")
+    info = runinfo.RunInfo(**{k: run[k] for k in runinfo.RunInfo.__dataclass_fields__ if k in run})
+    shutil.copyfile(notebook_path, run_dir / f"{info.runbook}.ipynb")
+    ends = [e for e in read_events(run_dir / JOURNAL) if e.get("event") == "run_end"]
+    outcome = ends[-1]["outcome"] if ends else "incomplete"
+    sealed = seal(run_dir, params=None, info=info, outcome=outcome, secret_refs=draft.get("secret_refs", []),
+                  message="" if ends else "the notebook's last cell (rb.finish()) was not run", draft=draft)
+    return sealed, run_dir
+
+
+# ---------------------------------------------------------------- verify
+
+
+def verify(campaign_dir: Path) -> list[str]:
+    """Every problem in a campaign's archive, each naming the file; empty when it verifies."""
+    problems: list[str] = []
+    entries = chain_entries(campaign_dir)
+    if not entries:
+        return [f"{campaign_dir / CHAIN}: no sealed runs (missing or empty chain)"]
+    prev = None
+    for entry in entries:
+        run_dir = campaign_dir / entry["run_id"]
+        manifest_path = run_dir / runinfo.MANIFEST
+        if entry.get("prev") != prev:
+            problems.append(f"{campaign_dir / CHAIN}: entry {entry['run_id']} does not link to the previous one")
+        prev = entry["manifest_sha256"]
+        if not manifest_path.exists():
+            problems.append(f"{manifest_path}: missing")
+            continue
+        body = manifest_path.read_bytes()
+        if hashlib.sha256(body).hexdigest() != entry["manifest_sha256"]:
+            problems.append(f"{manifest_path}: changed since it was sealed")
+            continue
+        manifest = json.loads(body)
+        if manifest.get("prev_manifest_sha256") != entry.get("prev"):
+            problems.append(f"{manifest_path}: its link to the previous manifest disagrees with the chain")
+        for name, digest in manifest.get("files", {}).items():
+            path = run_dir / name
+            if not path.exists():
+                problems.append(f"{path}: missing")
+            elif sha256_file(path) != digest:
+                problems.append(f"{path}: changed since it was sealed")
+        listed = set(manifest.get("files", {})) | {runinfo.MANIFEST}
+        problems += [f"{p}: not part of the sealed run" for p in sorted(run_dir.rglob("*"))
+                     if p.is_file() and p.relative_to(run_dir).as_posix() not in listed]
+    chained = {e["run_id"] for e in entries}
+    for manifest_path in sorted(campaign_dir.glob(f"*/{runinfo.MANIFEST}")):
+        try:
+            sealed = json.loads(manifest_path.read_text()).get("sealed")
+        except (OSError, json.JSONDecodeError):
+            sealed = True
+        if sealed and manifest_path.parent.name not in chained:
+            problems.append(f"{manifest_path}: a sealed run that the chain does not list")
+    return problems
+
+
+def chain_head(campaign_dir: Path) -> str | None:
+    """The newest manifest hash: keep it outside the archive (ticket, sign-off) to anchor the chain."""
+    entries = chain_entries(campaign_dir)
+    return entries[-1]["manifest_sha256"] if entries else None
+
+
+# ---------------------------------------------------------------- index
+
+
+def _key_figures(manifest: dict[str, Any], limit: int = 6) -> str:
+    figures = []
+    for step_record in manifest.get("steps", []):
+        for key, value in (step_record.get("metrics") or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                figures.append(f"{key}={value:g}")
+    return ", ".join(figures[:limit])
+
+
+def write_index(campaign_dir: Path) -> Path:
+    """index.html: the campaign's runs in order, with status, duration, key figures and links."""
+    import html
+
+    rows = []
+    for entry in chain_entries(campaign_dir):
+        run_dir = campaign_dir / entry["run_id"]
+        try:
+            m = json.loads((run_dir / runinfo.MANIFEST).read_text())
+        except (OSError, json.JSONDecodeError):
+            rows.append(f"<tr><td colspan=8>{html.escape(entry['run_id'])}: manifest unreadable</td></tr>")
+            continue
+        colour = {"succeeded": "#1a7f37", "planned": "#0969da"}.get(m.get("status"), "#cf222e")
+        links = " ".join(f"<a href='{html.escape(entry['run_id'])}/{html.escape(f)}'>{html.escape(f.rsplit('.', 1)[-1])}</a>"
+                         for f in (f"{m['runbook']}.html", f"{m['runbook']}.ipynb", runinfo.MANIFEST, JOURNAL)
+                         if (run_dir / f).exists())
+        rows.append(
+            "<tr>" + "".join(f"<td>{c}</td>" for c in (
+                html.escape(m.get("started", "")[:19].replace("T", " ")), html.escape(m["run_id"]),
+                html.escape(m["runbook"]), html.escape(m.get("operator", "")),
+                f"<b style='color:{colour}'>{html.escape(m.get('status', ''))}</b>",
+                f"{m.get('wall_seconds') or 0:.1f} s", html.escape(_key_figures(m)), links)) + "</tr>")
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Campaign {html.escape(campaign_dir.name)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border-bottom:1px solid #ddd;
+padding:4px 10px;text-align:left;vertical-align:top}}</style></head><body>
+<h1>Campaign {html.escape(campaign_dir.name)}</h1><p>{len(rows)} sealed runs, oldest first. Generated {now().isoformat()[:19]}Z.
+Check integrity with <code>runbook archive verify {html.escape(campaign_dir.name)}</code>.</p>
+<table><tr><th>started (UTC)</th><th>run</th><th>runbook</th><th>operator</th><th>status</th><th>duration</th>
+<th>key figures</th><th>files</th></tr>{''.join(rows)}</table></body></html>"""
+    path = campaign_dir / INDEX
+    path.write_text(page)
+    return path

@@ -1,0 +1,67 @@
+"""A runbook as the package defines it: title, whether it changes the target, its steps in order.
+
+The notebook is generated from this definition (`runbook notebooks`), so the operator reads each
+step's title and explanation exactly as the step itself carries them: one text, said once. The
+module's docstring is the notebook's introduction; each step's docstring the text above its cell.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from runbook_lib.run.step import Step
+
+PARAMETERS = '''# Parameters: `runbook run` replaces these; interactive runs use the defaults.
+params_path = "../parameters/sandbox.yaml"
+run_id = None
+campaign = None
+plan = False
+resume_from = None
+overrides = []
+outputs_dir = None'''
+
+
+@dataclass(frozen=True)
+class Book:
+    name: str
+    title: str
+    mutating: bool
+    steps: tuple[Step, ...]
+
+
+def _cell(cell_id: str, kind: str, source: str, **metadata: Any) -> dict[str, Any]:
+    cell: dict[str, Any] = {"cell_type": kind, "id": cell_id, "metadata": metadata,
+                            "source": source.splitlines(keepends=True)}
+    if kind == "code":
+        cell.update(execution_count=None, outputs=[])
+    return cell
+
+
+def notebook(module: ModuleType) -> dict[str, Any]:
+    """The runbook's notebook: introduction, parameters, the run opened, one cell per step, the outcome."""
+    book: Book = module.BOOK
+    name = book.name
+    names = {id(value): attr for attr, value in vars(module).items() if isinstance(value, Step)}
+    intro = inspect.cleandoc(module.__doc__ or "")
+    cells = [_cell("intro", "markdown", f"# {book.title}\n\n{intro}".strip()),
+             _cell("parameters", "code", PARAMETERS, tags=["parameters"]),
+             _cell("start", "code", f"from runbook_lib.books import {name} as book\nfrom runbook_lib.run import session\n\n"
+                           f"rb = session.start(params_path, runbook={name!r}, run_id=run_id, campaign=campaign, "
+                           "plan=plan,\n                   resume_from=resume_from, overrides=overrides, "
+                           "outputs_dir=outputs_dir)\nrb")]
+    for step in book.steps:
+        cells.append(_cell(f"{step.name}-text", "markdown", f"## {step.title}\n\n{step.doc}".strip()))
+        cells.append(_cell(step.name, "code", f"rb.run(book.{names[id(step)]})"))
+    cells.append(_cell("finish", "code", "rb.finish()"))
+    return {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
+            "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                         "language_info": {"name": "python"},
+                         "runbook": {"mutating": book.mutating, "title": book.title}}}
+
+
+def render(module: ModuleType) -> str:
+    return json.dumps(notebook(module), indent=1, ensure_ascii=False) + "\n"

@@ -1,0 +1,145 @@
+"""`runbook run`: validate, execute with papermill, archive.
+
+Exit codes: 0 success, 1 a step failed (or the secret scan found a value),
+2 bad input or refused before anything was touched, 3 the kernel died or timed out.
+Whatever happens during execution, the partial notebook is kept and sealed
+with a manifest that says how the run ended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import papermill
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from papermill.exceptions import PapermillExecutionError
+
+from runbook_lib.config import redact
+from runbook_lib.config.params import ParamsError, load_params
+from runbook_lib.errors import RunbookError
+from runbook_lib.run import archive, runinfo
+from runbook_lib.run.journal import read_events
+from runbook_lib.run.lock import TargetLock, TargetLocked
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_KERNEL = 0, 1, 2, 3
+
+
+class BadInput(RunbookError):
+    """Input refused before anything was touched (exit code 2)."""
+
+
+@dataclass
+class RunReport:
+    exit_code: int
+    run_id: str | None = None
+    run_dir: Path | None = None
+    outcome: str = ""
+    message: str = ""
+    seconds: float = 0.0
+    step_seconds: float = 0.0
+
+
+def run(name: str, params_path: str, *, campaign: str | None = None, overrides: list[str] | None = None,
+        plan: bool = False, resume: str | None = None, outputs_dir: Path | None = None,
+        run_id: str | None = None, echo: bool = True) -> RunReport:
+    """Execute one runbook end to end and archive it; never raises for an expected failure."""
+    started = time.monotonic()
+    try:
+        params = load_params(params_path, overrides)
+        notebook = runinfo.runbook_path(name)
+        if not notebook.exists():
+            raise BadInput(f"runbook {name!r} not found (looked for {notebook})")
+        root = (outputs_dir or runinfo.outputs_root()).resolve()
+        campaign = campaign or params.campaign
+        if resume:
+            _check_resumable(root / campaign / resume, name, params.target.name)
+        _check_kernel(params.run.kernel_name)
+    except (ParamsError, BadInput) as exc:
+        return RunReport(EXIT_BAD_INPUT, message=str(exc))
+
+    info = runinfo.RunInfo.create(params=params, runbook=name, run_id=run_id, campaign=campaign, plan=plan,
+                                  resumed_from=resume, interactive=False, overrides=overrides or [])
+    run_dir = root / info.campaign / info.run_id
+    lock = TargetLock(params.target.name)
+    if runinfo.runbook_meta(name).get("mutating") and not plan:
+        try:
+            lock.acquire(info.holder())
+        except TargetLocked as exc:
+            return RunReport(EXIT_BAD_INPUT, message=str(exc))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    output = run_dir / f"{info.runbook}.ipynb"
+    os.environ["RUNBOOK_LOCK_HELD"] = f"{params.target.name}:{info.run_id}"
+    outcome, code, message = "succeeded", EXIT_OK, ""
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(output),
+            parameters={"params_path": str(Path(params_path).resolve()), "run_id": info.run_id,
+                        "campaign": info.campaign, "plan": plan, "resume_from": resume,
+                        "overrides": list(overrides or []), "outputs_dir": str(root)},
+            kernel_name=params.run.kernel_name, cwd=str(notebook.parent), progress_bar=False,
+            stdout_file=sys.stdout if echo else None, stderr_file=sys.stderr if echo else None,
+            execution_timeout=params.run.cell_timeout, start_timeout=params.run.kernel_start_timeout,
+            request_save_on_cell_execute=True,
+        )
+        if plan:
+            outcome = "planned"
+    except PapermillExecutionError as exc:
+        outcome, code, message = "failed", EXIT_FAILED, f"{exc.ename}: {exc.evalue}"
+    except (DeadKernelError, CellTimeoutError, RuntimeError, TimeoutError) as exc:
+        kind = "timed out" if isinstance(exc, (CellTimeoutError, TimeoutError)) else "kernel died"
+        outcome, code, message = "kernel-died", EXIT_KERNEL, f"{kind}: {_first_line(exc)}"
+    except Exception as exc:  # anything else from the execution machinery: the run still gets sealed
+        outcome, code, message = "kernel-died", EXIT_KERNEL, f"execution error: {type(exc).__name__}: {_first_line(exc)}"
+    finally:
+        os.environ.pop("RUNBOOK_LOCK_HELD", None)
+        lock.release()
+    message = redact.text(message)
+    sealed = archive.seal(run_dir, params=params, info=info, outcome=outcome, message=message,
+                          wall_seconds=time.monotonic() - started)
+    if sealed.secret_hits:
+        outcome, code = "secret-leak", EXIT_FAILED
+        message = "secret scan found resolved secret values in: " + ", ".join(sealed.secret_hits)
+    return RunReport(code, info.run_id, run_dir, outcome, message, time.monotonic() - started,
+                     sealed.step_seconds)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check_kernel(name: str) -> None:
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec(name)
+    except NoSuchKernel:
+        raise BadInput(f"run.kernel_name: no Jupyter kernel named {name!r} is installed") from None
+
+
+def _check_resumable(run_dir: Path, runbook: str, target: str) -> None:
+    """Only a real (not planned) run of the same runbook on the same target can be resumed."""
+    start = next((e for e in read_events(run_dir / "journal.jsonl") if e.get("event") == "run_start"), None)
+    if start is None:
+        raise BadInput(f"--resume {run_dir.name}: no journal at {run_dir}")
+    if start.get("runbook") != Path(runbook).stem or start.get("target") != target:
+        raise BadInput(f"--resume {run_dir.name}: that run was {start.get('runbook')} on {start.get('target')}, "
+                       f"not {Path(runbook).stem} on {target}")
+    if start.get("plan"):
+        raise BadInput(f"--resume {run_dir.name}: that was a --plan run; nothing it did can be skipped")
+
+
+def summary_line(report: RunReport) -> str:
+    where = f" -> {report.run_dir}" if report.run_dir else ""
+    detail = f": {report.message}" if report.message else ""
+    return f"run {report.run_id or '-'} {report.outcome or 'refused'} (exit {report.exit_code}){detail}{where}"
+
+
+def as_json(report: RunReport) -> dict[str, Any]:
+    return json.loads(json.dumps(report.__dict__, default=str))

@@ -1,0 +1,68 @@
+"""Shared-sandbox helpers for test sessions (tests/sandbox, system tests, benchmarks).
+
+The sandbox is started once per session and reused; it is taken down at the end unless
+RUNBOOK_KEEP_SANDBOX=1 (RUNBOOK_RESET_SANDBOX=1 also removes its volumes).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import psycopg
+
+from runbook_lib.sandbox import docker_cli, health, lifecycle, stacks
+from runbook_lib.sandbox.context import Sandbox, load
+
+
+def session_sandbox(params_path: str | None = None) -> Iterator[Sandbox]:
+    """Generator for a session-scoped fixture: `up` once, yield, then down unless asked to keep it."""
+    sb = load(params_path)
+    lifecycle.up(sb)
+    try:
+        yield sb
+    finally:
+        if os.environ.get("RUNBOOK_KEEP_SANDBOX") != "1":
+            lifecycle.down(sb, volumes=os.environ.get("RUNBOOK_RESET_SANDBOX") == "1")
+
+
+def rw_lands_on(sb: Sandbox) -> tuple[str, bool]:
+    """(inet_server_port-derived member name, in_recovery) of a connection through HAProxy rw."""
+    with health.connect(sb, sb.spec.ports.haproxy_rw, timeout=2) as conn:
+        port, rec = conn.execute("SELECT inet_server_port(), pg_is_in_recovery()").fetchone()
+    name = next(m["name"] for m in stacks.members(sb) if m["pg"] == port)
+    return name, rec
+
+
+def stop_leader_task(sb: Sandbox) -> str:
+    """`docker stop` the container of the current leader's task (Swarm then starts a new task)."""
+    leader = health.leader_name(sb)
+    assert leader, "no Patroni leader to stop"
+    service = f"{sb.stack_name('dpg')}_{leader}"
+    ids = docker_cli.lines("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}")
+    assert ids, f"no running container for {service}"
+    docker_cli.run("stop", *ids, timeout=60)
+    return leader
+
+
+def failover(sb: Sandbox, timeout: float = 60) -> dict[str, object]:
+    """Stop the leader's task; return old/new leader and seconds until HAProxy rw reaches a new primary."""
+    old = health.leader_name(sb)
+    start = time.monotonic()
+    stop_leader_task(sb)
+
+    def moved() -> str | None:
+        try:
+            name, rec = rw_lands_on(sb)
+        except (psycopg.Error, OSError):
+            return None
+        return name if name != old and not rec else None
+
+    new = health.wait_for("HAProxy rw to reach a new primary", moved, timeout, interval=0.2)
+    seconds = time.monotonic() - start
+    return {"old_leader": old, "new_leader": new, "patroni_leader": health.leader_name(sb), "seconds": seconds}
+
+
+def wait_cluster_healthy(sb: Sandbox, timeout: float = 120) -> None:
+    health.wait_for("one leader and two streaming replicas", lambda: health.patroni_ready(sb), timeout)
