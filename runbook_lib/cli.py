@@ -170,6 +170,74 @@ def _cmd_notebooks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_schedule(args: argparse.Namespace) -> int:
+    """Timer (systemd) or cron entries for the week-one calendar or a repeated run; printed, or written (--install)."""
+    from datetime import UTC, datetime
+
+    try:
+        params = load_params(args.params)
+        start = datetime.fromisoformat(args.start) if args.start else datetime.now(UTC).replace(second=0, microsecond=0)
+        if start.tzinfo is None:
+            raise ValueError("--start needs a time zone, e.g. 2026-12-07T10:00:00Z")
+        campaign = args.campaign or params.campaign
+        runbook = str(Path(sys.argv[0]).resolve()) if Path(sys.argv[0]).name == "runbook" else "runbook"
+        if args.kind == "week-one":
+            entries = schedule.week_one(params, args.params, campaign, start, runbook)
+        else:
+            if not (args.name and args.every and args.until):
+                raise ValueError("schedule every needs NAME, --every and --until")
+            every, until = parse_duration(args.every), parse_duration(args.until)
+            if every <= 0 or until < 0:
+                raise ValueError("--every must be positive and --until not negative")
+            entries = [schedule.every(args.name, args.params, campaign, start, every, until, runbook)]
+    except (ParamsError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        return runner.EXIT_BAD_INPUT
+    files: dict[str, str] = {}
+    for entry in entries:
+        if not entry.argv:
+            console.print(f"manual, not scheduled: {entry.note}", highlight=False)
+        elif args.format == "systemd":
+            files.update(schedule.systemd_units(entry))
+        else:
+            files[f"{entry.name}.cron"] = "\n".join(schedule.cron_lines(entry)) + "\n"
+    if not args.install:
+        for name, text in files.items():
+            print(f"# ---- {name}\n{text}")
+        return 0
+    folder = Path(args.install)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    timers = " ".join(n for n in files if n.endswith(".timer"))
+    then = f"systemctl daemon-reload && systemctl enable --now {timers}" if timers else \
+        f"cat {folder}/*.cron | crontab -   (or append them to the crontab you keep)"
+    console.print(f"wrote {len(files)} files to {folder}; then: {then}", highlight=False)
+    return 0
+
+
+def _cmd_autorollback(args: argparse.Namespace) -> int:
+    """Receive Alertmanager's action=rollback alerts and start the rollback when the policy says so."""
+    from runbook_lib import autorollback
+
+    try:
+        receiver = autorollback.Receiver(args.params, args.campaign, Path(args.outputs) if args.outputs else None)
+    except ParamsError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        return runner.EXIT_BAD_INPUT
+    server = autorollback.serve(receiver, args.host, args.port)
+    state = "on" if receiver.params.rollback.automatic else "off (alerts are recorded, nothing is started)"
+    console.print(f"listening on http://{args.host}:{args.port}/ for Alertmanager; campaign {receiver.campaign}; "
+                  f"rollback.automatic {state}", highlight=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def _cmd_localpg(args: argparse.Namespace) -> int:
     """The docker-free target of parameters/local.yaml."""
     from runbook_lib.sandbox.localpg import LocalPostgres, LocalPostgresError
@@ -249,6 +317,30 @@ def build_parser() -> argparse.ArgumentParser:
     signoff.add_argument("--params", default="parameters/sandbox.yaml", help="for the policy's roles")
     signoff.add_argument("--outputs", help="archive root (default outputs/)")
     signoff.set_defaults(func=_cmd_signoff)
+
+    sched = sub.add_parser("schedule", help="timer or cron entries: the policy's week-one calendar, or a runbook "
+                                           "repeated (so no 72-hour foreground process is needed)")
+    sched.add_argument("kind", choices=["week-one", "every"], help="week-one: the policy's calendar; every: one "
+                                                                    "runbook repeated")
+    sched.add_argument("name", nargs="?", help="with every: the runbook to repeat (e.g. validation)")
+    sched.add_argument("--params", required=True, help="parameters file (YAML)")
+    sched.add_argument("--campaign", help="campaign the runs land in (default: the parameters' campaign)")
+    sched.add_argument("--start", help="first run, ISO time with a zone (default: now)")
+    sched.add_argument("--every", metavar="DURATION", help="with every: e.g. 6h")
+    sched.add_argument("--until", metavar="DURATION", help="with every: how long from the first run, e.g. 72h")
+    sched.add_argument("--format", choices=["systemd", "cron"], default="systemd", help="timer units or crontab lines")
+    sched.add_argument("--install", metavar="DIR", help="write the files there (e.g. /etc/systemd/system) instead "
+                                                       "of printing them")
+    sched.set_defaults(func=_cmd_schedule)
+
+    auto = sub.add_parser("autorollback", help="receive action=rollback alerts from Alertmanager and start the "
+                                               "rollback when rollback.automatic is set, inside the campaign's window")
+    auto.add_argument("--params", required=True, help="parameters file (YAML)")
+    auto.add_argument("--campaign", help="campaign (default: the parameters' campaign)")
+    auto.add_argument("--outputs", help="archive root (default outputs/)")
+    auto.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    auto.add_argument("--port", type=int, default=25095, help="port to listen on")
+    auto.set_defaults(func=_cmd_autorollback)
 
     localpg = sub.add_parser("localpg", help="a local PostgreSQL for parameters/local.yaml (no Docker needed)")
     localpg.add_argument("action", choices=["up", "down", "reset"])

@@ -6,9 +6,12 @@ RUNBOOK_KEEP_SANDBOX=1 (RUNBOOK_RESET_SANDBOX=1 also removes its volumes).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 
@@ -66,3 +69,17 @@ def failover(sb: Sandbox, timeout: float = 60) -> dict[str, object]:
 
 def wait_cluster_healthy(sb: Sandbox, timeout: float = 120) -> None:
     health.wait_for("one leader and two streaming replicas", lambda: health.patroni_ready(sb), timeout)
+
+
+@contextmanager
+def app_fault(sb: Sandbox, **fault: object) -> Iterator[Path]:
+    """The sandbox application fails on purpose while inside: e.g. error_rate=0.5, kind="injected", latency_ms=800."""
+    path = stacks.fault_dir(sb) / "app-fault.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(fault))
+    os.chmod(tmp, 0o644)
+    tmp.replace(path)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 BOOKS = ("status", "load_test", "failover_drill", "readiness", "phase1_pre_migration", "phase2_migration",
-         "phase3_verification", "rollback", "validation")
+         "phase3_verification", "rollback", "validation", "finalize")
 
 
 def load(name: str) -> ModuleType:

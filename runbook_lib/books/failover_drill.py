@@ -10,11 +10,14 @@ results are recorded in the campaign (readiness HA-02 reads them).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from runbook_lib.campaign import records
 from runbook_lib.clients import http, patroni
 from runbook_lib.config.endpoints import PgSpec
 from runbook_lib.config.params import Patroni
-from runbook_lib.ops.drills import DrillError, DrillResult, all_streaming, automatic, manual
+from runbook_lib.ops import drills, fallback, migration, wayback
+from runbook_lib.ops.drills import DrillError, DrillResult, all_streaming
 from runbook_lib.run.book import Book
 from runbook_lib.run.session import Session
 from runbook_lib.run.step import Guard, Outcome, step
@@ -44,11 +47,33 @@ def _healthy(session: Session) -> str | None:
 HEALTHY = Guard("cluster healthy before the drill", _healthy)
 
 
-def _outcome(result: DrillResult) -> Outcome:
-    return Outcome(summary=f"{result.kind}: {result.old_leader} -> {result.new_leader}; new leader after "
-                           f"{result.seconds_to_new_leader} s, writes back after {result.seconds_write_endpoint_back} s"
-                           + ("" if result.member_rejoined else "; the old leader did NOT rejoin"),
-                   metrics={k: v for k, v in result.to_dict().items() if k != "kind"}, failed=not result.passed,
+def _announce(session: Session) -> Callable[[], None]:
+    """Before the promotion: its count as planned, pushed where the rollback trigger's alert rule reads it."""
+    push, prom = session.target.pushgateway, session.target.prometheus
+    if push is None or prom is None:
+        return lambda: None
+
+    def announce() -> None:
+        drills.plan_promotion(push.url, prom.url)
+
+    return announce
+
+
+def _outcome(session: Session, result: DrillResult) -> Outcome:
+    """The drill's figures; after a cutover, also the way back, which must outlive the drill."""
+    summary = (f"{result.kind}: {result.old_leader} -> {result.new_leader}; new leader after "
+               f"{result.seconds_to_new_leader} s, writes back after {result.seconds_write_endpoint_back} s"
+               + ("" if result.member_rejoined else "; the old leader did NOT rejoin"))
+    if session.target.pushgateway is None:
+        summary += "; no target.pushgateway: the alert rules count this promotion as unplanned"
+    failed = not result.passed
+    route = migration.route(session.params) if session.params.migration else None
+    if route is not None and fallback.reverse_replication(route):
+        way, tidied = wayback.settle(route, session.endpoints.by_role("member"))
+        summary += ("; the way back held" if way.ok else "; the way back is BROKEN: " + "; ".join(way.problems))
+        summary += f" ({'; '.join(tidied)})" if tidied else ""
+        failed = failed or not way.ok
+    return Outcome(summary=summary, metrics={k: v for k, v in result.to_dict().items() if k != "kind"}, failed=failed,
                    state={f"drill_{result.kind}": result.to_dict()})
 
 
@@ -70,7 +95,8 @@ def automatic_failover(session: Session) -> Outcome:
     """The leader's Swarm task is stopped; a replica must take over and the write endpoint follow it.
     The stopped member is started again and must stream from the new leader.
     """
-    return _outcome(automatic(_patroni(session), session.target.swarm, _write_endpoint(session)))
+    return _outcome(session, drills.automatic(_patroni(session), session.target.swarm, _write_endpoint(session),
+                                              before_promotion=_announce(session)))
 
 
 @step("manual_switchover", "Manual switchover through Patroni", mutating=True, plan=_plan_manual, guards=(HEALTHY,))
@@ -78,7 +104,8 @@ def manual_switchover(session: Session) -> Outcome:
     """A planned switchover through Patroni's REST API to a streaming replica; the write endpoint must
     follow and the old leader must stream again.
     """
-    return _outcome(manual(_patroni(session), _write_endpoint(session)))
+    return _outcome(session, drills.manual(_patroni(session), _write_endpoint(session),
+                                           before_promotion=_announce(session)))
 
 
 def _plan_record(session: Session) -> Outcome:

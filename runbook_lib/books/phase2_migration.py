@@ -22,8 +22,10 @@ import plotly.graph_objects as go
 
 from runbook_lib.campaign import records, signoffs, window
 from runbook_lib.clients import patroni, pgbouncer, postgres, prometheus, swarm
+from runbook_lib.config import names
 from runbook_lib.config.endpoints import PgSpec
-from runbook_lib.ops import backup, migration, tools, writeprobe
+from runbook_lib.config.params import Patroni
+from runbook_lib.ops import backup, migration, tools, wayback, writeprobe
 from runbook_lib.run.book import Book
 from runbook_lib.run.session import Session
 from runbook_lib.run.step import Guard, Outcome, on_the_clock, requires, step, would
@@ -105,6 +107,9 @@ def preflight(session: Session) -> Outcome:
     for endpoint in (r.source, r.target):
         with postgres.connect(endpoint) as conn:
             postgres.scalar(conn, "SELECT 1")
+    if m.strategy == "logical":
+        problems += [f"the way back would not outlive a failover of the new cluster: {p}"
+                     for p in wayback.unprotected(session.endpoints.by_role("member"))]
     current = pgbouncer.backend(r.pooler, r.pooler_database)
     return _timer(session, Outcome(
         summary=("refused before any change: " + "; ".join(problems)) if problems else
@@ -115,13 +120,19 @@ def preflight(session: Session) -> Outcome:
 # ---------------------------------------------------------------- write probe
 
 
+def _patroni(session: Session) -> Patroni:
+    if session.target.patroni is None:
+        raise migration.MigrationError("target.patroni is not set: the new cluster's Patroni must keep the way back")
+    return session.target.patroni
+
+
 def _probe_endpoint(session: Session) -> PgSpec:
     m = _m(session)
     return session.endpoints.db(m.probe_endpoint) if m.probe_endpoint else session.endpoints.pooler()
 
 
 def _plan_probe(session: Session) -> Outcome:
-    return Outcome(summary=f"would create {writeprobe.TABLE} on {_m(session).source} and write to it through "
+    return Outcome(summary=f"would create {names.PROBE_TABLE} on {_m(session).source} and write to it through "
                            f"{_probe_endpoint(session).name} every {_m(session).probe_interval * 1000:.0f} ms")
 
 
@@ -174,9 +185,10 @@ def prepare_replication(session: Session) -> Outcome:
     if m.strategy != "logical":
         return _timer(session, Outcome(summary="dump-restore strategy: the data moves during the pause"))
     r = migration.route_of(session)
+    protected = wayback.protect(_patroni(session))  # before any slot exists: Patroni would drop it
     schema = migration.copy_schema(tools.of_run(session), r.source, r.target)
-    migration.ensure_publication(r.source, migration.PUBLICATION)
-    created = migration.ensure_subscription(r.target, r.source, migration.SUBSCRIPTION, migration.PUBLICATION,
+    migration.ensure_publication(r.source, names.PUBLICATION)
+    created = migration.ensure_subscription(r.target, r.source, names.SUBSCRIPTION, names.PUBLICATION,
                                             copy_data=True)
     with session.progress(None, total=1, desc="initial copy (tables)") as bar:
         def progress(done: int, total: int) -> None:
@@ -184,12 +196,14 @@ def prepare_replication(session: Session) -> Outcome:
             bar.n = done
             bar.refresh()
 
-        copy = migration.wait_initial_copy(r.target, migration.SUBSCRIPTION, m.copy_timeout, progress)
+        copy = migration.wait_initial_copy(r.target, names.SUBSCRIPTION, m.copy_timeout, progress)
     tables = copy.states.get("r", 0)
     rode_out = (f"; the new cluster's endpoint did not answer {copy.interruptions} poll(s) (a failover?) "
                 "and the copy carried on" if copy.interruptions else "")
     return _timer(session, Outcome(summary=f"{schema}; subscription {'created' if created else 'already present'}; "
-                                           f"{tables} tables copied and streaming{rode_out}",
+                                           f"{tables} tables copied and streaming{rode_out}"
+                                           + (f"; Patroni set to keep the way back: {', '.join(protected)}"
+                                              if protected else ""),
                                    metrics={"tables": tables, "copy_interruptions": copy.interruptions}))
 
 
@@ -232,12 +246,12 @@ def _compare_at_cut(session: Session) -> tuple[str, list[migration.TableCheck]]:
     """
     m, r = _m(session), migration.route_of(session)
     tables = migration.user_tables(r.source)
-    migration.catch_up(r.source, migration.SUBSCRIPTION, m.apply_timeout)
+    migration.catch_up(r.source, names.SUBSCRIPTION, m.apply_timeout)
     paused = True  # until PAUSE says the pool was paused already: an interrupted PAUSE is undone too
     try:
         paused = _pause(session)
         with migration.snapshot(r.source) as src:
-            lsn, _ = migration.catch_up(r.source, migration.SUBSCRIPTION, min(m.apply_timeout, CUT_APPLY_TIMEOUT))
+            lsn, _ = migration.catch_up(r.source, names.SUBSCRIPTION, min(m.apply_timeout, CUT_APPLY_TIMEOUT))
             with migration.snapshot(r.target) as dst:
                 if paused:
                     _resume(session)  # the snapshots hold the cut; the application writes again meanwhile
@@ -330,7 +344,7 @@ def move_data(session: Session) -> Outcome:
     """
     m, r = _m(session), migration.route_of(session)
     if m.strategy == "logical":
-        lsn, waited = migration.catch_up(r.source, migration.SUBSCRIPTION, m.apply_timeout)
+        lsn, waited = migration.catch_up(r.source, names.SUBSCRIPTION, m.apply_timeout)
         sequences = migration.copy_sequences(r.source, r.target)
         return _timer(session, Outcome(summary=f"new cluster applied legacy's LSN {lsn} after {waited:.2f} s; "
                                                f"{sequences} sequences copied",
@@ -391,10 +405,10 @@ def switch_traffic(session: Session) -> Outcome:
         pgbouncer.repoint(r.pooler, r.swarm, r.pooler_database, host, port)
     reverse = "no reverse replication (dump-restore): legacy is the pre-cutover copy"
     if m.strategy == "logical":
-        migration.drop_subscription(r.target, migration.SUBSCRIPTION)
-        migration.ensure_publication(r.target, migration.REVERSE_PUBLICATION)
-        migration.ensure_subscription(r.source, r.target, migration.REVERSE_SUBSCRIPTION,
-                                      migration.REVERSE_PUBLICATION, copy_data=False)
+        migration.drop_subscription(r.target, names.SUBSCRIPTION)
+        migration.ensure_publication(r.target, names.REVERSE_PUBLICATION)
+        migration.ensure_subscription(r.source, r.target, names.REVERSE_SUBSCRIPTION,
+                                      names.REVERSE_PUBLICATION, copy_data=False, failover=True)
         reverse = "reverse replication new -> legacy running"
     return _timer(session, Outcome(summary=f"PgBouncer sends {m.pooler_database} to {host}:{port}; {reverse}"))
 
@@ -417,15 +431,35 @@ def app_up(session: Session) -> Outcome:
     if m.strategy == "dump-restore" and m.app_service and session.state.get("app_replicas"):
         swarm.scale(session.target.swarm, m.app_service, session.state["app_replicas"])
     marker = f"cutover-{session.info.run_id}"
-    with postgres.connect(_probe_endpoint(session)) as conn:
-        postgres.query(conn, "INSERT INTO rollout_write_probe (run_id) VALUES (%s)", [marker])
-    with postgres.connect(r.target) as conn:
-        landed = postgres.scalar(conn, "SELECT count(*) FROM rollout_write_probe WHERE run_id = %s", [marker])
+    writeprobe.mark(_probe_endpoint(session), marker)
+    landed = writeprobe.marked(r.target, marker)
     if landed:  # the 72-hour validation measures from here
         records.save(session.run_dir.parent, "cutover", {"at": datetime.now(UTC).isoformat(),
                                                          "strategy": m.strategy}, session.info.run_id)
     return _timer(session, Outcome(summary="a write through PgBouncer landed in the new cluster" if landed else
                                    "a write through PgBouncer did NOT land in the new cluster", failed=not landed))
+
+
+WAY_BACK_WAIT = 60.0  # slot sync copies a new slot to the standbys within seconds; a minute is generous
+
+
+@step("way_back", "The way back outlives a failover: the reverse slot on every standby", guards=GUARDS)
+def way_back(session: Session) -> Outcome:
+    """Reverse replication keeps legacy current for the rollback plan; its slot lives on the new cluster's
+    leader. Each standby must hold a synced copy, so that a failover of the new cluster inside the
+    72 hours keeps the way back: waited for here, at most a minute. Dump-restore has no way back.
+    """
+    if _m(session).strategy != "logical":
+        return _timer(session, Outcome(summary="dump-restore strategy: no reverse replication (legacy is the "
+                                               "pre-cutover copy)"))
+    way, tidied = wayback.settle(migration.route_of(session), session.endpoints.by_role("member"), WAY_BACK_WAIT)
+    if wayback.expect(session.target.pushgateway, True):
+        tidied.append("the way-back alert now watches it (Pushgateway)")
+    summary = (f"legacy's subscription {way.subscription}; the slot on the leader and synced on every standby "
+               f"(lag {way.lag_bytes} bytes)" if way.ok else "the way back is NOT protected: " + "; ".join(way.problems))
+    return _timer(session, Outcome(summary=summary + (f"; {'; '.join(tidied)}" if tidied else ""),
+                                   evidence=way.rows(), failed=not way.ok,
+                                   metrics={"wayback_lag_bytes": way.lag_bytes}))
 
 
 @step("probe_report", "Write probe: availability through the window", always_run=True)
@@ -479,5 +513,5 @@ def _app_impact(session: Session, seconds: float) -> dict[str, float | None]:
 BOOK = Book("phase2_migration", "Phase 2: the maintenance window", mutating=True, steps=(
     signoff_gate, window_check, preflight, probe_start, deploy_new_stack, prepare_replication, final_backup,
     validate_cut, writes_off, drain_connections, app_down, move_data, validate_new, switch_traffic,
-    writes_on, app_up, probe_report,
+    writes_on, app_up, way_back, probe_report,
 ))

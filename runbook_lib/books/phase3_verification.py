@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 
 from runbook_lib.campaign import records
 from runbook_lib.clients import prometheus
-from runbook_lib.ops import smoke, workload
+from runbook_lib.ops import migration, smoke, wayback, workload
 from runbook_lib.promql.expressions import expression
 from runbook_lib.readiness import engine
 from runbook_lib.run.book import Book
@@ -35,12 +35,22 @@ HEALTH_ITEMS = {
 @step("health_checks", "Health of the new cluster")
 def health_checks(session: Session) -> Outcome:
     """Patroni members (one leader, replicas streaming), replication lag, the write endpoint on the leader,
-    etcd, HAProxy routing, PgBouncer pools and waiting clients, exporters up.
+    etcd, HAProxy routing, PgBouncer pools and waiting clients, exporters up; after a logical cutover, the
+    way back too: legacy's reverse subscription running, its slot on the leader and synced on every standby.
     """
     results = engine.run(session.params, only=list(HEALTH_ITEMS), campaign_dir=session.run_dir.parent)
     rows = [{"check": HEALTH_ITEMS[r.id], "item": r.id, "outcome": r.outcome,
              "detail": r.reason or str(r.observed)[:200]} for r in results]
     failing = [f"{HEALTH_ITEMS[r.id]} ({r.id}: {r.outcome})" for r in results if r.outcome != "pass"]
+    cutover = records.latest(session.campaign_dir, "cutover")
+    if cutover and cutover["data"].get("strategy") == "logical":  # a logical cutover left a way back to watch
+        way, _ = wayback.settle(migration.route_of(session), session.endpoints.by_role("member"), timeout=30)
+        rows.append({"check": "the way back: reverse replication to legacy, its slot on every member",
+                     "item": "WAY-BACK", "outcome": "pass" if way.ok else "fail",
+                     "detail": f"subscription {way.subscription}, lag {way.lag_bytes} bytes" if way.ok
+                     else "; ".join(way.problems)[:400]})
+        if not way.ok:
+            failing.append("the way back (reverse replication)")
     return Outcome(summary="failing: " + "; ".join(failing) if failing else f"all {len(rows)} health checks pass",
                    evidence=rows, failed=bool(failing), metrics={"failing": len(failing)})
 

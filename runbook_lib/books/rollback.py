@@ -23,8 +23,9 @@ from __future__ import annotations
 import time
 from contextlib import ExitStack
 
+from runbook_lib.campaign import records
 from runbook_lib.clients import pgbouncer, postgres
-from runbook_lib.ops import fallback, migration, notify, smoke
+from runbook_lib.ops import fallback, migration, notify, smoke, wayback
 from runbook_lib.promql import triggers
 from runbook_lib.run.book import Book
 from runbook_lib.run.session import Session
@@ -61,7 +62,13 @@ def rollback_decision(session: Session) -> Outcome:
         blind = f" ({len(unreadable)} unreadable: {', '.join(unreadable)})" if unreadable else ""
         return Outcome(summary=f"no rollback: no trigger holds{blind} and no reason is recorded (to roll back by "
                                "decision, run with -p rollback.reason='...')", evidence=evidence, failed=True)
-    refused = fallback.refusal(migration.route_of(session), p.rollback.accept_loss)
+    route = migration.route_of(session)
+    refused = fallback.refusal(route, p.rollback.accept_loss)
+    if not refused and fallback.reverse_replication(route) and not p.rollback.accept_loss:
+        leader = [m for m in wayback.state(route, session.endpoints.by_role("member")).members if m.role == "leader"]
+        if leader and leader[0].slot == "missing":
+            refused = (f"the reverse slot is gone from the new cluster's leader {leader[0].name}: writes it took since "
+                       "the slot was lost are not on legacy")
     if refused:
         return Outcome(summary=f"refused before any change: {refused} (-p rollback.accept_loss=true)",
                        evidence=evidence, failed=True)
@@ -100,6 +107,7 @@ def stop_or_detach_new(session: Session) -> Outcome:
     except BaseException:
         session.drop(CUT)  # the new cluster takes writes again: no transaction may stay open on it
         raise
+    wayback.expect(session.target.pushgateway, False)
     return _clock(session, Outcome(summary="; ".join(report.steps) + "; pool paused",
                                    metrics={"reverse_applied_lsn": report.reverse_applied_lsn,
                                             "sequences": report.sequences, "detach_s": round(report.seconds, 3)},
@@ -206,6 +214,9 @@ def completion(session: Session) -> Outcome:
     if started is None:
         return Outcome(summary="the rollback did not start", failed=True)
     minutes, budget = (time.time() - started) / 60, _budget(session) / 60
+    records.save(session.campaign_dir, "rollback", {"why": session.state.get("rollback_why"),
+                                                    "minutes": round(minutes, 2),
+                                                    "loss": session.state.get("rollback_loss")}, session.info.run_id)
     return Outcome(summary=f"rollback completed in {minutes:.1f} min of the {budget:.0f} min budget"
                            + ("" if minutes <= budget else ": OVER BUDGET"),
                    failed=minutes > budget, metrics={"rollback_min": round(minutes, 2), "budget_min": budget})

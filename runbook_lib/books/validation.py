@@ -26,9 +26,10 @@ import plotly.graph_objects as go
 
 from runbook_lib.campaign import records
 from runbook_lib.clients import prometheus
+from runbook_lib.config.names import REVERSE_SLOT
 from runbook_lib.config.policy import format_duration
-from runbook_lib.ops import drills
-from runbook_lib.promql.expressions import SUBQUERY_STEP, promotions
+from runbook_lib.ops import drills, migration, wayback
+from runbook_lib.promql.expressions import SUBQUERY_STEP, unplanned_failovers, way_back_active
 from runbook_lib.run.book import Book
 from runbook_lib.run.session import Session
 from runbook_lib.run.step import Outcome, step
@@ -77,7 +78,7 @@ def window_start(session: Session) -> datetime:
 
 
 def _measured(url: str | None, at: float, name: str, expr: str, limit: float, text: str, most: bool = True,
-              minus: float = 0.0, note: str = "") -> Criterion:
+              note: str = "") -> Criterion:
     if url is None:
         return Criterion(name, None, text, None, "target.prometheus is not set")
     try:
@@ -86,7 +87,6 @@ def _measured(url: str | None, at: float, name: str, expr: str, limit: float, te
         return Criterion(name, None, text, None, f"unreadable: {exc}")
     if observed is None:
         return Criterion(name, None, text, None, f"no data: {expr}")
-    observed -= minus
     ok = observed <= limit if most else observed >= limit
     return Criterion(name, round(observed, 6), text, ok, f"{expr}{note}")
 
@@ -102,16 +102,14 @@ def measure(session: Session, started: datetime, elapsed_s: float) -> list[Crite
     at = started.timestamp() + min(elapsed_s, sc.window)
     w = format_duration(max(round(min(elapsed_s, sc.window)), 60))
     names = session.params.readiness.app_metrics
-    planned = _planned_promotions(session, started.timestamp(), at)
     watchdog = 'max(ALERTS{alertname=~".*Watchdog", alertstate="firing"}) or vector(0)'
     return [
         _measured(url, at, "error_rate", f"sum(increase({names['errors']}[{w}])) / clamp_min(sum(increase("
                   f"{names['requests']}[{w}])), 1)", sc.error_rate_max, f"<= {sc.error_rate_max:g}"),
         _measured(url, at, "latency_p95", f"histogram_quantile(0.95, sum by (le) (increase({names['latency']}[{w}])))",
                   sc.latency_p95_max, f"<= {format_duration(sc.latency_p95_max)}"),
-        _measured(url, at, "unplanned_failovers", promotions(w), sc.unplanned_failovers,
-                  f"<= {sc.unplanned_failovers}", minus=planned,
-                  note=f" (promotions), minus {planned} recorded failover drill(s) in the window"),
+        _measured(url, at, "unplanned_failovers", unplanned_failovers(w), sc.unplanned_failovers,
+                  f"<= {sc.unplanned_failovers}", note=" (promotions less those the failover drills announced)"),
         _measured(url, at, "replication_lag", f"max_over_time(max(pg_replication_lag_seconds)[{w}:{SUBQUERY_STEP}])",
                   sc.replication_lag_max, f"<= {format_duration(sc.replication_lag_max)}"),
         _measured(url, at, "backup_automation_succeeding", f"(sum(increase(pg_stat_archiver_failed_count[{w}])) "
@@ -121,6 +119,7 @@ def measure(session: Session, started: datetime, elapsed_s: float) -> list[Crite
                   f"avg_over_time(({watchdog})[{w}:{SUBQUERY_STEP}]), 1)", MONITORED_MIN,
                   f">= {MONITORED_MIN:g}: every target up and the watchdog alert firing that share of the window",
                   most=False),
+        *_way_back(session, url, at, w, elapsed_s),
         _drills(session),
         _stated("security_incidents", session.params.validation.security_incidents, sc.security_incidents,
                 "validation.security_incidents"),
@@ -128,13 +127,20 @@ def measure(session: Session, started: datetime, elapsed_s: float) -> list[Crite
     ]
 
 
-def _planned_promotions(session: Session, start: float, end: float) -> int:
-    """Promotions the campaign's failover drills made inside the window: planned, so not counted."""
-    count = 0
-    for record in records.history(session.run_dir.parent, "failover_drill"):
-        if start <= datetime.fromisoformat(record["recorded_at"]).timestamp() <= end:
-            count += len(record["data"].get("drills", []))
-    return count
+def _way_back(session: Session, url: str | None, at: float, w: str, elapsed_s: float) -> list[Criterion]:
+    """After a logical cutover: reverse replication (the way back) held through the window, and holds now."""
+    cutover = records.latest(session.campaign_dir, "cutover")
+    if not cutover or cutover["data"].get("strategy") != "logical":
+        return []
+    expr = f"avg_over_time(({way_back_active(REVERSE_SLOT)})[{w}:{SUBQUERY_STEP}])"
+    criterion = _measured(url, at, "way_back", expr, MONITORED_MIN, f">= {MONITORED_MIN:g} of the window the reverse "
+                          "slot was active on the leader; the subscription runs and every standby has the slot now",
+                          most=False)
+    if elapsed_s < session.params.policy.success_criteria.window:  # inside the window, the way back must hold now too
+        way = wayback.state(migration.route_of(session), session.endpoints.by_role("member"))
+        if not way.ok:
+            criterion.ok, criterion.source = False, criterion.source + "; now: " + "; ".join(way.problems)
+    return [criterion]
 
 
 def _drills(session: Session) -> Criterion:

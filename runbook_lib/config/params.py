@@ -134,6 +134,8 @@ class PgBouncer(_Model):
 class HttpService(_Model):
     url: str
     webhook_url: str | None = None
+    receivers: list[str] | None = Field(None, description="Alertmanager: the receivers a test alert must reach "
+                                                          "(default: every receiver it has)")
 
     _check = field_validator("url", "webhook_url")(_no_embedded_password)
 
@@ -171,6 +173,8 @@ class Target(_Model):
     pgbouncer: PgBouncer | None = None
     prometheus: HttpService | None = None
     alertmanager: HttpService | None = None
+    pushgateway: HttpService | None = Field(None, description="where the runbooks push facts Prometheus cannot "
+                                                              "see (the promotions a drill planned)")
     swarm: Swarm | None = None
     app: App | None = None
     workload: Workload | None = None
@@ -213,6 +217,23 @@ class Rollback(_Model):
     reason: str | None = Field(None, description="roll back by decision (recorded) even when no trigger holds")
     security_issue: bool = Field(False, description="a critical security issue is open (the policy's trigger)")
     accept_loss: bool = Field(False, description="roll back even though writes made on the new cluster would be lost")
+    automatic: bool = Field(False, description="a rollback trigger's alert starts the rollback runbook by itself "
+                                               "inside the 72-hour window (`runbook autorollback` receives it)")
+    automatic_only: list[str] | None = Field(None, description="only these triggers (metric names) roll back by "
+                                                               "themselves; the others page people (default: all)")
+
+
+class Finalize(_Model):
+    """Ending the campaign before a PASS verdict needs a recorded reason and who approved it."""
+
+    override: str | None = Field(None, min_length=10, description="finalize without a PASS verdict: why")
+    approved_by: str | None = Field(None, min_length=2)
+
+    @model_validator(mode="after")
+    def _approved(self) -> Finalize:
+        if self.override and not self.approved_by:
+            raise ValueError("finalize.override needs finalize.approved_by (who accepts ending without a PASS)")
+        return self
 
 
 class Validation(_Model):
@@ -303,6 +324,7 @@ class Params(_Model):
     migration: Migration | None = None
     rollback: Rollback = Field(default_factory=Rollback)
     validation: Validation = Field(default_factory=Validation)
+    finalize: Finalize = Field(default_factory=Finalize)
     sandbox: SandboxSpec | None = None
 
     _source: Path | None = PrivateAttr(default=None)

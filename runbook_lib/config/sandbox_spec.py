@@ -42,13 +42,15 @@ class SandboxPorts(_Strict):
     alertmanager: int = 25093
     alert_webhook: int = 25094
     node_exporter: int = 25100
+    pushgateway: int = 25091
+    auto_rollback: int = 25095  # `runbook autorollback` on the host: Alertmanager sends it action=rollback alerts
     app_metrics_base: int = 25200  # replica i (1-based task slot) listens on base + i
 
     def all_ports(self, app_replicas: int) -> dict[str, int]:
         """Name -> port for every port in use, app replicas included (for the in-use check)."""
         out: dict[str, int] = {}
         for name, value in self.model_dump().items():
-            if name == "app_metrics_base":
+            if name in ("app_metrics_base", "auto_rollback"):  # not bound by the stacks
                 continue
             if isinstance(value, list):
                 for i, port in enumerate(value, 1):

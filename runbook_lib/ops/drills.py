@@ -12,11 +12,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
-from runbook_lib.clients import http, patroni, postgres, swarm
+from runbook_lib.clients import http, patroni, postgres, prometheus, swarm
 from runbook_lib.config.endpoints import PgSpec
 from runbook_lib.config.params import Patroni, Swarm
 from runbook_lib.errors import RunbookError
+from runbook_lib.promql.expressions import PLANNED_PROMOTIONS
 
 DRILL_KINDS = {"automatic", "manual"}
 
@@ -28,6 +30,35 @@ def passed_kinds(record: dict[str, Any] | None) -> set[str]:
 
 class DrillError(RunbookError):
     pass
+
+
+def plan_promotion(pushgateway: str, prometheus_url: str, timeout: float = 60) -> int:
+    """Count the next promotion as planned, where the alert rules see it, before it happens.
+
+    PLANNED_PROMOTIONS is a running count pushed to the Pushgateway; the rollback trigger and the
+    validation subtract its rise over their window from the promotions they count. Prometheus must
+    have scraped the count before the promotion (and, the first time, its starting value too), or the
+    rise would not cancel the promotion: this waits, bounded, until it has.
+    """
+    query = f"max({PLANNED_PROMOTIONS})"
+    current = prometheus.scalar(prometheus_url, query)
+    if current is None:
+        _push(pushgateway, 0)
+        _wait("Prometheus to scrape the planned-promotions count", lambda: prometheus.scalar(prometheus_url, query)
+              is not None, timeout, interval=1)
+        current = 0.0
+    count = int(current) + 1
+    _push(pushgateway, count)
+    _wait("Prometheus to scrape the planned promotion", lambda: (prometheus.scalar(prometheus_url, query) or 0) >= count,
+          timeout, interval=1)
+    return count
+
+
+def _push(pushgateway: str, count: int) -> None:
+    registry = CollectorRegistry()
+    Gauge(PLANNED_PROMOTIONS, "promotions the runbooks' drills made on purpose (a running count)",
+          registry=registry).set(count)
+    push_to_gateway(pushgateway, job="runbook_drills", registry=registry, timeout=10)
 
 
 @dataclass
@@ -88,7 +119,15 @@ def _rejoined(spec: Patroni, timeout: float) -> bool:
     return True
 
 
-def automatic(spec: Patroni, swarm_spec: Swarm | None, write_endpoint: PgSpec, timeout: float = 120) -> DrillResult:
+Hook = Callable[[], None]
+
+
+def _nothing() -> None:
+    return None
+
+
+def automatic(spec: Patroni, swarm_spec: Swarm | None, write_endpoint: PgSpec, timeout: float = 120,
+              before_promotion: Hook = _nothing) -> DrillResult:
     """Stop the leader's Swarm service; a replica must take over and the write endpoint follow."""
     old = patroni.leader(spec)
     if old is None:
@@ -96,6 +135,7 @@ def automatic(spec: Patroni, swarm_spec: Swarm | None, write_endpoint: PgSpec, t
     service_name = next((m.service for m in spec.members if m.name == old), None)
     if not service_name:
         raise DrillError(f"target.patroni.members[{old}].service is not set: cannot stop the leader's task")
+    before_promotion()
     t0 = time.monotonic()
     swarm.scale(swarm_spec, service_name, 0)
     try:
@@ -109,7 +149,7 @@ def automatic(spec: Patroni, swarm_spec: Swarm | None, write_endpoint: PgSpec, t
     return DrillResult("automatic", rejoined, old, new, round(t_leader, 2), round(t_write, 2), rejoined)
 
 
-def manual(spec: Patroni, write_endpoint: PgSpec, timeout: float = 120) -> DrillResult:
+def manual(spec: Patroni, write_endpoint: PgSpec, timeout: float = 120, before_promotion: Hook = _nothing) -> DrillResult:
     """A planned switchover through Patroni's REST API to a streaming replica."""
     members = patroni.members(spec)
     old = next((m["name"] for m in members if m.get("role") == "leader"), None)
@@ -117,6 +157,7 @@ def manual(spec: Patroni, write_endpoint: PgSpec, timeout: float = 120) -> Drill
     if not old or not candidate:
         raise DrillError("need a leader and a streaming replica for a switchover")
     api = next(m.api_url for m in spec.members if m.name == old)
+    before_promotion()
     t0 = time.monotonic()
     http.call("POST", f"{api.rstrip('/')}/switchover", json_body={"leader": old, "candidate": candidate},
               ok_codes=(200, 202), expect_json=False, timeout=60)

@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from runbook_lib.clients import pgbouncer, postgres
+from runbook_lib.config import names
 from runbook_lib.config.endpoints import PgSpec
 from runbook_lib.errors import RunbookError
 from runbook_lib.ops import migration
@@ -46,7 +47,7 @@ def reverse_replication(r: Route) -> bool:
     """Whether legacy subscribes to the new cluster (a logical cutover keeps it current that way)."""
     with postgres.connect(r.source) as conn:
         return bool(postgres.query(conn, "SELECT 1 FROM pg_subscription WHERE subname = %s",
-                                   [migration.REVERSE_SUBSCRIPTION]))
+                                   [names.REVERSE_SUBSCRIPTION]))
 
 
 def on_legacy(r: Route) -> bool:
@@ -91,7 +92,7 @@ def detach_new(r: Route, accept_loss: bool = False, timeout: float = 60.0,
     try:
         try:
             migration.set_read_only(r.target, role, True)
-            lsn, _ = migration.catch_up(r.target, migration.REVERSE_SUBSCRIPTION, timeout)
+            lsn, _ = migration.catch_up(r.target, names.REVERSE_SUBSCRIPTION, timeout)
             report.sequences = migration.copy_sequences(r.target, r.source)
         except (psycopg.Error, migration.MigrationError) as exc:
             if not (accept_loss and _unreachable(r.target)):
@@ -100,7 +101,7 @@ def detach_new(r: Route, accept_loss: bool = False, timeout: float = 60.0,
                     "switched. Only if the new cluster is lost (unreachable), roll back with the loss accepted "
                     "(rollback.accept_loss): writes not yet on legacy are then lost") from exc
             report.sequences = migration.advance_sequences(r.source)
-            migration.drop_subscription(r.source, migration.REVERSE_SUBSCRIPTION, keep_slot=True)
+            migration.drop_subscription(r.source, names.REVERSE_SUBSCRIPTION, keep_slot=True)
             report.loss = (f"the new cluster is unreachable ({_first_line(exc)}): legacy keeps what reverse "
                            "replication delivered (loss accepted)")
             report.steps.append(f"{report.loss}; {report.sequences} sequences moved past the highest ids legacy "
@@ -110,7 +111,7 @@ def detach_new(r: Route, accept_loss: bool = False, timeout: float = 60.0,
         report.reverse_applied_lsn = lsn
         if at_cut:
             at_cut()
-        migration.drop_subscription(r.source, migration.REVERSE_SUBSCRIPTION)
+        migration.drop_subscription(r.source, names.REVERSE_SUBSCRIPTION)
         report.steps.append(f"legacy applied the new cluster's LSN {lsn}; {report.sequences} sequences copied")
     except BaseException as exc:
         undo = [lambda: migration.set_read_only(r.target, role, False)]
@@ -169,13 +170,13 @@ def clear_new(r: Route) -> list[str]:
     if not on_legacy(r):
         raise RollbackError("PgBouncer does not point at legacy: roll back first (the new cluster is serving)")
     done = []
-    for subscriber, name in ((r.target, migration.SUBSCRIPTION), (r.source, migration.REVERSE_SUBSCRIPTION)):
+    for subscriber, name in ((r.target, names.SUBSCRIPTION), (r.source, names.REVERSE_SUBSCRIPTION)):
         if migration.drop_subscription(subscriber, name):
             done.append(f"subscription {name} dropped on {subscriber.name}")
-    for endpoint, name in ((r.source, migration.PUBLICATION), (r.target, migration.REVERSE_PUBLICATION)):
+    for endpoint, name in ((r.source, names.PUBLICATION), (r.target, names.REVERSE_PUBLICATION)):
         with postgres.connect(endpoint) as conn:
             postgres.query(conn, sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(name)))
-    for endpoint, name in ((r.target, migration.REVERSE_SUBSCRIPTION), (r.source, migration.SUBSCRIPTION)):
+    for endpoint, name in ((r.target, names.REVERSE_SUBSCRIPTION), (r.source, names.SUBSCRIPTION)):
         with postgres.connect(endpoint) as conn:  # a slot whose subscriber was dropped without it
             if postgres.query(conn, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
                                     "WHERE slot_name = %s AND NOT active", [name]):

@@ -65,10 +65,6 @@ def route_of(run: Any) -> Route:
     return run.resource("route", lambda: route(run.params))
 
 
-PUBLICATION = "rollout_forward"
-SUBSCRIPTION = "rollout_forward"
-REVERSE_PUBLICATION = "rollout_reverse"
-REVERSE_SUBSCRIPTION = "rollout_reverse"
 
 
 class MigrationError(RunbookError):
@@ -156,13 +152,28 @@ def ensure_publication(endpoint: PgSpec, name: str) -> bool:
 
 
 def ensure_subscription(subscriber: PgSpec, publisher: PgSpec, name: str, publication: str,
-                        copy_data: bool) -> bool:
+                        copy_data: bool, failover: bool = False) -> bool:
+    """Create the subscription unless it exists; True when created.
+
+    failover = true (PostgreSQL 17) marks its slot on the publisher for slot sync, so the standbys of
+    a publishing cluster keep a copy; an existing subscription without it is switched over (disable,
+    set, enable: the only way PostgreSQL allows).
+    """
     with _conn(subscriber) as conn:
-        if postgres.query(conn, "SELECT 1 FROM pg_subscription WHERE subname = %s", [name]):
+        found = postgres.query(conn, "SELECT subfailover FROM pg_subscription WHERE subname = %s", [name])
+        ident = sql.Identifier(name)
+        if found:
+            if failover and not found[0]["subfailover"]:
+                postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident))
+                postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} SET (failover = true)").format(ident))
+                postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(ident))
             return False
-        postgres.query(conn, sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (copy_data = {})")
-                       .format(sql.Identifier(name), sql.Literal(subscription_conninfo(publisher)),
-                               sql.Identifier(publication), sql.Literal(copy_data)))
+        options = sql.SQL("copy_data = {}").format(sql.Literal(copy_data))
+        if failover:
+            options = sql.SQL("{}, failover = true").format(options)
+        postgres.query(conn, sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH ({})")
+                       .format(ident, sql.Literal(subscription_conninfo(publisher)), sql.Identifier(publication),
+                               options))
         return True
 
 
@@ -371,6 +382,16 @@ def drop_subscription(subscriber: PgSpec, name: str, keep_slot: bool = False) ->
             postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(sql.Identifier(name)))
         postgres.query(conn, sql.SQL("DROP SUBSCRIPTION {}").format(sql.Identifier(name)))
         return True
+
+
+def retire_database(endpoint: PgSpec) -> int:
+    """Legacy retired: every new transaction in its database read-only, the sessions there ended."""
+    with _conn(endpoint) as conn:
+        postgres.query(conn, sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on")
+                       .format(sql.Identifier(endpoint.dbname)))
+        ended = postgres.query(conn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                                     "current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
+    return len(ended)
 
 
 def set_read_only(endpoint: PgSpec, role: str, read_only: bool) -> int:

@@ -19,8 +19,9 @@ from psycopg import sql
 
 from runbook_lib.clients import postgres
 from runbook_lib.config.endpoints import PgSpec
+from runbook_lib.config.names import PROBE_TABLE
 
-TABLE = "rollout_write_probe"
+TABLE = PROBE_TABLE
 FILE = "write-probe.jsonl"
 
 
@@ -38,6 +39,27 @@ def ensure_table(endpoint: PgSpec, app_role: str) -> None:
                                                                                 sql.Identifier(app_role)))
         postgres.query(conn, sql.SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(
             sql.Identifier(f"{TABLE}_id_seq"), sql.Identifier(app_role)))
+
+
+def drop(endpoint: PgSpec) -> bool:
+    """Remove the probe's table (the campaign is over); False when it was not there."""
+    with postgres.connect(endpoint) as conn:
+        if not postgres.scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", [TABLE]):
+            return False
+        postgres.query(conn, sql.SQL("DROP TABLE {}").format(sql.Identifier(TABLE)))
+    return True
+
+
+def mark(endpoint: PgSpec, marker: str) -> None:
+    """One write of the probe's kind, tagged: proves where a write through `endpoint` lands."""
+    with postgres.connect(endpoint) as conn:
+        postgres.query(conn, sql.SQL("INSERT INTO {} (run_id) VALUES (%s)").format(sql.Identifier(TABLE)), [marker])
+
+
+def marked(endpoint: PgSpec, marker: str) -> int:
+    with postgres.connect(endpoint) as conn:
+        return int(postgres.scalar(conn, sql.SQL("SELECT count(*) FROM {} WHERE run_id = %s").format(
+            sql.Identifier(TABLE)), [marker]))
 
 
 class WriteProbe:

@@ -7,6 +7,8 @@ so a metric means the same thing everywhere.
 from __future__ import annotations
 
 SUBQUERY_STEP = "15s"
+PLANNED_PROMOTIONS = "runbook_planned_promotions_total"  # pushed by the failover drills before each promotion
+WAY_BACK_EXPECTED = "runbook_way_back_expected"  # 1 from a logical cutover until the rollback or the finalize
 
 
 def promotions(window: str) -> str:
@@ -14,6 +16,18 @@ def promotions(window: str) -> str:
     a member whose PostgreSQL is down reports timeline 0, which is left out."""
     return (f"max(patroni_postgres_timeline) - min(min_over_time((patroni_postgres_timeline > 0)"
             f"[{window}:{SUBQUERY_STEP}]))")
+
+
+def planned_promotions(window: str) -> str:
+    """How far the drills' running count of planned promotions rose within `window` (0 when never pushed)."""
+    return (f"(clamp_min(max(max_over_time({PLANNED_PROMOTIONS}[{window}])) - max(min_over_time("
+            f"{PLANNED_PROMOTIONS}[{window}])), 0) or vector(0))")
+
+
+def unplanned_failovers(window: str) -> str:
+    """Promotions within `window` less the ones the drills announced: one rule for the trigger, its alert
+    and the 72-hour validation."""
+    return f"({promotions(window)}) - {planned_promotions(window)}"
 
 
 EXPRESSIONS: dict[str, str] = {
@@ -30,11 +44,21 @@ EXPRESSIONS: dict[str, str] = {
     "db_connection_errors": "sum(rate(app_errors_total{kind=\"connection\"}[1m]))"
                             " / clamp_min(sum(rate(app_requests_total[1m])), 1e-9)",
     "oom_events": "sum(increase(node_vmstat_oom_kill[5m]))",
-    "unplanned_failovers": promotions("1h"),
+    "unplanned_failovers": unplanned_failovers("1h"),
 }
 
 
-def expression(metric: str) -> str:
+def way_back_active(slot: str) -> str:
+    """1 while the reverse slot is active on some member of the new cluster (its leader), else 0."""
+    return f'max(pg_replication_slot_slot_is_active{{slot_name="{slot}"}}) or vector(0)'
+
+
+WINDOWED = {"unplanned_failovers": unplanned_failovers}  # counted within a window the trigger names
+
+
+def expression(metric: str, within: str | None = None) -> str:
+    if within and metric in WINDOWED:
+        return WINDOWED[metric](within)
     try:
         return EXPRESSIONS[metric]
     except KeyError:

@@ -12,8 +12,9 @@ from typing import Any
 
 import yaml
 
+from runbook_lib.config.names import REVERSE_SLOT
 from runbook_lib.config.policy import Bound, Policy, format_duration
-from runbook_lib.promql.expressions import expression
+from runbook_lib.promql.expressions import WAY_BACK_EXPECTED, expression
 from runbook_lib.promql.triggers import alert_rules
 
 
@@ -37,9 +38,53 @@ def rule_groups(policy: Policy) -> dict[str, Any]:
                       "for": window, "labels": {"severity": "critical", "metric": row.metric},
                       "annotations": {"summary": f"{row.metric} crossed its alert threshold {row.alert.text}"}})
     rules += alert_rules(policy.rollback_triggers)
+    rules.append(way_back_rule())
     rules.append({"alert": "RolloutWatchdog", "expr": "vector(1)", "labels": {"severity": "info", "metric": "watchdog"},
                   "annotations": {"summary": "always firing: proves the alert path end to end"}})
+    for rule in rules:
+        rule["labels"].update(_priority(policy, rule["labels"]))
     return {"groups": [{"name": "rollout-watch", "interval": "10s", "rules": rules}]}
+
+
+# the issue-response matrix's issue each metric's critical alert is (the others take a priority from severity)
+ISSUES = {"error_rate": "error_rate_spike", "memory_usage": "high_memory_usage", "replication_lag": "replication_lag",
+          "db_connections": "connection_pool_exhaustion", "latency_p95": "slow_query_detected"}
+BY_SEVERITY = {"critical": "high", "warning": "medium", "info": "low"}
+
+
+def _priority(policy: Policy, labels: dict[str, str]) -> dict[str, str]:
+    """priority, respond_within and response: the matrix's row for the alert's issue, so Alertmanager routes by
+    it; an alert the matrix does not name takes its priority from its severity."""
+    issue = ISSUES.get(labels.get("metric", "")) if labels.get("severity") == "critical" else None
+    row = next((r for r in policy.issues_response_matrix if r.issue == issue), None)
+    if labels.get("action") == "rollback":  # a rollback trigger is answered as the matrix answers a rollback
+        row = next((r for r in policy.issues_response_matrix if r.action == "trigger_rollback"), row)
+    if row is None:
+        return {"priority": BY_SEVERITY.get(labels.get("severity", ""), "low")}
+    return {"priority": row.severity, "issue": row.issue, "response": row.action,
+            "respond_within": format_duration(row.timeout) if row.timeout else "none"}
+
+
+def routes(policy: Policy, receiver: str) -> list[dict[str, Any]]:
+    """Alertmanager routes by priority, re-notifying at the matrix's response time for that priority."""
+    shortest: dict[str, float] = {}
+    for row in policy.issues_response_matrix:
+        if row.timeout:
+            shortest[row.severity] = min(shortest.get(row.severity, row.timeout), row.timeout)
+    waits = {"critical": "0s", "high": "10s", "medium": "30s", "low": "1m"}
+    return [{"matchers": [f'priority="{p}"'], "receiver": receiver, "group_wait": waits[p],
+             "repeat_interval": format_duration(shortest.get(p, 86400.0))} for p in ("critical", "high", "medium", "low")]
+
+
+def way_back_rule() -> dict[str, Any]:
+    """Reverse replication (the way back) broken while a campaign expects it (the runbooks push the
+    expectation from the logical cutover until the rollback or the finalize): its slot inactive or gone."""
+    slot = f'pg_replication_slot_slot_is_active{{slot_name="{REVERSE_SLOT}"}}'
+    expr = f"((max({slot}) < 1) or absent(max({slot}))) and on() (max({WAY_BACK_EXPECTED}) == 1)"
+    return {"alert": "WayBackBroken", "expr": expr, "for": "2m",
+            "labels": {"severity": "critical", "metric": "way_back"},
+            "annotations": {"summary": f"reverse replication to legacy is broken: slot {REVERSE_SLOT} inactive or "
+                                       "gone; a rollback now would lose the writes since (phase 3 health shows why)"}}
 
 
 def render(policy: Policy) -> str:

@@ -80,10 +80,13 @@ def mon04(p: Probe) -> Finding:
         arrived = marker in json.dumps(got)
         if not arrived:
             time.sleep(0.5)
-    unreadable = [r for r in receivers if r not in ("runbook-webhook", "webhook")]
+    named = am.receivers if am.receivers is not None else receivers
+    unreadable = [r for r in named if r not in ("runbook-webhook", "webhook")]
+    unreadable += [f"{r} (named, not configured)" for r in named if r not in receivers]
     ok = arrived and not unreadable
-    return Finding.check(ok, {"receivers": receivers, "arrived_at_webhook": arrived, "unverified": unreadable},
-                         "the test alert reaches every configured receiver", f"POST {am.url}/api/v2/alerts; GET "
+    return Finding.check(ok, {"receivers": receivers, "named": named, "arrived_at_webhook": arrived,
+                              "unverified": unreadable},
+                         "the test alert reaches every receiver target.alertmanager.receivers names", f"POST {am.url}/api/v2/alerts; GET "
                          f"{webhook}")
 
 

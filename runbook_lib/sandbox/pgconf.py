@@ -24,6 +24,10 @@ def settings(spec: SandboxSpec) -> dict[str, str | int | float]:
         "ssl_min_protocol_version": "TLSv1.2",
         "wal_level": "logical",
         "hot_standby": "on",
+        # PostgreSQL 17 failover slots: standbys keep a copy of every logical slot created with
+        # failover = true (the way back's reverse replication), so the slot outlives a failover
+        "hot_standby_feedback": "on",
+        "sync_replication_slots": "on",
         "max_wal_senders": 10,
         "max_replication_slots": 10,
         "wal_keep_size": "256MB",
@@ -70,6 +74,8 @@ def hba_lines(app_db: str, app_role: str) -> list[str]:
     return [
         "local all all peer",
         "hostssl replication replicator 127.0.0.1/32 scram-sha-256",
+        # the standbys' slot-sync worker: an ordinary connection to primary_conninfo's dbname (postgres)
+        "hostssl postgres replicator 127.0.0.1/32 scram-sha-256",
         "hostssl replication postgres 127.0.0.1/32 scram-sha-256",  # pg_basebackup for phase 1 backups
         "hostssl all postgres 127.0.0.1/32 scram-sha-256",
         "hostssl all monitor 127.0.0.1/32 scram-sha-256",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,10 @@ def _env() -> jinja2.Environment:
 
 def members(sb: Sandbox) -> list[dict[str, Any]]:
     p = sb.spec.ports
-    return [{"name": f"pg{i + 1}", "etcd": f"etcd{i + 1}", "pg": p.pg[i], "api": p.patroni_api[i],
-             "exporter": p.pg_exporter[i], "etcd_client": p.etcd_client[i], "etcd_peer": p.etcd_peer[i]}
+    names = [f"pg{i + 1}" for i in range(3)]
+    return [{"name": names[i], "etcd": f"etcd{i + 1}", "pg": p.pg[i], "api": p.patroni_api[i],
+             "exporter": p.pg_exporter[i], "etcd_client": p.etcd_client[i], "etcd_peer": p.etcd_peer[i],
+             "others": ",".join(n for n in names if n != names[i])}  # the other members' physical slots
             for i in range(3)]
 
 
@@ -104,7 +107,17 @@ def context(sb: Sandbox) -> dict[str, Any]:
         "app_mix": json.dumps(spec.app.mix),
         "sec": {n: v[0] for n, v in secret_names(sb).items()},
         "prometheus_rules_dir": str(rules_dir(sb)),
+        "app_fault_dir": str(fault_dir(sb)),
+        "priority_routes": [json.dumps(r) for r in matrix_rules.routes(sb.params.policy, "runbook-webhook")],
     }
+
+
+def fault_dir(sb: Sandbox) -> Path:
+    """Host directory the application reads its fault file from (bind-mounted; it must exist)."""
+    d = sb.state_dir / "app-fault"
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o755)
+    return d
 
 
 def rules_dir(sb: Sandbox) -> Path:

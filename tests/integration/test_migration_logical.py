@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from runbook_lib.clients import postgres
+from runbook_lib.config import names
 from runbook_lib.config.params import Params, validate
 from runbook_lib.ops import migration, tools
 from runbook_lib.sandbox.localpg import LocalPostgres
@@ -68,18 +69,18 @@ def test_logical_copy_stream_validate_and_reverse(params: Params) -> None:
     assert migration.unreplicable_tables(params.endpoints.db("legacy")) == []
     assert migration.copy_schema(tools.for_params(params), params.endpoints.db("legacy"), params.endpoints.db("new")).startswith("schema copied")
     assert migration.copy_schema(tools.for_params(params), params.endpoints.db("legacy"), params.endpoints.db("new")) == "schema already present on the target"
-    assert migration.ensure_publication(params.endpoints.db("legacy"), migration.PUBLICATION) is True
-    assert migration.ensure_publication(params.endpoints.db("legacy"), migration.PUBLICATION) is False
-    assert migration.ensure_subscription(params.endpoints.db("new"), params.endpoints.db("legacy"), migration.SUBSCRIPTION, migration.PUBLICATION,
+    assert migration.ensure_publication(params.endpoints.db("legacy"), names.PUBLICATION) is True
+    assert migration.ensure_publication(params.endpoints.db("legacy"), names.PUBLICATION) is False
+    assert migration.ensure_subscription(params.endpoints.db("new"), params.endpoints.db("legacy"), names.SUBSCRIPTION, names.PUBLICATION,
                                          copy_data=True) is True
     seen: list[tuple[int, int]] = []
-    migration.wait_initial_copy(params.endpoints.db("new"), migration.SUBSCRIPTION, 120, lambda d, t: seen.append((d, t)))
+    migration.wait_initial_copy(params.endpoints.db("new"), names.SUBSCRIPTION, 120, lambda d, t: seen.append((d, t)))
     assert seen[-1][0] == seen[-1][1] == 2
     # writes keep flowing while the copy streams
     sql(params, "legacy", "INSERT INTO accounts (email) VALUES ('late@x.test'); UPDATE entries SET body = 'changed' "
                           "WHERE id <= 10; DELETE FROM entries WHERE id = 11")
     lsn = migration.current_lsn(params.endpoints.db("legacy"))
-    migration.wait_applied(params.endpoints.db("legacy"), migration.SUBSCRIPTION, lsn, 60)
+    migration.wait_applied(params.endpoints.db("legacy"), names.SUBSCRIPTION, lsn, 60)
     assert migration.copy_sequences(params.endpoints.db("legacy"), params.endpoints.db("new")) >= 3
     assert sql(params, "new", "SELECT last_value FROM invoice_number_seq")[0]["last_value"] == 1041
     checks = migration.validate(params.endpoints.db("legacy"), params.endpoints.db("new"))
@@ -93,14 +94,14 @@ def test_logical_copy_stream_validate_and_reverse(params: Params) -> None:
     assert [c.table for c in bad] == ["public.entries"] and bad[0].source_rows == bad[0].target_rows
 
     # cutover: forward replication ends, reverse replication keeps legacy current
-    assert migration.drop_subscription(params.endpoints.db("new"), migration.SUBSCRIPTION) is True
-    assert migration.drop_subscription(params.endpoints.db("new"), migration.SUBSCRIPTION) is False
-    migration.ensure_publication(params.endpoints.db("new"), migration.REVERSE_PUBLICATION)
-    migration.ensure_subscription(params.endpoints.db("legacy"), params.endpoints.db("new"), migration.REVERSE_SUBSCRIPTION,
-                                  migration.REVERSE_PUBLICATION, copy_data=False)
+    assert migration.drop_subscription(params.endpoints.db("new"), names.SUBSCRIPTION) is True
+    assert migration.drop_subscription(params.endpoints.db("new"), names.SUBSCRIPTION) is False
+    migration.ensure_publication(params.endpoints.db("new"), names.REVERSE_PUBLICATION)
+    migration.ensure_subscription(params.endpoints.db("legacy"), params.endpoints.db("new"), names.REVERSE_SUBSCRIPTION,
+                                  names.REVERSE_PUBLICATION, copy_data=False)
     sql(params, "new", "INSERT INTO accounts (id, email) VALUES (100000, 'after-cutover@x.test')")
     deadline = time.monotonic() + 30
     while not sql(params, "legacy", "SELECT 1 FROM accounts WHERE email = 'after-cutover@x.test'"):
         assert time.monotonic() < deadline, "a write on the new cluster did not reach legacy"
         time.sleep(0.2)
-    migration.drop_subscription(params.endpoints.db("legacy"), migration.REVERSE_SUBSCRIPTION)
+    migration.drop_subscription(params.endpoints.db("legacy"), names.REVERSE_SUBSCRIPTION)

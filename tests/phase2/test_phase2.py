@@ -23,61 +23,22 @@ from psycopg import sql
 from runbook_lib.books import phase2_migration as phase2
 from runbook_lib.campaign import records
 from runbook_lib.clients import pgbouncer, postgres
+from runbook_lib.config import names
 from runbook_lib.config.params import Params, load_params
 from runbook_lib.ops import fallback, migration, writeprobe
 from runbook_lib.run import runner, session
 from runbook_lib.run.step import StepFailed
-from tests import campaign
+from tests.phase2.conftest import (
+    LEGACY,
+    count_marker,
+    manifest_steps,
+    rollback_run,
+    step_evidence,
+    wait_until,
+    write_through_pool,
+)
 
 pytestmark = pytest.mark.sandbox
-
-LEGACY = ("127.0.0.1", 25432)
-
-
-@pytest.fixture(scope="module")
-def signed(sandbox_params_file: Path, ready_campaign: Path) -> Path:
-    return campaign.signed(sandbox_params_file, ready_campaign)
-
-
-@pytest.fixture
-def restore_legacy(sandbox_params: Params):  # noqa: ANN201
-    """Whatever a test did, the sandbox goes back to legacy serving and an empty new cluster."""
-    yield
-    fallback.to_legacy(migration.route(sandbox_params), accept_loss=True)
-    fallback.clear_new(migration.route(sandbox_params))
-    assert pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == LEGACY
-
-
-def manifest_steps(run_dir: Path) -> dict[str, dict]:
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    return {s["name"]: s for s in manifest["steps"]}
-
-
-def step_evidence(run_dir: Path, name: str) -> list[dict]:
-    """A step's evidence rows as the journal recorded them (the manifest keeps summaries only)."""
-    for line in (run_dir / "journal.jsonl").read_text().splitlines():
-        event = json.loads(line)
-        if event.get("event") == "step" and event.get("name") == name:
-            return event.get("evidence") or []
-    raise AssertionError(f"no step {name} in the journal")
-
-
-def write_through_pool(params: Params, marker: str) -> None:
-    with postgres.connect(params.endpoints.db("app-pool")) as conn:
-        postgres.query(conn, "INSERT INTO rollout_write_probe (run_id) VALUES (%s)", [marker])
-
-
-def count_marker(params: Params, endpoint: str, marker: str) -> int:
-    with postgres.connect(params.endpoints.db(endpoint)) as conn:
-        return postgres.scalar(conn, "SELECT count(*) FROM rollout_write_probe WHERE run_id = %s", [marker])
-
-
-def wait_until(what: str, check, timeout: float = 30) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-
 
 def test_refused_without_signoffs_before_any_change(sandbox_params_file: Path, sandbox_params: Params,
                                                      tmp_path: Path) -> None:
@@ -137,11 +98,6 @@ def test_logical_cutover_loses_nothing_and_keeps_legacy_current(sandbox_params_f
         assert newest and not set(newest) - set(ids(sandbox_params, "legacy", table, newest)), table
 
 
-def rollback_run(params_file: Path, signed: Path, *overrides: str) -> runner.RunReport:
-    return runner.run("rollback", str(params_file), outputs_dir=signed.parent, echo=False, campaign=signed.name,
-                      overrides=list(overrides))
-
-
 def test_rollback_runbook_after_a_logical_cutover(sandbox_params_file: Path, sandbox_params: Params, signed: Path,
                                                   restore_legacy: None) -> None:
     assert runner.run("phase2_migration", str(sandbox_params_file), outputs_dir=signed.parent, echo=False,
@@ -156,7 +112,7 @@ def test_rollback_runbook_after_a_logical_cutover(sandbox_params_file: Path, san
     # legacy cannot catch up (reverse replication disabled): the detach fails and undoes itself
     with postgres.connect(sandbox_params.endpoints.db("legacy")) as conn:
         postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(
-            sql.Identifier(migration.REVERSE_SUBSCRIPTION)))
+            sql.Identifier(names.REVERSE_SUBSCRIPTION)))
     marker = f"before-rollback-{calm.run_id}"
     write_through_pool(sandbox_params, marker)
     stuck = rollback_run(sandbox_params_file, signed, "rollback.reason=drill", "migration.apply_timeout=2s")
@@ -167,7 +123,7 @@ def test_rollback_runbook_after_a_logical_cutover(sandbox_params_file: Path, san
     assert count_marker(sandbox_params, "dpg-rw", f"{marker}-2") == 1
     with postgres.connect(sandbox_params.endpoints.db("legacy")) as conn:
         postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(
-            sql.Identifier(migration.REVERSE_SUBSCRIPTION)))
+            sql.Identifier(names.REVERSE_SUBSCRIPTION)))
 
     # PgBouncer fell back to its stack file's legacy backend on its own (a restarted task): legacy must
     # still catch up before it takes writes

@@ -339,6 +339,11 @@ def test_mon01_stopped_exporter_and_mon04_unreadable_receiver(sandbox_params: Pa
     params = with_overrides(sandbox_params_file, "target.alertmanager.webhook_url=http://127.0.0.1:25094/elsewhere",
                             "readiness.item_timeout_s=12")
     assert decide(params, "MON-04")["MON-04"] in ("fail", "error")
+    # a receiver the parameters name must be reached too: one the runbooks cannot read, or one not configured
+    for named in ("[runbook-webhook, auto-rollback]", "[runbook-webhook, pager-nobody]"):
+        params = with_overrides(sandbox_params_file, f"target.alertmanager.receivers={named}")
+        assert decide(params, "MON-04")["MON-04"] == "fail", named
+    assert decide(sandbox_params, "MON-04")["MON-04"] == "pass"
 
 
 def test_ha01_db05_with_a_replica_stopped(sandbox_params: Params) -> None:

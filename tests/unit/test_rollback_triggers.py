@@ -54,6 +54,21 @@ def test_every_measured_trigger_becomes_a_critical_rollback_alert() -> None:
     assert len(alerts) == len(measured) == 5
     error_rate = alerts["RollbackTriggerErrorRate"]
     assert error_rate["for"] == "5m" and error_rate["expr"].endswith(") > 0.05")
-    assert error_rate["labels"] == {"severity": "critical", "metric": "error_rate", "action": "rollback"}
+    assert error_rate["labels"] == {"severity": "critical", "metric": "error_rate", "action": "rollback",
+                                    "priority": "critical", "issue": "error_rate_spike", "response": "trigger_rollback",
+                                    "respond_within": "5m"}
     assert "for" not in alerts["RollbackTriggerOomEvents"]
     assert yaml.safe_load(rules.render(policy))["groups"][0]["rules"]  # renders as YAML Prometheus reads
+
+
+def test_alerts_carry_the_issue_response_matrix_priority_and_route_by_it() -> None:
+    policy = default_policy()
+    labels = {r["alert"]: r["labels"] for r in rules.rule_groups(policy)["groups"][0]["rules"]}
+    assert labels["ErrorRateCritical"]["priority"] == "critical" and labels["ErrorRateCritical"]["respond_within"] == "5m"
+    assert labels["MemoryUsageCritical"]["priority"] == "high" and labels["MemoryUsageCritical"]["issue"] == "high_memory_usage"
+    assert labels["DbConnectionsCritical"]["priority"] == "medium"
+    assert all(v["priority"] == "critical" for k, v in labels.items() if k.startswith("RollbackTrigger"))
+    assert all("priority" in v for v in labels.values())
+    routes = {r["matchers"][0]: r for r in rules.routes(policy, "pager")}
+    assert routes['priority="critical"']["repeat_interval"] == "5m" and routes['priority="high"']["repeat_interval"] == "10m"
+    assert routes['priority="medium"']["repeat_interval"] == "30m" and routes['priority="low"']["repeat_interval"] == "1d"

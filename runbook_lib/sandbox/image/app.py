@@ -6,7 +6,13 @@ TLS as the least-privilege application role, and exports request, error and late
 reconnects on errors, so failover and cutover show up as errors and latency, not as a dead app.
 
 Configuration (environment; no secrets): APP_HOST, APP_PORT, APP_DB, APP_USER, APP_SSLROOTCERT,
-APP_PASSWORD_FILE, APP_METRICS_BASE, APP_SLOT (swarm task slot), APP_RATE, APP_MIX (JSON), APP_WORKERS.
+APP_PASSWORD_FILE, APP_METRICS_BASE, APP_SLOT (swarm task slot), APP_RATE, APP_MIX (JSON), APP_WORKERS,
+APP_FAULT_FILE.
+
+Faults on purpose, to drive the rollback triggers and the watch by measurement: while APP_FAULT_FILE holds
+JSON such as {"error_rate": 0.5, "kind": "injected", "latency_ms": 800}, that share of requests fails
+(counted with that kind: "connection" counts as a database connection error) and every request is
+that much slower. Read at most once a second; removing the file ends the fault.
 """
 
 import json
@@ -26,6 +32,35 @@ CONNECTED = Gauge("app_connected_workers", "Workers holding a database connectio
 INFO = Gauge("app_info", "Static facts about this replica", ["slot", "target"])
 
 DIM = 384
+
+
+class Fault:
+    """The fault file's current content, re-read when its modification time changes (at most once a second)."""
+
+    def __init__(self, path):
+        self.path, self.spec, self.mtime, self.checked = path, {}, None, 0.0
+        self.lock = threading.Lock()
+
+    def current(self):
+        with self.lock:
+            now = time.monotonic()
+            if self.path and now - self.checked >= 1.0:
+                self.checked = now
+                try:
+                    mtime = os.stat(self.path).st_mtime
+                    if mtime != self.mtime:
+                        with open(self.path) as fh:
+                            self.spec, self.mtime = json.load(fh), mtime
+                except (OSError, ValueError):
+                    self.spec, self.mtime = {}, None
+            return self.spec
+
+
+FAULT = Fault(os.environ.get("APP_FAULT_FILE"))
+
+
+class InjectedFault(Exception):
+    pass
 
 
 def vec():
@@ -84,10 +119,17 @@ class Worker(threading.Thread):
             op = random.choices(self.ops, self.weights)[0]
             REQUESTS.labels(op).inc()
             start = time.monotonic()
+            fault = FAULT.current()
             try:
+                if fault.get("latency_ms"):
+                    time.sleep(float(fault["latency_ms"]) / 1000)
+                if random.random() < float(fault.get("error_rate", 0)):
+                    raise InjectedFault(fault.get("kind", "injected"))
                 if self.conn is None or self.conn.closed:
                     self.connect()
                 getattr(self, "op_" + op)(self.conn)
+            except InjectedFault as exc:
+                ERRORS.labels(op, str(exc)).inc()
             except psycopg.OperationalError:
                 ERRORS.labels(op, "connection").inc()
                 self.drop()
@@ -126,7 +168,7 @@ def main():
     for op in mix:  # every series exists from the start (an error rate of 0 is a fact, not a gap)
         REQUESTS.labels(op)
         LATENCY.labels(op)
-        for kind in ("connection", "query"):
+        for kind in ("connection", "query", "injected"):
             ERRORS.labels(op, kind)
     for _ in range(workers):
         Worker(conninfo, rate, mix).start()

@@ -3,7 +3,8 @@
 
 Why: Docker secrets arrive as root-owned 0444 files, but PostgreSQL wants its key 0600 and owned by
 postgres, and config files need passwords in them. This script copies secrets into a private
-directory, renders `{{secret:NAME}}` placeholders, prepares volume directories, optionally exports a
+directory, renders `{{secret:NAME}}` (and `{{env:NAME}}`, a variable of the task) placeholders,
+prepares volume directories, optionally exports a
 secret as an environment variable of the final process only (never in the service spec), then drops
 privileges and execs the server.
 
@@ -18,7 +19,7 @@ import re
 import sys
 
 SECRETS = "/run/secrets"
-_PLACEHOLDER = re.compile(r"\{\{secret:([A-Za-z0-9_.-]+)\}\}")
+_PLACEHOLDER = re.compile(r"\{\{(secret|env):([A-Za-z0-9_.-]+)\}\}")
 
 
 def secret(name):
@@ -82,7 +83,8 @@ def main(argv):
         elif key == "--render":
             src, dst = val.split(":")
             with open(src) as fh:
-                text = _PLACEHOLDER.sub(lambda m: secret(m.group(1)), fh.read())
+                text = _PLACEHOLDER.sub(lambda m: secret(m.group(2)) if m.group(1) == "secret"
+                                        else os.environ[m.group(2)], fh.read())
             write(dst, text.encode(), 0o600, uid, gid)
         elif key == "--env":
             var, name = val.split("=", 1)

@@ -1,0 +1,90 @@
+"""The generated alert rules checked and unit-tested by promtool (from the sandbox image): the unplanned-failover
+trigger does not fire on the promotions the drills announced and fires on unplanned ones; the way-back alert
+fires when the reverse slot goes inactive or disappears after it was seen, and not before any cutover."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from runbook_lib.config.policy import default_policy
+from runbook_lib.promql import rules
+
+pytestmark = pytest.mark.sandbox
+
+UNPLANNED = "RollbackTriggerUnplannedFailovers"
+SLOT = 'pg_replication_slot_slot_is_active{slot_name="rollout_reverse", instance_name="pg1"}'
+EXPECTED = 'runbook_way_back_expected{job="runbook_way_back"}'
+
+
+def promtool(sandbox, folder: Path, *args: str) -> subprocess.CompletedProcess[str]:  # noqa: ANN001
+    return subprocess.run(["docker", "run", "--rm", "-v", f"{folder}:/t:ro", "-w", "/t", "--entrypoint", "promtool",
+                           sandbox.spec.image_tag(), *args], capture_output=True, text=True, timeout=300,
+                          env=sandbox.docker_env())
+
+
+def write_tests(folder: Path, tests: list[dict]) -> None:
+    (folder / "rules.yml").write_text(rules.render(default_policy()))
+    (folder / "tests.yml").write_text(yaml.safe_dump({"rule_files": ["rules.yml"], "evaluation_interval": "15s",
+                                                      "tests": tests}, sort_keys=False))
+
+
+def firing(alertname: str) -> list[dict]:
+    """The alert promtool must see: the generated rule's own labels and annotations."""
+    rule = next(r for g in rules.rule_groups(default_policy())["groups"] for r in g["rules"] if r.get("alert") == alertname)
+    return [{"exp_labels": rule["labels"], "exp_annotations": rule["annotations"]}]
+
+
+def timeline(*steps: tuple[int, int]) -> str:
+    """promtool series values: (value, samples) pairs, one sample per 15 s."""
+    return " ".join(f"{v}+0x{n}" for v, n in steps)
+
+
+def test_rules_pass_promtool_check(sandbox, tmp_path: Path) -> None:
+    (tmp_path / "rules.yml").write_text(rules.render(default_policy()))
+    result = promtool(sandbox, tmp_path, "check", "rules", "rules.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promotions_the_drills_announced_do_not_fire_the_trigger(sandbox, tmp_path: Path) -> None:
+    quarter = 60  # 15 min of 15 s samples
+    three_promotions = timeline((1, quarter), (2, 20), (3, 20), (4, quarter * 4))
+    write_tests(tmp_path, [
+        {"interval": "15s",  # three promotions within the hour, two of them drills: one unplanned, no alert
+         "input_series": [{"series": 'patroni_postgres_timeline{instance_name="pg1"}', "values": three_promotions},
+                          {"series": 'runbook_planned_promotions_total{job="runbook_drills"}',
+                           "values": timeline((0, quarter), (1, 20), (2, quarter * 5))}],
+         "alert_rule_test": [{"eval_time": "30m", "alertname": UNPLANNED, "exp_alerts": []}]},
+        {"interval": "15s",  # the same three promotions, none announced: more than two, the trigger fires
+         "input_series": [{"series": 'patroni_postgres_timeline{instance_name="pg1"}', "values": three_promotions}],
+         "alert_rule_test": [{"eval_time": "30m", "alertname": UNPLANNED,
+                              "exp_alerts": firing(UNPLANNED)},
+                             {"eval_time": "14m", "alertname": UNPLANNED, "exp_alerts": []}]},
+    ])
+    result = promtool(sandbox, tmp_path, "test", "rules", "tests.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_way_back_alert(sandbox, tmp_path: Path) -> None:
+    expected = {"series": EXPECTED, "values": timeline((1, 120))}
+    write_tests(tmp_path, [
+        {"interval": "15s",  # active, then inactive while a way back is expected: fires after its 2 minutes
+         "input_series": [{"series": SLOT, "values": timeline((1, 40), (0, 40))}, expected],
+         "alert_rule_test": [{"eval_time": "9m", "alertname": "WayBackBroken", "exp_alerts": []},
+                             {"eval_time": "13m", "alertname": "WayBackBroken", "exp_alerts": firing("WayBackBroken")}]},
+        {"interval": "15s",  # seen, then gone (the slot was lost): fires once the last sample is stale (5 m) + 2 m
+         "input_series": [{"series": SLOT, "values": timeline((1, 40)) + " _x80"}, expected],
+         "alert_rule_test": [{"eval_time": "25m", "alertname": "WayBackBroken", "exp_alerts": firing("WayBackBroken")}]},
+        {"interval": "15s",  # gone, but no way back is expected (before a cutover, after the rollback or finalize)
+         "input_series": [{"series": SLOT, "values": timeline((1, 40)) + " _x80"},
+                          {"series": EXPECTED, "values": timeline((1, 40), (0, 80))}],
+         "alert_rule_test": [{"eval_time": "25m", "alertname": "WayBackBroken", "exp_alerts": []}]},
+        {"interval": "15s",  # no expectation pushed at all: nothing fires
+         "input_series": [{"series": 'up{job="postgres"}', "values": timeline((1, 80))}],
+         "alert_rule_test": [{"eval_time": "16m", "alertname": "WayBackBroken", "exp_alerts": []}]},
+    ])
+    result = promtool(sandbox, tmp_path, "test", "rules", "tests.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
