@@ -40,3 +40,13 @@ def prometheus_sees_all_up(params: Params, timeout: float = 90) -> None:
     while any(t["health"] != "up" for t in prometheus.targets(params.target.prometheus.url)):
         assert time.monotonic() < deadline, "Prometheus targets still down"
         time.sleep(1)
+
+
+def application_settled(params: Params, timeout: float = 120) -> None:
+    """After a test stopped or restarted the application: wait until it runs without errors again (the
+    metrics watch of a later test judges its error rate)."""
+    expr = "sum(increase(app_errors_total[30s])) or vector(0)"
+    deadline = time.monotonic() + timeout
+    while (prometheus.scalar(params.target.prometheus.url, expr) or 0) > 0:
+        assert time.monotonic() < deadline, "the application still reports errors"
+        time.sleep(2)

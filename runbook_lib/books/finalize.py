@@ -64,11 +64,12 @@ def retire_way_back(session: Session) -> Outcome:
 @step("remove_campaign_objects", "What the campaign added to the databases removed", mutating=True,
       guards=(HAS_MIGRATION,), plan=would("drop the write probe's table on both sides"))
 def remove_campaign_objects(session: Session) -> Outcome:
-    """The write probe's table, on both sides."""
+    """The write probe's table, on both sides, and the DDL freeze on legacy if one was left."""
     r = migration.route_of(session)
     dropped = [spec.name for spec in (r.target, r.source) if writeprobe.drop(spec)]
-    return Outcome(summary=f"write probe table dropped on {', '.join(dropped)}" if dropped else
-                   "no write probe table was left")
+    thawed = migration.thaw_ddl(r.source)
+    return Outcome(summary=(f"write probe table dropped on {', '.join(dropped)}" if dropped else
+                            "no write probe table was left") + ("; DDL freeze on legacy lifted" if thawed else ""))
 
 
 @step("retire_legacy", "Legacy retired: read-only, its sessions ended", mutating=True, guards=(HAS_MIGRATION,),

@@ -18,7 +18,8 @@ from runbook_lib.run.step import Outcome, step
 def _measure(session: Session) -> Outcome:
     """TPS, p50/p95/p99 over all operations, and the vector search p95.
     """
-    return workload.load_test(session.target.workload, session.endpoints, session.progress)
+    return workload.load_test(session.target.workload, session.endpoints, session.progress,
+                                session.params.readiness.vector)
 
 
 def _record(session: Session) -> Outcome:

@@ -73,11 +73,19 @@ def restore_test(session: Session) -> Outcome:
     server is removed afterwards, also when a check fails.
     """
     result = backup.BackupResult(**session.state["backup"])
-    checks = backup.restore_test(tools.of_run(session), backup.plan(session.params), result)
+    checks = backup.restore_test(tools.of_run(session), backup.plan(session.params), result,
+                                 session.params.readiness.vector)
     rows = [{"table": t, **v} for t, v in checks["mismatched"].items()]
     summary = (f"restored server ready in {checks['ready_seconds']} s; {checks['tables']} tables, "
-               f"{checks['amcheck_indexes']} btree indexes pass amcheck, vector {checks['vector_extension']}, "
-               f"k-NN through HNSW: {checks['hnsw_used']}")
+               f"{checks['amcheck_indexes']} btree indexes pass amcheck, {len(checks['extensions'])} extensions "
+               f"({', '.join(f'{k} {v}' for k, v in checks['extensions'].items())}), k-NN through HNSW on "
+               f"{checks['knn_columns'] - len(checks['knn_failing'])} of {checks['knn_columns']} vector columns")
+    if checks["unlogged_not_in_backup"]:
+        summary += (f"; unlogged, so in no physical backup by design: {', '.join(checks['unlogged_not_in_backup'])}")
+    if checks["missing_extensions"]:
+        summary += f"; extensions missing after the restore: {', '.join(checks['missing_extensions'])}"
+    if checks["knn_failing"]:
+        summary += f"; k-NN not through its HNSW index: {', '.join(checks['knn_failing'])}"
     if checks["mismatched"]:
         summary += f"; row counts differ in {', '.join(checks['mismatched'])}"
     return Outcome(summary=summary, evidence=rows or None, metrics={k: v for k, v in checks.items()

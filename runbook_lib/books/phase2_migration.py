@@ -21,11 +21,11 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from runbook_lib.campaign import records, signoffs, window
-from runbook_lib.clients import patroni, pgbouncer, postgres, prometheus, swarm
+from runbook_lib.clients import patroni, pgbouncer, prometheus, swarm
 from runbook_lib.config import names
 from runbook_lib.config.endpoints import PgSpec
 from runbook_lib.config.params import Patroni
-from runbook_lib.ops import backup, migration, tools, wayback, writeprobe
+from runbook_lib.ops import backup, migration, survey, tools, wayback, writeprobe
 from runbook_lib.run.book import Book
 from runbook_lib.run.session import Session
 from runbook_lib.run.step import Guard, Outcome, on_the_clock, requires, step, would
@@ -96,17 +96,19 @@ def window_check(session: Session) -> Outcome:
 @step("preflight", "Preflight: strategy, tables logical replication cannot carry, both sides reachable",
       guards=(HAS_MIGRATION,), always_run=True)
 def preflight(session: Session) -> Outcome:
-    """Tables logical replication cannot carry are named here, before anything changes."""
+    """Everything legacy holds that the move must carry or refuse is named here, before anything changes:
+    tables without a key or unlogged (refused unless excluded with a reason), large objects (refused, or copied
+    at the cut), extensions (the same version on the new cluster), roles the application uses (present on the
+    new cluster), materialized views (refreshed after the copy), and rows already on the new cluster.
+    """
     m = _m(session)
-    problems = []
     r = migration.route_of(session)
-    blockers = migration.unreplicable_tables(r.source) if m.strategy == "logical" else []
-    if blockers:
-        problems.append("logical replication cannot carry: " + ", ".join(f"{b['table']} ({b['reason']})"
-                                                                          for b in blockers))
-    for endpoint in (r.source, r.target):
-        with postgres.connect(endpoint) as conn:
-            postgres.scalar(conn, "SELECT 1")
+    found = survey.survey(r.source, r.target, m)
+    refused = [i for i in found if i.refused]
+    problems = []
+    if refused:
+        problems.append(f"{'logical replication' if m.strategy == 'logical' else 'the move'} cannot carry: "
+                        + ", ".join(f"{i.object} ({i.how})" for i in refused))
     if m.strategy == "logical":
         problems += [f"the way back would not outlive a failover of the new cluster: {p}"
                      for p in wayback.unprotected(session.endpoints.by_role("member"))]
@@ -114,7 +116,8 @@ def preflight(session: Session) -> Outcome:
     return _timer(session, Outcome(
         summary=("refused before any change: " + "; ".join(problems)) if problems else
         f"strategy {m.strategy}; PgBouncer sends {m.pooler_database} to {current[0]}:{current[1]}",
-        evidence=blockers or None, failed=bool(problems), metrics={"strategy": m.strategy}))
+        evidence=survey.rows(found) or None, failed=bool(problems),
+        metrics={"strategy": m.strategy, "refused": len(refused)}))
 
 
 # ---------------------------------------------------------------- write probe
@@ -187,7 +190,9 @@ def prepare_replication(session: Session) -> Outcome:
     r = migration.route_of(session)
     protected = wayback.protect(_patroni(session))  # before any slot exists: Patroni would drop it
     schema = migration.copy_schema(tools.of_run(session), r.source, r.target)
-    migration.ensure_publication(r.source, names.PUBLICATION)
+    migration.ensure_publication(r.source, names.PUBLICATION, r.exclude)
+    # after the schema copy (never copied with it) and the publication (itself DDL on legacy)
+    frozen = migration.freeze_ddl(r.source, session.info.campaign)
     created = migration.ensure_subscription(r.target, r.source, names.SUBSCRIPTION, names.PUBLICATION,
                                             copy_data=True)
     with session.progress(None, total=1, desc="initial copy (tables)") as bar:
@@ -198,10 +203,13 @@ def prepare_replication(session: Session) -> Outcome:
 
         copy = migration.wait_initial_copy(r.target, names.SUBSCRIPTION, m.copy_timeout, progress)
     tables = copy.states.get("r", 0)
+    views = migration.refresh_materialized_views(r.target)
     rode_out = (f"; the new cluster's endpoint did not answer {copy.interruptions} poll(s) (a failover?) "
                 "and the copy carried on" if copy.interruptions else "")
     return _timer(session, Outcome(summary=f"{schema}; subscription {'created' if created else 'already present'}; "
                                            f"{tables} tables copied and streaming{rode_out}"
+                                           + (f"; {len(views)} materialized views refreshed" if views else "")
+                                           + ("; DDL frozen on legacy until the cutover" if frozen else "")
                                            + (f"; Patroni set to keep the way back: {', '.join(protected)}"
                                               if protected else ""),
                                    metrics={"tables": tables, "copy_interruptions": copy.interruptions}))
@@ -245,7 +253,7 @@ def _compare_at_cut(session: Session) -> tuple[str, list[migration.TableCheck]]:
     moment; a pool that was paused already (a re-run after writes_off) is left paused.
     """
     m, r = _m(session), migration.route_of(session)
-    tables = migration.user_tables(r.source)
+    tables = migration.moved_tables(r)
     migration.catch_up(r.source, names.SUBSCRIPTION, m.apply_timeout)
     paused = True  # until PAUSE says the pool was paused already: an interrupted PAUSE is undone too
     try:
@@ -346,13 +354,15 @@ def move_data(session: Session) -> Outcome:
     if m.strategy == "logical":
         lsn, waited = migration.catch_up(r.source, names.SUBSCRIPTION, m.apply_timeout)
         sequences = migration.copy_sequences(r.source, r.target)
+        objects = migration.copy_large_objects(r.source, r.target) if m.large_objects == "copy" else 0
         return _timer(session, Outcome(summary=f"new cluster applied legacy's LSN {lsn} after {waited:.2f} s; "
-                                               f"{sequences} sequences copied",
+                                               f"{sequences} sequences copied"
+                                               + (f"; {objects} large objects copied" if objects else ""),
                                        metrics={"cutover_lsn": lsn, "apply_wait_s": round(waited, 3)},
                                        state={"cutover_lsn": lsn}))
     started = time.monotonic()
     if migration.user_tables(r.target):
-        counts = {c.table: c.equal for c in migration.validate(r.source, r.target)}
+        counts = {c.table: c.equal for c in migration.validate(r.source, r.target, tables=migration.moved_tables(r))}
         if all(counts.values()):
             return _timer(session, Outcome(summary="the new cluster already holds identical data (resumed run)"))
         raise migration.MigrationError("the new cluster holds different data already; empty it before restoring")
@@ -379,7 +389,8 @@ def validate_new(session: Session) -> Outcome:
     m = _m(session)
     cut = session.state.get("cut_lsn") if m.strategy == "logical" else None
     r = migration.route_of(session)
-    checks = migration.validate(r.source, r.target, counts_only=cut is not None)
+    checks = migration.validate(r.source, r.target, counts_only=cut is not None, tables=migration.moved_tables(r),
+                                large_objects=m.large_objects == "copy" and m.strategy == "logical")
     rows = _checks_table(checks)
     bad = [c.table for c in checks if not c.equal]
     if bad:
@@ -405,6 +416,7 @@ def switch_traffic(session: Session) -> Outcome:
         pgbouncer.repoint(r.pooler, r.swarm, r.pooler_database, host, port)
     reverse = "no reverse replication (dump-restore): legacy is the pre-cutover copy"
     if m.strategy == "logical":
+        migration.thaw_ddl(r.source)  # the cutover: legacy's schema may change again (and takes the subscription)
         migration.drop_subscription(r.target, names.SUBSCRIPTION)
         migration.ensure_publication(r.target, names.REVERSE_PUBLICATION)
         migration.ensure_subscription(r.source, r.target, names.REVERSE_SUBSCRIPTION,

@@ -56,10 +56,11 @@ def health_checks(session: Session) -> Outcome:
 
 
 def _smoke(session: Session) -> Outcome:
-    """Create, read, update and delete as the application role through PgBouncer, and a k-NN search that must
-    use the HNSW index (checked with EXPLAIN).
+    """As the application role through PgBouncer: the smoke tests the parameters declare (`checks.smoke`; one
+    that writes is rolled back), a primary-key read of every table the role can read, and a k-NN search through
+    each vector column's HNSW index, whose plan must use it (EXPLAIN); the tables come from the catalog.
     """
-    return smoke.smoke(session.endpoints.pooler(), session.info.run_id)
+    return smoke.of_run(session)
 
 
 smoke_tests = step("smoke_tests", "Smoke tests as the application role through PgBouncer")(_smoke)
@@ -69,7 +70,8 @@ def _baseline(session: Session) -> Outcome:
     """The application's query mix for `target.workload.duration`; saved as the campaign's baseline
     (readiness MON-09 and the 72-hour validation compare against it).
     """
-    outcome = workload.load_test(session.target.workload, session.endpoints, session.progress)
+    outcome = workload.load_test(session.target.workload, session.endpoints, session.progress,
+                                session.params.readiness.vector)
     if not outcome.failed:
         records.save(session.campaign_dir, "baseline", {**outcome.state["load_test"], "recorded_on": "phase3"},
                      session.info.run_id)

@@ -131,8 +131,8 @@ def restore_legacy_traffic(session: Session) -> Outcome:
 
 @step("validate_restore", "The application works on legacy through the pool", guards=(HAS_MIGRATION,))
 def validate_restore(session: Session) -> Outcome:
-    """Through PgBouncer as the application role: legacy serves, accepts writes, and answers create, read,
-    update, delete and a k-NN search through the HNSW index.
+    """Through PgBouncer as the application role: legacy serves, accepts writes, and passes the smoke tests
+    (the declared ones, a primary-key read of every table, a k-NN search through each HNSW index).
     """
     r = migration.route_of(session)
     backend = pgbouncer.backend(r.pooler, r.pooler_database)
@@ -143,7 +143,7 @@ def validate_restore(session: Session) -> Outcome:
         read_only = postgres.scalar(conn, "SELECT current_setting('transaction_read_only')")
     if read_only != "off":
         return _clock(session, Outcome(summary="legacy is still read-only for the application role", failed=True))
-    outcome = smoke.smoke(session.endpoints.pooler(), session.info.run_id)
+    outcome = smoke.of_run(session)
     outcome.summary = f"PgBouncer sends the application to legacy ({backend[0]}:{backend[1]}); {outcome.summary}"
     return _clock(session, outcome)
 
@@ -168,7 +168,7 @@ def consistency_check(session: Session) -> Outcome:
                     "new cluster (read-only for the application, keep it) with legacy by primary key before "
                     "dropping it", failed=True))
     try:
-        tables = migration.user_tables(migration.route_of(session).source)
+        tables = migration.moved_tables(migration.route_of(session))
         checks = migration.compare(held[0], held[1], tables)
     finally:
         session.drop(CUT)

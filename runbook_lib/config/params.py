@@ -152,6 +152,17 @@ class App(_Model):
     role: str
 
 
+class WorkloadOp(_Model):
+    """One operation of the application's query mix: its SQL, how often, and where its arguments come from."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]+$")
+    sql: str = Field(min_length=1, description="the statement; named arguments as %(name)s")
+    weight: float = Field(1.0, gt=0)
+    sample: str | None = Field(None, description="a query whose rows supply the arguments (column = argument "
+                                                 "name); each request takes a random row of up to 10,000")
+    vector: bool = Field(False, description="a vector search: counted in the vector p95")
+
+
 class Workload(_Model):
     """The synthetic load used by load tests and baselines."""
 
@@ -159,6 +170,8 @@ class Workload(_Model):
     concurrency: int = Field(8, ge=1, le=512)
     duration: Duration = 30.0
     max_requests: int = Field(2_000_000, ge=1)
+    mix: list[WorkloadOp] | None = Field(None, description="the application's query mix (default: derived from "
+                                                           "the catalog: primary-key reads, k-NN searches)")
 
 
 class Target(_Model):
@@ -196,6 +209,14 @@ class Tools(_Model):
     image: str | None = Field(None, description="image with the servers' PostgreSQL binaries (default: the sandbox's)")
 
 
+class Exclusion(_Model):
+    """A table the migration leaves behind on purpose (no key, unlogged scratch data...), and why."""
+
+    table: str = Field(pattern=r"^[^.]+\.[^.]+$", description="schema.table, as the catalog names it")
+    reason: str = Field(min_length=10)
+    approved_by: str = Field(min_length=2)
+
+
 class Migration(_Model):
     """How phase 2 moves the data and switches the traffic."""
 
@@ -209,6 +230,30 @@ class Migration(_Model):
     apply_timeout: Duration = 60.0
     probe_interval: Duration = 0.05
     probe_endpoint: str | None = Field(None, description="endpoint the write probe uses (default: the pooler)")
+    exclude: list[Exclusion] = Field(default_factory=list, description="tables left out of the move, each with "
+                                                                       "a recorded reason")
+    large_objects: Literal["refuse", "copy"] = Field("refuse", description="large objects (not carried by logical "
+                                                                            "replication): refuse, or copy them at "
+                                                                            "the cut and compare")
+
+
+class SmokeCheck(_Model):
+    """One smoke test as the application does it: a statement and what its answer must be."""
+
+    name: str
+    sql: str = Field(min_length=1)
+    rows: int | None = Field(None, ge=0, description="exactly this many rows back")
+    min_rows: int | None = Field(None, ge=0)
+    max_rows: int | None = Field(None, ge=0)
+    writes: bool = Field(False, description="it changes data: run in a transaction that is always rolled back")
+
+
+class Checks(_Model):
+    """Smoke tests: the ones the parameters declare, and the ones derived from the catalog."""
+
+    smoke: list[SmokeCheck] = Field(default_factory=list)
+    derived: bool = Field(True, description="also a primary-key read per table and a k-NN search through each "
+                                            "vector column's HNSW index, found in the catalog")
 
 
 class Rollback(_Model):
@@ -325,6 +370,7 @@ class Params(_Model):
     rollback: Rollback = Field(default_factory=Rollback)
     validation: Validation = Field(default_factory=Validation)
     finalize: Finalize = Field(default_factory=Finalize)
+    checks: Checks = Field(default_factory=Checks)
     sandbox: SandboxSpec | None = None
 
     _source: Path | None = PrivateAttr(default=None)

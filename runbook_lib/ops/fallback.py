@@ -84,8 +84,10 @@ def detach_new(r: Route, accept_loss: bool = False, timeout: float = 60.0,
             raise RollbackError(NO_REVERSE)
         else:
             pgbouncer.pause(r.pooler, r.pooler_database)
-            report.loss = "no reverse replication: legacy holds what it had at the cutover (loss accepted)"
-            report.steps.append(report.loss)
+            # rows a reverse replication delivered before it ended carry ids legacy's sequences never reached
+            report.sequences = migration.advance_sequences(r.source)
+            report.loss = "no reverse replication: legacy holds what it had when it last received (loss accepted)"
+            report.steps.append(f"{report.loss}; {report.sequences} sequences moved past the highest ids legacy holds")
         return report
     # paused also when PgBouncer went back to legacy on its own: legacy must catch up first
     paused = pgbouncer.pause(r.pooler, r.pooler_database)
@@ -142,6 +144,7 @@ def _first_line(exc: BaseException) -> str:
 def restore_traffic(r: Route) -> list[str]:
     """Legacy writable for the application, PgBouncer pointed at it, the pool resumed; safe to repeat."""
     try:  # a failure leaves the pool resumed, never paused: the application waits on nothing
+        migration.thaw_ddl(r.source)
         migration.set_read_only(r.source, r.app_role, False)
         done = [f"legacy writable for {r.app_role}"]
         if not on_legacy(r):
@@ -169,7 +172,7 @@ def clear_new(r: Route) -> list[str]:
     """
     if not on_legacy(r):
         raise RollbackError("PgBouncer does not point at legacy: roll back first (the new cluster is serving)")
-    done = []
+    done = ["DDL freeze on legacy lifted"] if migration.thaw_ddl(r.source) else []
     for subscriber, name in ((r.target, names.SUBSCRIPTION), (r.source, names.REVERSE_SUBSCRIPTION)):
         if migration.drop_subscription(subscriber, name):
             done.append(f"subscription {name} dropped on {subscriber.name}")

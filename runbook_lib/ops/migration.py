@@ -23,6 +23,7 @@ from runbook_lib.clients import postgres
 from runbook_lib.config.endpoints import PgBouncerSpec, PgSpec
 from runbook_lib.config.params import Params, Swarm
 from runbook_lib.errors import RunbookError
+from runbook_lib.ops import catalog
 from runbook_lib.ops import tools as tools_mod
 from runbook_lib.ops.tools import Tools
 
@@ -39,6 +40,7 @@ class Route:
     app_role: str
     swarm: Swarm | None
     apply_timeout: float
+    exclude: frozenset[str] = frozenset()  # schema.table left behind on purpose (migration.exclude)
 
     @property
     def legacy_backend(self) -> tuple[str, int]:
@@ -57,7 +59,8 @@ def route(params: Params) -> Route:
     endpoints = params.endpoints
     return Route(source=endpoints.db(m.source), target=endpoints.db(m.target), pooler=endpoints.admin(),
                  pooler_database=m.pooler_database, new_backend=(m.new_backend.host, m.new_backend.port),
-                 app_role=t.app.role, swarm=t.swarm, apply_timeout=m.apply_timeout)
+                 app_role=t.app.role, swarm=t.swarm, apply_timeout=m.apply_timeout,
+                 exclude=frozenset(e.table for e in m.exclude))
 
 
 def route_of(run: Any) -> Route:
@@ -73,30 +76,6 @@ class MigrationError(RunbookError):
 
 def _conn(spec: PgSpec) -> psycopg.Connection[dict[str, Any]]:
     return postgres.connect(spec)
-
-
-# ---------------------------------------------------------------- preflight
-
-
-def unreplicable_tables(source: PgSpec) -> list[dict[str, str]]:
-    """Tables logical replication cannot carry, by name and reason, found before anything changes."""
-    with _conn(source) as conn:
-        return postgres.query(conn, """
-            SELECT format('%I.%I', n.nspname, c.relname) AS "table",
-                   CASE WHEN c.relpersistence = 'u' THEN 'unlogged table (not in WAL)'
-                        ELSE 'no primary key and no replica identity (UPDATE/DELETE cannot replicate)' END AS reason
-            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE c.relkind = 'r' AND NOT c.relispartition
-              AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
-              AND (c.relpersistence = 'u' OR (c.relreplident = 'd' AND NOT EXISTS (
-                    SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
-                   OR c.relreplident = 'n')
-            UNION ALL
-            SELECT format('%I.%I', n.nspname, c.relname), 'partition without a primary key'
-            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE c.relkind = 'r' AND c.relispartition AND c.relreplident = 'd'
-              AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
-            ORDER BY 1""")
 
 
 # ---------------------------------------------------------------- schema and subscription
@@ -143,37 +122,55 @@ def subscription_conninfo(publisher: PgSpec) -> str:
     return make_conninfo(**kwargs)
 
 
-def ensure_publication(endpoint: PgSpec, name: str) -> bool:
+def ensure_publication(endpoint: PgSpec, name: str, exclude: frozenset[str] = frozenset()) -> bool:
+    """FOR ALL TABLES, or, with exclusions, every other top-level table (a partitioned table brings its partitions)."""
     with _conn(endpoint) as conn:
         if postgres.query(conn, "SELECT 1 FROM pg_publication WHERE pubname = %s", [name]):
             return False
-        postgres.query(conn, sql.SQL("CREATE PUBLICATION {} FOR ALL TABLES").format(sql.Identifier(name)))
+        if not exclude:
+            postgres.query(conn, sql.SQL("CREATE PUBLICATION {} FOR ALL TABLES").format(sql.Identifier(name)))
+            return True
+        tables = [t.ident for t in catalog.tables(conn) if not t.partition and t.qualified not in exclude]
+        if not tables:
+            raise MigrationError("every table is excluded (migration.exclude): nothing to publish")
+        postgres.query(conn, sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+            sql.Identifier(name), sql.SQL(", ").join(tables)))
         return True
+
+
+def moved_tables(r: Route) -> list[str]:
+    """The tables the move carries (and the checks compare): legacy's, less the excluded ones."""
+    return [t for t in user_tables(r.source) if ".".join(p.strip('"') for p in t.split(".", 1)) not in r.exclude]
 
 
 def ensure_subscription(subscriber: PgSpec, publisher: PgSpec, name: str, publication: str,
                         copy_data: bool, failover: bool = False) -> bool:
     """Create the subscription unless it exists; True when created.
 
-    failover = true (PostgreSQL 17) marks its slot on the publisher for slot sync, so the standbys of
-    a publishing cluster keep a copy; an existing subscription without it is switched over (disable,
-    set, enable: the only way PostgreSQL allows).
+    With failover, its slot on the publisher (PostgreSQL 17) is a failover slot that the publisher's
+    standbys keep a copy of. The slot is made here, on the publisher, and the subscription uses it
+    (create_slot = false), so a subscriber of any version gets one; an existing subscription's slot
+    without the flag is reported by the way back's checks (only a subscriber on 17 could switch it).
     """
     with _conn(subscriber) as conn:
-        found = postgres.query(conn, "SELECT subfailover FROM pg_subscription WHERE subname = %s", [name])
-        ident = sql.Identifier(name)
-        if found:
-            if failover and not found[0]["subfailover"]:
-                postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident))
-                postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} SET (failover = true)").format(ident))
-                postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(ident))
+        if postgres.query(conn, "SELECT 1 FROM pg_subscription WHERE subname = %s", [name]):
             return False
         options = sql.SQL("copy_data = {}").format(sql.Literal(copy_data))
         if failover:
-            options = sql.SQL("{}, failover = true").format(options)
+            ensure_failover_slot(publisher, name)
+            options = sql.SQL("{}, create_slot = false, slot_name = {}").format(options, sql.Literal(name))
         postgres.query(conn, sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH ({})")
-                       .format(ident, sql.Literal(subscription_conninfo(publisher)), sql.Identifier(publication),
-                               options))
+                       .format(sql.Identifier(name), sql.Literal(subscription_conninfo(publisher)),
+                               sql.Identifier(publication), options))
+        return True
+
+
+def ensure_failover_slot(publisher: PgSpec, name: str) -> bool:
+    """A logical slot (pgoutput) marked for failover on the publisher; False when it exists already."""
+    with _conn(publisher) as conn:
+        if postgres.query(conn, "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", [name]):
+            return False
+        postgres.query(conn, "SELECT pg_create_logical_replication_slot(%s, 'pgoutput', false, false, true)", [name])
         return True
 
 
@@ -183,6 +180,26 @@ def copy_progress(subscriber: PgSpec, name: str) -> dict[str, int]:
                                        JOIN pg_subscription s ON s.oid = r.srsubid WHERE s.subname = %s
                                        GROUP BY 1""", [name])
     return {r["state"]: r["n"] for r in rows}
+
+
+def sync_errors(subscriber: PgSpec, name: str) -> tuple[int, int]:
+    """(table-sync errors, apply errors) the subscription has counted (pg_stat_subscription_stats)."""
+    with _conn(subscriber) as conn:
+        row = postgres.query(conn, """SELECT sync_error_count AS sync, apply_error_count AS apply
+                                      FROM pg_stat_subscription_stats WHERE subname = %s""", [name])
+    return (int(row[0]["sync"]), int(row[0]["apply"])) if row else (0, 0)
+
+
+def not_ready(subscriber: PgSpec, name: str) -> list[str]:
+    """Tables of the subscription not yet copied and streaming, with their state."""
+    with _conn(subscriber) as conn:
+        rows = postgres.query(conn, """SELECT format('%%s (state %%s)', r.srrelid::regclass, r.srsubstate) AS t
+                                       FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid
+                                       WHERE s.subname = %s AND r.srsubstate <> 'r' ORDER BY 1""", [name])
+    return [r["t"] for r in rows]
+
+
+ERRORS_MAX = 3  # table-sync or apply errors in a row before the wait gives up (a worker retries every 5 s)
 
 
 @dataclass
@@ -207,10 +224,18 @@ def wait_initial_copy(subscriber: PgSpec, name: str, timeout: float,
     deadline = time.monotonic() + timeout
     interruptions = 0
     silent_since: float | None = None
+    baseline = sync_errors(subscriber, name)
     while True:
         try:
             states = copy_progress(subscriber, name)
+            errors = sync_errors(subscriber, name)
             silent_since = None
+            new = (errors[0] - baseline[0], errors[1] - baseline[1])
+            if new[0] >= ERRORS_MAX or new[1] >= ERRORS_MAX:
+                raise MigrationError(
+                    f"the copy is failing: {new[0]} table-sync and {new[1]} apply errors since it started; tables not "
+                    f"copied: {', '.join(not_ready(subscriber, name)) or 'none'}. The new cluster's server log names "
+                    "the error; the subscription stays (fix the cause, then re-run: it resumes)")
         except psycopg.OperationalError as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if any(p in message for p in _PERMANENT):
@@ -276,27 +301,42 @@ def copy_sequences(source: PgSpec, target: PgSpec) -> int:
 
 
 def advance_sequences(endpoint: PgSpec) -> int:
-    """Move every column-owned sequence past the highest value its column holds.
+    """Move every sequence a column uses past the highest value any such column holds.
 
     Why: when the new cluster is lost, its sequence values cannot be copied, and rows that reverse
-    replication delivered carry ids the local sequences have not reached yet.
+    replication delivered carry ids the local sequences have not reached yet. A sequence counts when a
+    column owns it (serial, identity) or a column's default calls it (nextval() without OWNED BY, a
+    sequence several tables share); a shared one moves past the highest value of them all.
     """
     with _conn(endpoint) as conn:
-        owned = postgres.query(conn, """SELECT sn.nspname AS seq_schema, s.relname AS seq, tn.nspname AS tbl_schema,
-                   t.relname AS tbl, a.attname AS col
+        used = postgres.query(conn, """
+            SELECT sn.nspname AS seq_schema, s.relname AS seq, tn.nspname AS tbl_schema, t.relname AS tbl,
+                   a.attname AS col
             FROM pg_class s JOIN pg_namespace sn ON sn.oid = s.relnamespace
             JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.oid
              AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
             JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace
             JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+            WHERE s.relkind = 'S'
+            UNION
+            SELECT sn.nspname, s.relname, tn.nspname, t.relname, a.attname
+            FROM pg_class s JOIN pg_namespace sn ON sn.oid = s.relnamespace
+            JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = s.oid
+             AND d.classid = 'pg_attrdef'::regclass
+            JOIN pg_attrdef ad ON ad.oid = d.objid
+            JOIN pg_class t ON t.oid = ad.adrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+            JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
             WHERE s.relkind = 'S'""")
-        for o in owned:
-            seq = sql.Identifier(o["seq_schema"], o["seq"])
-            postgres.query(conn, sql.SQL("SELECT setval({name}::regclass, greatest((SELECT max({col}) FROM {tbl}), "
-                                         "(SELECT last_value FROM {seq}))::bigint, true)").format(
-                name=sql.Literal(seq.as_string(conn)), col=sql.Identifier(o["col"]),
-                tbl=sql.Identifier(o["tbl_schema"], o["tbl"]), seq=seq))
-    return len(owned)
+        by_sequence: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for row in used:
+            by_sequence.setdefault((row["seq_schema"], row["seq"]), []).append(row)
+        for (schema, name), columns in by_sequence.items():
+            seq = sql.Identifier(schema, name)
+            highest = sql.SQL(", ").join(sql.SQL("(SELECT max({})::bigint FROM {})").format(
+                sql.Identifier(c["col"]), sql.Identifier(c["tbl_schema"], c["tbl"])) for c in columns)
+            postgres.query(conn, sql.SQL("SELECT setval({s}::regclass, greatest({h}, (SELECT last_value FROM {q})), "
+                                         "true)").format(s=sql.Literal(seq.as_string(conn)), h=highest, q=seq))
+    return len(by_sequence)
 
 
 @dataclass
@@ -349,15 +389,18 @@ def compare(src: psycopg.Connection[Any], dst: psycopg.Connection[Any], tables: 
     return [TableCheck(t, source[t][0], target[t][0], source[t][1], target[t][1]) for t in tables]
 
 
-def validate(source: PgSpec, target: PgSpec, counts_only: bool = False) -> list[TableCheck]:
-    """Row count and an order-independent checksum of every row (vector columns included) on both sides.
+def validate(source: PgSpec, target: PgSpec, counts_only: bool = False, tables: list[str] | None = None,
+             large_objects: bool = False) -> list[TableCheck]:
+    """Row count and an order-independent checksum of every row (vector columns included) on both sides
+    (`tables`, default every table of the source; large objects too when asked).
 
     Both sides must be still (writes off, the new side caught up) for the result to mean anything;
     counts_only is the cheap recheck at cutover after a checksum comparison at a consistent cut.
     """
-    tables = user_tables(source)
     with _conn(source) as src, _conn(target) as dst:
-        return compare(src, dst, tables, _table_count if counts_only else _table_digest)
+        checks = compare(src, dst, tables if tables is not None else user_tables(source),
+                         _table_count if counts_only else _table_digest)
+        return checks + ([large_object_check(src, dst)] if large_objects else [])
 
 
 @contextmanager
@@ -406,3 +449,72 @@ def set_read_only(endpoint: PgSpec, role: str, read_only: bool) -> int:
         postgres.query(conn, sql.SQL("ALTER ROLE {} RESET default_transaction_read_only")
                        .format(sql.Identifier(role)))
         return 0
+
+
+# ---------------------------------------------------------------- what logical replication does not carry
+
+
+def copy_large_objects(source: PgSpec, target: PgSpec) -> int:
+    """Every large object of legacy onto the new cluster, same oid and owner (the target's are replaced)."""
+    with _conn(source) as src, _conn(target) as dst:
+        oids = [r["oid"] for r in postgres.query(src, "SELECT oid FROM pg_largeobject_metadata ORDER BY oid")]
+        postgres.query(dst, "SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
+        for oid in oids:
+            row = postgres.query(src, """SELECT lo_get(m.oid) AS data, r.rolname AS owner FROM pg_largeobject_metadata m
+                                         JOIN pg_roles r ON r.oid = m.lomowner WHERE m.oid = %s""", [oid])[0]
+            postgres.query(dst, "SELECT lo_from_bytea(%s, %s)", [oid, row["data"]])
+            postgres.query(dst, sql.SQL("ALTER LARGE OBJECT {} OWNER TO {}").format(sql.Literal(oid),
+                                                                                    sql.Identifier(row["owner"])))
+    return len(oids)
+
+
+LO_DIGEST = """SELECT count(*) AS n, coalesce(md5(string_agg(oid::text || ':' || md5(lo_get(oid)), ',' ORDER BY oid)),
+                      '') AS digest FROM pg_largeobject_metadata"""
+
+
+def large_object_check(src: psycopg.Connection[Any], dst: psycopg.Connection[Any]) -> TableCheck:
+    """Large objects compared as one more 'table': count and a digest of every object's oid and content."""
+    a, b = postgres.query(src, LO_DIGEST)[0], postgres.query(dst, LO_DIGEST)[0]
+    return TableCheck("(large objects)", int(a["n"]), int(b["n"]), a["digest"], b["digest"])
+
+
+def refresh_materialized_views(target: PgSpec) -> list[str]:
+    """Materialized views arrive empty with the schema: filled on the new cluster (in creation order)."""
+    with _conn(target) as conn:
+        views = postgres.query(conn, """SELECT c.oid::regclass::text AS v FROM pg_class c
+                                        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'm'
+                                        AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY c.oid""")
+        for v in views:
+            postgres.query(conn, sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.SQL(v["v"])))
+    return [v["v"] for v in views]
+
+
+FREEZE = "rollout_ddl_freeze"
+
+
+def freeze_ddl(source: PgSpec, campaign: str) -> bool:
+    """No schema change on legacy from the copy to the cutover: an event trigger refuses every DDL command
+    (a table created or altered meanwhile would not reach the new cluster). False when already frozen."""
+    with _conn(source) as conn:
+        if postgres.query(conn, "SELECT 1 FROM pg_event_trigger WHERE evtname = %s", [FREEZE]):
+            return False
+        message = (f"schema changes are frozen on this database for the migration (campaign {campaign}): they "
+                   "would not reach the new cluster. Wait for the cutover, or roll the migration back")
+        postgres.query(conn, "CREATE SCHEMA IF NOT EXISTS rollout")
+        postgres.query(conn, sql.SQL("""CREATE OR REPLACE FUNCTION rollout.{f}() RETURNS event_trigger
+            LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION {m} USING ERRCODE = 'object_not_in_prerequisite_state';
+            END$$""").format(f=sql.Identifier(FREEZE), m=sql.Literal(message)))
+        postgres.query(conn, sql.SQL("CREATE EVENT TRIGGER {t} ON ddl_command_start EXECUTE FUNCTION rollout.{t}()")
+                       .format(t=sql.Identifier(FREEZE)))
+    return True
+
+
+def thaw_ddl(source: PgSpec) -> bool:
+    """Lift the DDL freeze (the trigger first: dropping it is not DDL an event trigger sees). False when none."""
+    with _conn(source) as conn:
+        if not postgres.query(conn, "SELECT 1 FROM pg_event_trigger WHERE evtname = %s", [FREEZE]):
+            return False
+        postgres.query(conn, sql.SQL("DROP EVENT TRIGGER {}").format(sql.Identifier(FREEZE)))
+        postgres.query(conn, sql.SQL("DROP FUNCTION IF EXISTS rollout.{}()").format(sql.Identifier(FREEZE)))
+        postgres.query(conn, "DROP SCHEMA IF EXISTS rollout")
+    return True

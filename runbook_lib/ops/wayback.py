@@ -114,7 +114,7 @@ def unprotected(members: list[PgSpec]) -> list[str]:
 def state(route: Route, members: list[PgSpec]) -> WayBack:
     """Legacy's subscription, the slot on the leader (active, lag) and its synced copy on each standby."""
     with postgres.connect(route.source) as conn:
-        sub = postgres.query(conn, """SELECT s.subenabled AS enabled, s.subfailover AS failover,
+        sub = postgres.query(conn, """SELECT s.subenabled AS enabled,
                                              (SELECT count(*) FROM pg_stat_subscription w
                                               WHERE w.subid = s.oid AND w.pid IS NOT NULL) AS workers
                                       FROM pg_subscription s WHERE s.subname = %s""", [REVERSE_SUBSCRIPTION])
@@ -126,9 +126,6 @@ def state(route: Route, members: list[PgSpec]) -> WayBack:
         way.subscription = "disabled" if not s["enabled"] else ("running" if s["workers"] else "stopped")
         if way.subscription != "running":
             way.problems.append(f"legacy's subscription {REVERSE_SUBSCRIPTION} is {way.subscription}")
-        if not s["failover"]:
-            way.problems.append(f"subscription {REVERSE_SUBSCRIPTION} was not created with failover = true: its slot "
-                                "does not outlive a failover of the new cluster")
     leaders = 0
     for spec in members:
         member = _member(spec)
@@ -138,7 +135,10 @@ def state(route: Route, members: list[PgSpec]) -> WayBack:
             if member.slot == "missing":
                 way.problems.append(f"{spec.name} (leader) has no slot {SLOT}: changes since it was lost are not on "
                                     "legacy")
-            elif member.slot == "active":
+            elif member.detail == "not a failover slot":
+                way.problems.append(f"slot {SLOT} on {spec.name} (leader) is not a failover slot: no standby keeps a "
+                                    "copy, so it does not outlive a failover")
+            if member.slot == "active":
                 way.lag_bytes = _lag(spec)
         elif member.role == "standby" and member.slot != "synced":
             way.problems.append(f"{spec.name}: the slot is {member.slot} on this standby, so a failover to it would "
@@ -154,7 +154,7 @@ def _member(spec: PgSpec) -> Member:
     try:
         with postgres.connect(spec) as conn:
             standby = postgres.scalar(conn, "SELECT pg_is_in_recovery()")
-            rows = postgres.query(conn, """SELECT active, synced, temporary, conflicting, invalidation_reason
+            rows = postgres.query(conn, """SELECT active, synced, temporary, conflicting, invalidation_reason, failover
                                            FROM pg_replication_slots WHERE slot_name = %s""", [SLOT])
     except psycopg.OperationalError as exc:
         return Member(spec.name, "unreachable", "-", _first(exc))
@@ -166,7 +166,8 @@ def _member(spec: PgSpec) -> Member:
         return Member(spec.name, role, "invalid", slot["invalidation_reason"] or "conflicting")
     if standby:
         return Member(spec.name, role, "synced" if slot["synced"] and not slot["temporary"] else "unsynced")
-    return Member(spec.name, role, "active" if slot["active"] else "inactive")
+    return Member(spec.name, role, "active" if slot["active"] else "inactive",
+                  "" if slot["failover"] else "not a failover slot")
 
 
 def _lag(spec: PgSpec) -> int | None:

@@ -1,8 +1,9 @@
 """Synthetic application traffic for load tests and baselines: the application's own query mix.
 
-Point reads, inserts, updates and k-NN vector searches against the application schema
-(entries with a vector column and an HNSW index, time-partitioned events), from N
-concurrent clients, each with its own connection. Bounded in time and count.
+The mix is what the parameters declare (`target.workload.mix`: each operation's SQL, weight, and a sample
+query whose rows give its arguments), or, when they declare none, one derived from the catalog: a
+primary-key read of each table and a k-NN search through each vector column's HNSW index. It runs from
+N concurrent clients, each with its own connection, bounded in time and count.
 """
 
 from __future__ import annotations
@@ -19,22 +20,80 @@ import pandas as pd
 import plotly.express as px
 import psycopg
 import psycopg.rows
+from psycopg import sql
 
 from runbook_lib.clients import postgres
 from runbook_lib.config.endpoints import Endpoints
-from runbook_lib.config.params import Workload
+from runbook_lib.config.params import Workload, WorkloadOp
+from runbook_lib.config.readiness_settings import VectorExtension
+from runbook_lib.errors import RunbookError
+from runbook_lib.ops import catalog
 from runbook_lib.run.step import Outcome
 
 Progress = Callable[..., Any]  # tqdm-like: progress(iterable, total=, desc=) used as a context manager
 
-MIX = {"point_read": 0.5, "insert": 0.15, "update": 0.15, "knn": 0.2}
-STATEMENTS = {
-    "point_read": "SELECT id, title, collection_id FROM entries WHERE id = %(id)s",
-    "insert": "INSERT INTO events (occurred_at, account_id, entry_id, kind, payload) "
-              "VALUES (now(), %(account)s, %(id)s, 'view', '{}'::jsonb)",
-    "update": "UPDATE entries SET updated_at = now() WHERE id = %(id)s",
-    "knn": "SELECT id FROM entries ORDER BY embedding <=> (SELECT embedding FROM entries WHERE id = %(id)s) LIMIT 10",
-}
+SAMPLE_ROWS = 10_000  # argument rows kept per operation
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation ready to run: its statement and the argument rows it draws from."""
+
+    name: str
+    statement: str | sql.Composable
+    weight: float
+    args: list[dict[str, Any]]
+    vector: bool = False
+
+
+def prepare(conn: psycopg.Connection[Any], declared: list[WorkloadOp] | None, vector: VectorExtension) -> list[Op]:
+    """The declared mix with its samples read, or the mix derived from the catalog."""
+    if declared:
+        ops = []
+        for op in declared:
+            args = postgres.query(conn, sql.SQL("SELECT * FROM ({}) AS s LIMIT {}").format(
+                sql.SQL(op.sample), sql.Literal(SAMPLE_ROWS))) if op.sample else [{}]  # type: ignore[arg-type]
+            if not args:
+                raise WorkloadError(f"target.workload.mix[{op.name}].sample returned no rows: nothing to run it with")
+            ops.append(Op(op.name, op.sql, op.weight, args, op.vector))
+        return ops
+    return derived(conn, vector)
+
+
+def derived(conn: psycopg.Connection[Any], vector: VectorExtension) -> list[Op]:
+    """Primary-key reads of every table with a single-column key and rows, k-NN through every HNSW index."""
+    ops: list[Op] = []
+    tables = catalog.tables(conn)
+    by_name = {(t.schema, t.name): t for t in tables}
+    for table in tables:
+        if len(table.primary_key) != 1 or table.partition:
+            continue
+        key = sql.Identifier(table.primary_key[0])
+        args = postgres.query(conn, sql.SQL("SELECT {} AS k FROM {} LIMIT {}").format(key, table.ident,
+                                                                                     sql.Literal(SAMPLE_ROWS)))
+        if args:
+            ops.append(Op(f"read:{table.qualified}", sql.SQL("SELECT * FROM {} WHERE {} = %(k)s").format(
+                table.ident, key), 1.0, args))
+    for col in catalog.vector_columns(conn, vector.hnsw_methods, vector.types):
+        owner = by_name.get((col["schema"], col["table"]))
+        if not col["hnsw_indexes"] or owner is None or len(owner.primary_key) != 1:
+            continue
+        key, column = sql.Identifier(owner.primary_key[0]), sql.Identifier(col["column"])
+        args = postgres.query(conn, sql.SQL("SELECT {} AS k FROM {} WHERE {} IS NOT NULL LIMIT {}").format(
+            key, owner.ident, column, sql.Literal(SAMPLE_ROWS)))
+        if args:
+            op = sql.SQL(catalog.distance_operator((col["opclasses"] or [""])[0]))
+            ops.append(Op(f"knn:{owner.qualified}.{col['column']}", sql.SQL(
+                "SELECT {k} FROM {t} ORDER BY {c} {op} (SELECT {c} FROM {t} WHERE {k} = %(k)s) LIMIT 10").format(
+                k=key, t=owner.ident, c=column, op=op), 1.0, args, vector=True))
+    if not ops:
+        raise WorkloadError("no workload: target.workload.mix declares none and the catalog offers no table with a "
+                            "single-column primary key and rows")
+    return ops
+
+
+class WorkloadError(RunbookError):
+    pass
 
 
 @dataclass
@@ -45,6 +104,7 @@ class WorkloadResult:
     errors: int
     latencies_ms: dict[str, list[float]] = field(default_factory=dict)
     error_samples: list[str] = field(default_factory=list)
+    vector_ops: set[str] = field(default_factory=set)
 
     @property
     def tps(self) -> float:
@@ -57,30 +117,28 @@ class WorkloadResult:
             return None
         return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
+    def vector_percentile(self, q: float) -> float | None:
+        values = sorted(v for op, vs in self.latencies_ms.items() if op in self.vector_ops for v in vs)
+        return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else None
+
     def summary(self) -> dict[str, Any]:
         p = lambda q, op=None: round(self.percentile(q, op) or 0.0, 2)  # noqa: E731
         return {"concurrency": self.concurrency, "duration_s": round(self.duration_s, 2),
                 "requests": self.requests, "errors": self.errors, "tps": round(self.tps, 1),
                 "error_rate": round(self.errors / self.requests, 5) if self.requests else 0.0,
-                "p50_ms": p(0.50), "p95_ms": p(0.95), "p99_ms": p(0.99), "vector_p95_ms": p(0.95, "knn"),
+                "p50_ms": p(0.50), "p95_ms": p(0.95), "p99_ms": p(0.99),
+                "vector_p95_ms": round(self.vector_percentile(0.95) or 0.0, 2),
                 "per_op": {op: {"n": len(v), "mean_ms": round(statistics.fmean(v), 2) if v else None}
                            for op, v in self.latencies_ms.items()}}
 
 
-def run(connect: Callable[[], psycopg.Connection[Any]], *, concurrency: int, duration_s: float,
-        max_requests: int = 1_000_000, mix: dict[str, float] | None = None,
-        on_tick: Callable[[int], None] | None = None) -> WorkloadResult:
+def run(connect: Callable[[], psycopg.Connection[Any]], mix: list[Op], *, concurrency: int, duration_s: float,
+        max_requests: int = 1_000_000, on_tick: Callable[[int], None] | None = None) -> WorkloadResult:
     """Run the mix from `concurrency` clients for `duration_s` seconds (or until max_requests)."""
-    mix = mix or MIX
-    with connect() as conn:
-        cur = conn.cursor(row_factory=psycopg.rows.tuple_row)
-        row = cur.execute("SELECT min(id), max(id), (SELECT max(id) FROM accounts) FROM entries").fetchone()
-    low, high, accounts = row if row is not None else (None, None, None)
-    if low is None:
-        raise ValueError("the entries table is empty: nothing to read, update or search")
-    ops, weights = list(mix), list(mix.values())
+    weights = [op.weight for op in mix]
     lock = threading.Lock()
-    result = WorkloadResult(concurrency, duration_s, 0, 0, {op: [] for op in ops})
+    result = WorkloadResult(concurrency, duration_s, 0, 0, {op.name: [] for op in mix},
+                            vector_ops={op.name for op in mix if op.vector})
     deadline = time.monotonic() + duration_s
     budget = [max_requests]
 
@@ -101,22 +159,22 @@ def run(connect: Callable[[], psycopg.Connection[Any]], *, concurrency: int, dur
                     if budget[0] <= 0:
                         return
                     budget[0] -= 1
-                op = rng.choices(ops, weights)[0]
-                args = {"id": rng.randint(low, high), "account": rng.randint(1, accounts or 1)}
+                op = rng.choices(mix, weights)[0]
                 t0 = time.perf_counter()
                 try:
-                    conn.execute(STATEMENTS[op], args).fetchall() if op in ("point_read", "knn") else \
-                        conn.execute(STATEMENTS[op], args)
+                    cursor = conn.execute(op.statement, rng.choice(op.args) or None)  # type: ignore[arg-type]
+                    if cursor.description is not None:
+                        cursor.fetchall()
                     elapsed = (time.perf_counter() - t0) * 1000
                     with lock:
                         result.requests += 1
-                        result.latencies_ms[op].append(elapsed)
+                        result.latencies_ms[op.name].append(elapsed)
                 except psycopg.Error as exc:
                     with lock:
                         result.requests += 1
                         result.errors += 1
                         if len(result.error_samples) < 10:
-                            result.error_samples.append(f"{op}: {str(exc).strip()[:200]}")
+                            result.error_samples.append(f"{op.name}: {str(exc).strip()[:200]}")
                     if conn.broken:
                         return
 
@@ -132,14 +190,16 @@ def run(connect: Callable[[], psycopg.Connection[Any]], *, concurrency: int, dur
     return result
 
 
-def load_test(spec: Workload | None, endpoints: Endpoints, progress: Progress) -> Outcome:
+def load_test(spec: Workload | None, endpoints: Endpoints, progress: Progress, vector: VectorExtension) -> Outcome:
     """Run the mix as the load test and the baseline do, and report TPS, latency percentiles and errors."""
     if spec is None:
         return Outcome(summary="target.workload is not set: name the endpoint, concurrency and duration",
                        failed=True)
     endpoint = endpoints.db(spec.endpoint)
+    with postgres.connect(endpoint) as conn:
+        mix = prepare(conn, spec.mix, vector)
     with progress(None, total=int(spec.duration), desc=f"load x{spec.concurrency} (s)") as bar:
-        result = run(lambda: postgres.connect(endpoint), concurrency=spec.concurrency, duration_s=spec.duration,
+        result = run(lambda: postgres.connect(endpoint), mix, concurrency=spec.concurrency, duration_s=spec.duration,
                      max_requests=spec.max_requests, on_tick=lambda _: bar.update(0.5))
     figures = result.summary()
     figures["endpoint"] = spec.endpoint

@@ -26,8 +26,13 @@ FILE = "write-probe.jsonl"
 
 
 def ensure_table(endpoint: PgSpec, app_role: str) -> None:
-    """Create the probe table on the legacy database (as its owner) and let the application role write it."""
+    """Create the probe table on the legacy database (as its owner) and let the application role write it.
+
+    A resumed run finds it in place and changes nothing: legacy's DDL may be frozen by then."""
     with postgres.connect(endpoint) as conn:
+        if postgres.scalar(conn, "SELECT to_regclass(%s) IS NOT NULL AND has_table_privilege(%s, %s, 'INSERT')",
+                           [TABLE, app_role, TABLE]):
+            return
         postgres.query(conn, sql.SQL("CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, run_id text NOT NULL, "
                                      "sent_at timestamptz NOT NULL DEFAULT clock_timestamp())").format(
             sql.Identifier(TABLE)))

@@ -9,20 +9,12 @@ from typing import Any
 from psycopg import sql
 
 from runbook_lib.clients import pgbouncer, postgres, prometheus
+from runbook_lib.ops import catalog
 from runbook_lib.promql.expressions import expression
 from runbook_lib.readiness.database import vector_columns
 from runbook_lib.readiness.model import Finding
 from runbook_lib.readiness.probe import Probe
 from runbook_lib.readiness.registry import check
-
-DISTANCE = {"l2": "<->", "cosine": "<=>", "ip": "<#>"}
-
-
-def distance_operator(opclass: str) -> str:
-    for kind, op in DISTANCE.items():
-        if f"_{kind}_" in f"_{opclass}_" or opclass.endswith(f"_{kind}_ops"):
-            return op
-    return "<->"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -92,9 +84,12 @@ def perf06(p: Probe) -> Finding:
     endpoint = p.app_endpoint
     if not p.sql(endpoint, "SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"):
         return Finding("warn", "pg_stat_statements not installed", "installed", "pg_extension")
+    # the application's own statements (its role's): the runbooks' full-table checksums are meant to scan
+    role = p.params.target.app.role if p.params.target.app else None
     top = p.sql(endpoint, """SELECT query FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
         WHERE d.datname = current_database() AND query ~* '^\\s*(select|update|delete)' AND query !~* 'pg_catalog|pg_stat'
-        ORDER BY total_exec_time DESC LIMIT 10""")
+          AND (%s::text IS NULL OR s.userid = (SELECT oid FROM pg_roles WHERE rolname = %s))
+        ORDER BY total_exec_time DESC LIMIT 10""", [role, role])
     large = {r["relname"] for r in p.sql(endpoint, "SELECT relname FROM pg_class WHERE relkind = 'r' AND reltuples > %s",
                                          [p.settings.large_table_rows])}
     seq, planned = [], 0
@@ -155,7 +150,7 @@ def perf11(p: Probe) -> Finding:
     col = columns[0]
     table = sql.Identifier(col["schema"], col["table"])
     column = sql.Identifier(col["column"])
-    op = sql.SQL(distance_operator((col["opclasses"] or ["vector_l2_ops"])[0]))
+    op = sql.SQL(catalog.distance_operator((col["opclasses"] or ["vector_l2_ops"])[0]))
     knn = sql.SQL("SELECT ctid::text AS id FROM {t} ORDER BY {c} {op} %s::{typ} LIMIT 10").format(
         t=table, c=column, op=op, typ=sql.Identifier(col["type"]))
     latencies, recalls = [], []

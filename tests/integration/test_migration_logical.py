@@ -11,8 +11,8 @@ import pytest
 
 from runbook_lib.clients import postgres
 from runbook_lib.config import names
-from runbook_lib.config.params import Params, validate
-from runbook_lib.ops import migration, tools
+from runbook_lib.config.params import Migration, Params, validate
+from runbook_lib.ops import migration, survey, tools
 from runbook_lib.sandbox.localpg import LocalPostgres
 from tests.conftest import free_port
 
@@ -56,17 +56,88 @@ def sql(params: Params, endpoint: str, statement: str) -> list[dict]:
         return postgres.query(conn, statement)
 
 
+def migration_settings(**extra: object) -> Migration:
+    return Migration.model_validate({"source": "legacy", "target": "new", "pooler_database": "app",
+                                     "new_backend": {"host": "127.0.0.1", "port": 1}, **extra})
+
+
+def survey_of(params: Params, **extra: object) -> dict[str, survey.Item]:
+    found = survey.survey(params.endpoints.db("legacy"), params.endpoints.db("new"), migration_settings(**extra))
+    return {i.object: i for i in found}
+
+
 def test_preflight_names_tables_that_cannot_replicate(params: Params) -> None:
     sql(params, "legacy", "CREATE TABLE audit_log (at timestamptz, what text); CREATE UNLOGGED TABLE scratch "
-                          "(id int PRIMARY KEY); CREATE TABLE fine (id int PRIMARY KEY)")
-    found = {r["table"]: r["reason"] for r in migration.unreplicable_tables(params.endpoints.db("legacy"))}
+                          "(id int PRIMARY KEY); CREATE TABLE fine (id int PRIMARY KEY); "
+                          "CREATE TABLE keyless_full (note text); ALTER TABLE keyless_full REPLICA IDENTITY FULL")
+    found = {k: v for k, v in survey_of(params).items() if v.refused}
     assert set(found) == {"public.audit_log", "public.scratch"}
-    assert "no primary key" in found["public.audit_log"] and "unlogged" in found["public.scratch"]
+    assert "no primary key" in found["public.audit_log"].how and "unlogged" in found["public.scratch"].how
+    # excluded with a recorded reason: carried (left behind), no longer refused
+    excluded = survey_of(params, exclude=[{"table": "public.audit_log", "reason": "append-only log, archived apart",
+                                           "approved_by": "DB lead"}])
+    assert not excluded["public.audit_log"].refused and "archived apart" in excluded["public.audit_log"].how
+    assert survey_of(params, strategy="dump-restore")["public.scratch"].verdict == "carried"
+    assert survey_of(params, exclude=[{"table": "public.nope", "reason": "a table that is not there",
+                                       "approved_by": "x y"}])["public.nope"].refused
+
+
+def test_preflight_refuses_what_logical_replication_does_not_carry(params: Params) -> None:
+    sql(params, "legacy", "CREATE ROLE rollout_test_reader; CREATE TABLE docs (id int PRIMARY KEY, blob oid); "
+                          "GRANT SELECT ON docs TO rollout_test_reader; "
+                          "INSERT INTO docs VALUES (1, lo_from_bytea(0, 'hello large object'));"
+                          "CREATE MATERIALIZED VIEW doc_count AS SELECT count(*) AS n FROM docs")
+    sql(params, "new", "CREATE TABLE docs (id int PRIMARY KEY, blob oid); INSERT INTO docs VALUES (7, 0)")
+    try:
+        found = survey_of(params)
+        assert found["1 large objects"].refused and "migration.large_objects: copy" in found["1 large objects"].how
+        assert not survey_of(params, large_objects="copy")["1 large objects"].refused
+        assert found["rollout_test_reader"].refused and "does not exist on the new cluster" in found[
+            "rollout_test_reader"].how
+        assert found["public.docs"].refused and found["public.docs"].kind == "rows on the new cluster"
+        assert found["public.doc_count"].verdict == "carried" and "refreshed" in found["public.doc_count"].how
+    finally:
+        sql(params, "legacy", "DROP MATERIALIZED VIEW doc_count; DROP TABLE docs; SELECT lo_unlink(oid) FROM "
+                              "pg_largeobject_metadata; DROP ROLE rollout_test_reader")
+
+
+def test_large_objects_copied_and_compared_and_ddl_frozen(params: Params) -> None:
+    legacy, new = params.endpoints.db("legacy"), params.endpoints.db("new")
+    sql(params, "legacy", "SELECT lo_from_bytea(0, convert_to(repeat('x', 1000 + g), 'UTF8')) FROM generate_series(1, 5) g")
+    assert migration.copy_large_objects(legacy, new) == 5
+    with postgres.connect(legacy) as a, postgres.connect(new) as b:
+        assert migration.large_object_check(a, b).equal
+        oid = postgres.scalar(b, "SELECT min(oid) FROM pg_largeobject_metadata")
+        postgres.query(b, "SELECT lo_put(%s, 0, '\\x00')", [oid])  # one byte changed on the new side
+        assert not migration.large_object_check(a, b).equal
+    assert migration.freeze_ddl(legacy, "test") is True and migration.freeze_ddl(legacy, "test") is False
+    with pytest.raises(Exception, match="schema changes are frozen"):
+        sql(params, "legacy", "CREATE TABLE during_the_freeze (id int)")
+    assert migration.thaw_ddl(legacy) is True and migration.thaw_ddl(legacy) is False
+    sql(params, "legacy", "CREATE TABLE after_the_freeze (id int); DROP TABLE after_the_freeze")
+
+
+def test_a_failing_copy_surfaces_at_once(params: Params) -> None:
+    """The new side already holds a row the copy brings: the table sync fails again and again; the wait
+    names the table within seconds instead of waiting out its timeout."""
+    sql(params, "legacy", "CREATE TABLE clash (id int PRIMARY KEY); INSERT INTO clash SELECT generate_series(1, 50)")
+    sql(params, "new", "CREATE TABLE clash (id int PRIMARY KEY); INSERT INTO clash VALUES (7)")
+    migration.ensure_publication(params.endpoints.db("legacy"), names.PUBLICATION)
+    migration.ensure_subscription(params.endpoints.db("new"), params.endpoints.db("legacy"), names.SUBSCRIPTION,
+                                  names.PUBLICATION, copy_data=True)
+    started = time.monotonic()
+    try:
+        with pytest.raises(migration.MigrationError, match=r"the copy is failing: .*clash"):
+            migration.wait_initial_copy(params.endpoints.db("new"), names.SUBSCRIPTION, 600)
+        assert time.monotonic() - started < 120
+    finally:
+        migration.drop_subscription(params.endpoints.db("new"), names.SUBSCRIPTION)
+        sql(params, "legacy", f"DROP PUBLICATION {names.PUBLICATION}")
 
 
 def test_logical_copy_stream_validate_and_reverse(params: Params) -> None:
     sql(params, "legacy", SCHEMA)
-    assert migration.unreplicable_tables(params.endpoints.db("legacy")) == []
+    assert not [i for i in survey_of(params).values() if i.refused]
     assert migration.copy_schema(tools.for_params(params), params.endpoints.db("legacy"), params.endpoints.db("new")).startswith("schema copied")
     assert migration.copy_schema(tools.for_params(params), params.endpoints.db("legacy"), params.endpoints.db("new")) == "schema already present on the target"
     assert migration.ensure_publication(params.endpoints.db("legacy"), names.PUBLICATION) is True
@@ -105,3 +176,18 @@ def test_logical_copy_stream_validate_and_reverse(params: Params) -> None:
         assert time.monotonic() < deadline, "a write on the new cluster did not reach legacy"
         time.sleep(0.2)
     migration.drop_subscription(params.endpoints.db("legacy"), names.REVERSE_SUBSCRIPTION)
+
+
+def test_sequences_move_past_every_column_that_uses_them(params: Params) -> None:
+    """Owned (serial, identity), a bare nextval() default, and a sequence two tables share."""
+    legacy = params.endpoints.db("legacy")
+    sql(params, "legacy", "CREATE TABLE owned (id serial PRIMARY KEY); CREATE TABLE ident (id int GENERATED BY DEFAULT "
+                          "AS IDENTITY PRIMARY KEY); CREATE SEQUENCE shared_seq; "
+                          "CREATE TABLE a (id bigint PRIMARY KEY DEFAULT nextval('shared_seq')); "
+                          "CREATE TABLE b (id bigint PRIMARY KEY DEFAULT nextval('shared_seq')); "
+                          "INSERT INTO owned VALUES (500); INSERT INTO ident VALUES (600); "
+                          "INSERT INTO a VALUES (700); INSERT INTO b VALUES (900)")  # rows another side delivered
+    assert migration.advance_sequences(legacy) >= 3
+    sql(params, "legacy", "INSERT INTO owned DEFAULT VALUES; INSERT INTO ident DEFAULT VALUES; "
+                          "INSERT INTO a DEFAULT VALUES; INSERT INTO b DEFAULT VALUES")  # no duplicate key
+    assert sql(params, "legacy", "SELECT max(id) AS m FROM a")[0]["m"] > 900

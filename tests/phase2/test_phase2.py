@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
 from psycopg import sql
 
@@ -66,6 +67,53 @@ def test_preflight_names_a_table_logical_replication_cannot_carry(sandbox_params
         with postgres.connect(sandbox_params.endpoints.db("legacy")) as conn:
             postgres.query(conn, "DROP TABLE preflight_no_key")
     assert migration.user_tables(sandbox_params.endpoints.db("dpg-rw")) == []
+
+
+def test_preflight_refuses_what_the_move_cannot_carry_and_changes_nothing(sandbox_params_file: Path,
+                                                                         sandbox_params: Params, signed: Path) -> None:
+    legacy = sandbox_params.endpoints.db("legacy")
+    with postgres.connect(legacy) as conn:
+        postgres.query(conn, "CREATE ROLE preflight_only_on_legacy; CREATE UNLOGGED TABLE preflight_scratch "
+                             "(id int PRIMARY KEY); GRANT SELECT ON preflight_scratch TO preflight_only_on_legacy; "
+                             "SELECT lo_from_bytea(0, 'a document')")
+    report = runner.run("phase2_migration", str(sandbox_params_file), outputs_dir=signed.parent, echo=False,
+                        campaign=signed.name)
+    try:
+        assert report.exit_code == 1
+        steps = manifest_steps(report.run_dir)
+        assert list(steps)[-1] == "preflight" and steps["preflight"]["status"] == "failed"
+        summary = steps["preflight"]["summary"]
+        for named in ("public.preflight_scratch (unlogged", "1 large objects (logical replication does not carry",
+                      "preflight_only_on_legacy (owns or is granted"):
+            assert named in summary, (named, summary)
+        refused = {r["object"] for r in step_evidence(report.run_dir, "preflight") if r["verdict"] == "refused"}
+        assert refused == {"public.preflight_scratch", "1 large objects", "preflight_only_on_legacy"}
+        # nothing changed on either side
+        assert migration.user_tables(sandbox_params.endpoints.db("dpg-rw")) == []
+        assert pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == LEGACY
+        with postgres.connect(legacy) as conn:
+            assert not postgres.query(conn, "SELECT 1 FROM pg_publication")
+            assert not postgres.query(conn, "SELECT 1 FROM pg_event_trigger")
+    finally:
+        with postgres.connect(legacy) as conn:
+            postgres.query(conn, "DROP TABLE preflight_scratch; DROP ROLE preflight_only_on_legacy; "
+                                 "SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
+
+
+def test_ddl_is_frozen_on_legacy_from_the_copy_to_the_cutover(sandbox_params_file: Path, sandbox_params: Params,
+                                                              signed: Path, restore_legacy: None) -> None:
+    rb = filled(sandbox_params_file, signed)
+    try:
+        prepared = rb.results[-1]
+        assert "DDL frozen on legacy until the cutover" in prepared.summary, prepared.summary
+        with postgres.connect(sandbox_params.endpoints.db("legacy")) as conn:
+            with pytest.raises(psycopg.Error, match="schema changes are frozen"):
+                postgres.query(conn, "CREATE TABLE slipped_past (id int PRIMARY KEY)")
+    finally:
+        rb.release()
+    fallback.clear_new(migration.route(sandbox_params))  # a stopped migration lifts the freeze
+    with postgres.connect(sandbox_params.endpoints.db("legacy")) as conn:
+        postgres.query(conn, "CREATE TABLE after_the_freeze (id int PRIMARY KEY); DROP TABLE after_the_freeze")
 
 
 def test_logical_cutover_loses_nothing_and_keeps_legacy_current(sandbox_params_file: Path, sandbox_params: Params,
@@ -299,6 +347,7 @@ def _sync_state(params: Params, table: str) -> str | None:
 def copy_ballast(sandbox_params: Params):  # noqa: ANN201
     """A legacy table big enough that its initial copy is still running a few seconds in; dropped after."""
     with postgres.connect(sandbox_params.endpoints.db("legacy")) as conn:
+        postgres.query(conn, "DROP TABLE IF EXISTS copy_ballast")  # an earlier run cut short left it
         postgres.query(conn, "CREATE TABLE copy_ballast (id bigint PRIMARY KEY, payload text)")
         postgres.query(conn, "INSERT INTO copy_ballast SELECT g, repeat(md5(g::text), 4) "
                              "FROM generate_series(1, 1500000) g")
@@ -309,7 +358,7 @@ def copy_ballast(sandbox_params: Params):  # noqa: ANN201
 
 def test_a_failover_during_the_initial_copy_is_survived(sandbox, sandbox_params_file: Path,  # noqa: ANN001
                                                         sandbox_params: Params, signed: Path,
-                                                        restore_legacy: None, copy_ballast: str) -> None:
+                                                        copy_ballast: str, restore_legacy: None) -> None:
     from tests import sandboxes
 
     rb = filled(sandbox_params_file, signed, fill=False)

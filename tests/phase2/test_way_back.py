@@ -17,6 +17,7 @@ from runbook_lib.clients import pgbouncer, swarm
 from runbook_lib.config.params import Params
 from runbook_lib.ops import drills, migration, wayback
 from runbook_lib.run import runner
+from tests.campaign import application_settled, prometheus_sees_all_up
 from tests.phase2.conftest import LEGACY, manifest_steps, rollback_run
 from tests.sandboxes import wait_cluster_healthy
 
@@ -132,3 +133,5 @@ def test_the_way_back_outlives_failovers_of_the_new_cluster(moves: tuple[str, ..
         assert not lost, f"{len(lost)} acknowledged writes are not on legacy: {sorted(lost)[:5]}"
     finally:
         swarm.scale(p.target.swarm, APP, replicas)
+        prometheus_sees_all_up(p)  # later tests judge MON-01: the application's targets must be back
+        application_settled(p)  # and the metrics watch its error rate

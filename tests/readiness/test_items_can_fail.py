@@ -413,7 +413,7 @@ def test_ha05_with_an_etcd_member_stopped(sandbox_params: Params) -> None:
 
 
 def test_perf06_sequential_scan_among_top_queries(sandbox_params: Params, sandbox_params_file: Path) -> None:
-    with postgres.connect(sandbox_params.endpoints.db("legacy")) as conn:
+    with postgres.connect(sandbox_params.endpoints.db("app-pool")) as conn:  # the application's own statements
         for _ in range(30):
             postgres.query(conn, "SELECT count(*) FROM events_default WHERE kind = 'nope' AND payload ? 'x'")
     params = with_overrides(sandbox_params_file, "readiness.large_table_rows=0")

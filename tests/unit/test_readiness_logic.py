@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from runbook_lib.config.params import validate
+from runbook_lib.ops.catalog import distance_operator
 from runbook_lib.readiness import engine, registry
 from runbook_lib.readiness.database import decide_hba, decide_versions
 from runbook_lib.readiness.high_availability import decide_etcd, decide_patroni, decide_replication_lag
@@ -20,7 +21,7 @@ from runbook_lib.readiness.infrastructure import (
 )
 from runbook_lib.readiness.model import ItemResult, checklist
 from runbook_lib.readiness.monitoring import decide_rules, decide_targets
-from runbook_lib.readiness.performance import decide_knn, distance_operator
+from runbook_lib.readiness.performance import decide_knn
 from runbook_lib.readiness.scoring import verdict
 from runbook_lib.readiness.security import decide_apparmor, decide_literal_env, decide_log_rotation
 

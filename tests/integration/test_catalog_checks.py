@@ -1,0 +1,91 @@
+"""Smoke tests and the workload on a schema the project never seeded, derived from its catalog or declared in the
+parameters, against a real PostgreSQL (the host's server binaries)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from runbook_lib.clients import postgres
+from runbook_lib.config.params import Params, SmokeCheck, Workload, validate
+from runbook_lib.config.readiness_settings import VectorExtension
+from runbook_lib.ops import smoke, workload
+from runbook_lib.sandbox.localpg import LocalPostgres
+
+SCHEMA = """
+CREATE SCHEMA billing;
+CREATE TABLE billing."Invoice" (invoice_no bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, total numeric NOT NULL);
+CREATE TABLE billing.line (invoice_no bigint REFERENCES billing."Invoice", pos int, amount numeric,
+                           PRIMARY KEY (invoice_no, pos));
+CREATE TABLE public.audit (at timestamptz DEFAULT now(), note text);
+CREATE TABLE public.empty_one (id int PRIMARY KEY);
+INSERT INTO billing."Invoice" (total) SELECT g FROM generate_series(1, 300) g;
+INSERT INTO billing.line SELECT i, p, i * p FROM generate_series(1, 300) i, generate_series(1, 3) p;
+INSERT INTO public.audit (note) VALUES ('x');
+"""
+
+
+@pytest.fixture
+def params(local_pg: LocalPostgres, tmp_path: Path) -> Params:
+    db = f"cat{int(time.time() * 1000) % 10**8}"
+    with local_pg.connect() as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    spec = {"host": "127.0.0.1", "port": local_pg.port, "dbname": db, "user": "postgres",
+            "password": f"file:{local_pg.password_file}", "role": "pooler"}
+    params = validate({"target": {"name": "cat", "environment": "sandbox", "databases": {"app": spec},
+                                  "workload": {"endpoint": "app", "concurrency": 2, "duration": "2s"}}})
+    with postgres.connect(params.endpoints.db("app")) as conn:
+        postgres.query(conn, SCHEMA)
+    return params
+
+
+def test_derived_smoke_reads_every_keyed_table_and_declared_checks_roll_back(params: Params) -> None:
+    endpoint = params.endpoints.db("app")
+    checks = [SmokeCheck(name="an invoice is written", sql='INSERT INTO billing."Invoice" (total) VALUES (1) '
+                                                           "RETURNING invoice_no", rows=1, writes=True),
+              SmokeCheck(name="big invoices", sql='SELECT * FROM billing."Invoice" WHERE total > 250', min_rows=50)]
+    outcome = smoke.smoke(endpoint, "r1", checks, derived=True, vector=VectorExtension())
+    assert not outcome.failed, outcome.summary
+    done = {r["check"]: r for r in outcome.evidence}
+    assert done["an invoice is written"]["detail"] == "written and rolled back"
+    assert {"billing.Invoice", "billing.line", "public.empty_one"} <= set(done)  # found in the catalog
+    assert "public.audit" not in done  # no key: nothing to read it back by
+    assert done["public.empty_one"]["detail"] == "empty table"
+    with postgres.connect(endpoint) as conn:
+        assert postgres.scalar(conn, 'SELECT count(*) FROM billing."Invoice"') == 300  # the write was rolled back
+    wrong = smoke.smoke(endpoint, "r2", [SmokeCheck(name="no such thing", sql="SELECT 1 WHERE false", rows=1)],
+                        derived=False, vector=VectorExtension())
+    assert wrong.failed and "no such thing (declared: expected 1 rows)" in wrong.summary
+
+
+def test_workload_derives_its_mix_from_the_catalog(params: Params) -> None:
+    with postgres.connect(params.endpoints.db("app")) as conn:
+        ops = workload.prepare(conn, None, VectorExtension())
+    assert sorted(op.name for op in ops) == ["read:billing.Invoice"]  # single-column keys with rows only
+    outcome = workload.load_test(params.target.workload, params.endpoints, _no_progress, VectorExtension())
+    assert not outcome.failed and outcome.metrics["errors"] == 0 and outcome.metrics["requests"] > 10, outcome.summary
+
+
+def test_a_declared_mix_with_an_empty_sample_is_refused(params: Params) -> None:
+    spec = Workload.model_validate({**params.target.workload.model_dump(), "mix": [
+        {"name": "lines", "sql": "SELECT * FROM billing.line WHERE invoice_no = %(n)s", "sample":
+         "SELECT invoice_no AS n FROM billing.line WHERE false"}]})
+    with pytest.raises(workload.WorkloadError, match=r"mix\[lines\]\.sample returned no rows"):
+        workload.load_test(spec, params.endpoints, _no_progress, VectorExtension())
+
+
+class _Bar:
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: float) -> None:
+        return None
+
+
+def _no_progress(*args: object, **kwargs: object) -> _Bar:
+    return _Bar()
