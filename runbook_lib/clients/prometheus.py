@@ -37,18 +37,3 @@ def query_range(url: str, expr: str, seconds: float, step: float) -> list[dict[s
 
 def series_names(url: str, match: str) -> list[str]:
     return http.get(f"{url.rstrip('/')}/api/v1/label/__name__/values", params={"match[]": match})["data"]
-
-
-def alertmanager_receivers(url: str) -> list[str]:
-    return [r["name"] for r in http.get(f"{url.rstrip('/')}/api/v2/receivers")]
-
-
-def send_alert(url: str, labels: dict[str, str], annotations: dict[str, str], seconds: float = 120) -> None:
-    now = time.time()
-    http.post(f"{url.rstrip('/')}/api/v2/alerts",
-              [{"labels": labels, "annotations": annotations, "startsAt": _iso(now), "endsAt": _iso(now + seconds)}],
-              expect_json=False)
-
-
-def _iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

@@ -74,6 +74,9 @@ class ReadinessSettings(_Strict):
     dashboard_min_panels: int = 15
     log_aggregation_url: str | None = None
     contacts: dict[str, Contact] = Field(default_factory=dict)
+    contact_roles: list[str] = Field(default_factory=lambda: ["Database Lead", "Infrastructure", "Security",
+                                                              "Management"],
+                                     description="the escalation roles the policy names; MON-10 wants a contact each")
     baseline_max_age: str = "7d"
     drill_max_age: str = "30d"
     load_test_concurrency: int = 1000

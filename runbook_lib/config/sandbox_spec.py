@@ -41,6 +41,7 @@ class SandboxPorts(_Strict):
     prometheus: int = 25090
     alertmanager: int = 25093
     alert_webhook: int = 25094
+    mail_sink: int = 25096  # the sandbox's SMTP server behind its email receiver
     node_exporter: int = 25100
     pushgateway: int = 25091
     auto_rollback: int = 25095  # `runbook autorollback` on the host: Alertmanager sends it action=rollback alerts

@@ -7,7 +7,8 @@ import time
 import uuid
 from typing import Any
 
-from runbook_lib.clients import http, prometheus
+from runbook_lib.clients import alertmanager, http, prometheus
+from runbook_lib.config.params import HttpService
 from runbook_lib.readiness.model import Finding
 from runbook_lib.readiness.probe import Probe
 from runbook_lib.readiness.registry import check
@@ -67,27 +68,58 @@ def mon03(p: Probe) -> Finding:
 @check("MON-04")
 def mon04(p: Probe) -> Finding:
     am = p.need(p.params.target.alertmanager, "target.alertmanager")
-    webhook = p.need(am.webhook_url, "target.alertmanager.webhook_url (a receiver the runbooks can read)")
-    receivers = prometheus.alertmanager_receivers(am.url)
-    marker = f"readiness-{uuid.uuid4().hex[:10]}"
-    since = time.time() - 1
-    prometheus.send_alert(am.url, {"alertname": "ReadinessTestAlert", "severity": "info", "test_id": marker},
-                          {"summary": "MON-04 end-to-end test alert; safe to ignore"})
+    configured = alertmanager.integrations(am.url)
+    named = am.receivers if am.receivers is not None else sorted(configured)
     deadline = time.monotonic() + min(p.settings.item_timeout_s - 2, 25)
-    arrived = False
-    while time.monotonic() < deadline and not arrived:
-        got = http.get(webhook, params={"since": since})
-        arrived = marker in json.dumps(got)
-        if not arrived:
+    markers: dict[str, str] = {}
+    outcome = {}
+    for receiver in named:  # one at a time, so a delivery counted per integration is this receiver's
+        markers[receiver] = f"readiness-{uuid.uuid4().hex[:10]}"
+        outcome[receiver] = _deliver_test_alert(am, receiver, configured.get(receiver), markers[receiver], deadline)
+    how = f"POST {am.url}/api/v2/alerts; its routing (GET /api/v2/alerts) and delivery counters (/metrics)"
+    if am.webhook_url:  # a receiver the runbooks can read: the alert must also be seen at its far end
+        since = time.time() - 60
+        seen = False
+        while not seen:
+            seen = any(m in json.dumps(http.get(am.webhook_url, params={"since": since})) for m in markers.values())
+            if seen or time.monotonic() > deadline:
+                break
             time.sleep(0.5)
-    named = am.receivers if am.receivers is not None else receivers
-    unreadable = [r for r in named if r not in ("runbook-webhook", "webhook")]
-    unreadable += [f"{r} (named, not configured)" for r in named if r not in receivers]
-    ok = arrived and not unreadable
-    return Finding.check(ok, {"receivers": receivers, "named": named, "arrived_at_webhook": arrived,
-                              "unverified": unreadable},
-                         "the test alert reaches every receiver target.alertmanager.receivers names", f"POST {am.url}/api/v2/alerts; GET "
-                         f"{webhook}")
+        outcome["read back at the webhook"] = "seen" if seen else "not seen"
+        how += f"; GET {am.webhook_url}"
+    failed = {k: v for k, v in outcome.items() if v not in ("delivered", "seen")}
+    return Finding.check(not failed and bool(named), outcome,
+                         "the test alert delivered to every receiver target.alertmanager.receivers names", how,
+                         reason="; ".join(f"{k}: {v}" for k, v in failed.items()) if failed else
+                         ("" if named else "no receiver configured"))
+
+
+def _deliver_test_alert(am: HttpService, receiver: str, kinds: list[str] | None, marker: str,
+                        deadline: float) -> str:
+    """Send one test alert meant for `receiver`; "delivered" once each of its integrations succeeded."""
+    if kinds is None:
+        return "named, but Alertmanager has no such receiver"
+    if not kinds:
+        return "has no integration (it notifies nobody)"
+    before = alertmanager.delivery_counts(am.url)
+    labels = {"alertname": "ReadinessTestAlert", "severity": "info", "test_id": marker, "test_receiver": receiver,
+              **am.test_labels.get(receiver, {})}
+    alertmanager.send_alert(am.url, labels, {"summary": f"MON-04 end-to-end test alert for {receiver}; safe to ignore"})
+    while True:
+        routed = alertmanager.routed_to(am.url, "test_id", marker)
+        if routed and receiver not in routed:
+            return (f"routed to {', '.join(routed)} instead: route test_receiver=\"{receiver}\" to it, or set "
+                    f"target.alertmanager.test_labels.{receiver}")
+        after = alertmanager.delivery_counts(am.url)
+        delta = {k: {n: after.get(k, {}).get(n, 0.0) - before.get(k, {}).get(n, 0.0) for n in ("requests", "failed")}
+                 for k in kinds}
+        if routed and all(d["requests"] - d["failed"] >= 1 for d in delta.values()):
+            return "delivered"
+        if time.monotonic() > deadline:
+            failing = [f"{k} ({d['failed']:g} failed)" for k, d in delta.items() if d["failed"]]
+            return ("delivery failed via " + ", ".join(failing)) if failing else \
+                ("not routed yet" if not routed else f"no delivery via {', '.join(kinds)} seen")
+        time.sleep(0.5)
 
 
 @check("MON-05")
@@ -120,9 +152,10 @@ def mon09(p: Probe) -> Finding:
 
 @check("MON-10")
 def mon10(p: Probe) -> Finding:
-    roles = p.params.policy.signoffs_required_before_migration
+    roles = p.settings.contact_roles
     contacts = p.settings.contacts
     missing = [r for r in roles if r not in contacts]
     return Finding.check(not missing, {"roles_with_contacts": sorted(contacts), "missing": missing},
-                         "primary, backup and on-call route for every sign-off role", "parameters.readiness.contacts",
+                         f"primary, backup and on-call route for every escalation role ({', '.join(roles)})",
+                         "parameters.readiness.contacts",
                          otherwise="warn")

@@ -346,6 +346,38 @@ def test_mon01_stopped_exporter_and_mon04_unreadable_receiver(sandbox_params: Pa
     assert decide(sandbox_params, "MON-04")["MON-04"] == "pass"
 
 
+def mon04(params: Params) -> engine.ItemResult:
+    return next(iter(engine.run(params, only=["MON-04"])))
+
+
+def test_mon04_proves_an_email_receiver_and_fails_when_it_gets_nothing(sandbox_params: Params,
+                                                                       sandbox_params_file: Path) -> None:
+    am = sandbox_params.target.alertmanager
+    assert am is not None and am.webhook_url is not None
+    mailbox = am.webhook_url.rsplit("/", 1)[0] + "/mail"
+    since = time.time() - 1
+    result = mon04(sandbox_params)
+    assert result.outcome == "pass", (result.observed, result.reason)
+    assert result.observed["ops-email"] == "delivered"
+    mails = http.get(mailbox, params={"since": since})["notifications"]
+    assert any("ReadinessTestAlert" in m["message"] for m in mails), "the SMTP server got no test alert"
+
+    http.call("PUT", mailbox, params={"refuse": "1"})
+    try:
+        result = mon04(with_overrides(sandbox_params_file, "readiness.item_timeout_s=14"))
+    finally:
+        http.call("PUT", mailbox, params={"refuse": "0"})
+    assert result.outcome == "fail"
+    assert "email" in result.observed["ops-email"] and result.observed["runbook-webhook"] == "delivered", \
+        result.observed
+
+    # named, but the operator's routes send its test alert elsewhere
+    result = mon04(with_overrides(sandbox_params_file, "target.alertmanager.test_labels={ops-email: "
+                                  "{test_receiver: nobody}}", "readiness.item_timeout_s=14"))
+    assert result.outcome == "fail" and "routed to runbook-webhook" in result.observed["ops-email"], result.observed
+    assert mon04(sandbox_params).outcome == "pass"
+
+
 def test_ha01_db05_with_a_replica_stopped(sandbox_params: Params) -> None:
     params = sandbox_params
     with scaled_down(sandbox_params, replica_service(sandbox_params)):

@@ -1,11 +1,13 @@
 #!/usr/bin/python3
-"""Alertmanager webhook receiver of the sandbox, run INSIDE the image (stdlib only).
+"""Alertmanager receivers of the sandbox, run INSIDE the image: a webhook and a real SMTP server.
 
-Why: the runbooks must be able to prove that an alert reached a receiver (MON-04). POST /alert
-stores the notification; GET /alerts returns the last 500 as JSON (?since=<unix time> filters);
-DELETE /alerts clears them.
+Why: the runbooks must be able to prove that an alert reached a receiver of any kind (MON-04). POST
+/alert stores a webhook notification; GET /alerts returns the last 500 as JSON (?since=<unix time>
+filters); DELETE /alerts clears them. The SMTP server (aiosmtpd, on SMTP_PORT) stores each mail;
+GET /mail lists them (?since= too); PUT /mail?refuse=1 makes it refuse every mail (550) and
+?refuse=0 accepts again, so a test can break the email receiver without touching Alertmanager.
 
-usage: webhook.py HOST PORT
+usage: webhook.py HOST PORT [SMTP_PORT]
 """
 
 import json
@@ -18,6 +20,24 @@ from urllib.parse import parse_qs, urlparse
 
 _LOCK = threading.Lock()
 _RECEIVED = deque(maxlen=500)
+_MAIL = deque(maxlen=500)
+_REFUSE = threading.Event()
+
+
+class MailSink:
+    """aiosmtpd handler: keep every accepted mail, or refuse all while _REFUSE is set."""
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if _REFUSE.is_set():
+            return "550 5.7.1 refused by the sandbox (PUT /mail?refuse=0 to accept again)"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        with _LOCK:
+            _MAIL.append({"received_at": time.time(), "from": envelope.mail_from, "to": envelope.rcpt_tos,
+                          "message": envelope.content.decode("utf-8", "replace")})
+        return "250 Message accepted for delivery"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -43,12 +63,20 @@ class Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         if url.path == "/healthz":
             return self._send(200, {"ok": True})
-        if url.path != "/alerts":
-            return self._send(404, {"error": "GET /alerts or /healthz"})
+        if url.path not in ("/alerts", "/mail"):
+            return self._send(404, {"error": "GET /alerts, /mail or /healthz"})
         since = float(parse_qs(url.query).get("since", ["0"])[0])
         with _LOCK:
-            items = [r for r in _RECEIVED if r["received_at"] >= since]
-        self._send(200, {"count": len(items), "notifications": items})
+            items = [r for r in (_RECEIVED if url.path == "/alerts" else _MAIL) if r["received_at"] >= since]
+        self._send(200, {"count": len(items), "notifications": items, "refusing": _REFUSE.is_set()})
+
+    def do_PUT(self):
+        url = urlparse(self.path)
+        if url.path != "/mail":
+            return self._send(404, {"error": "PUT /mail?refuse=1|0"})
+        refuse = parse_qs(url.query).get("refuse", ["0"])[0] == "1"
+        _REFUSE.set() if refuse else _REFUSE.clear()
+        self._send(200, {"refusing": refuse})
 
     def do_DELETE(self):
         with _LOCK:
@@ -60,4 +88,8 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 3:
+        from aiosmtpd.controller import Controller
+
+        Controller(MailSink(), hostname=sys.argv[1], port=int(sys.argv[3])).start()
     ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Handler).serve_forever()
