@@ -136,6 +136,9 @@ class HttpService(_Model):
     webhook_url: str | None = None
     receivers: list[str] | None = Field(None, description="Alertmanager: the receivers a test alert must reach "
                                                           "(default: every receiver it has)")
+    test_labels: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="Alertmanager: extra labels that route the test alert to a receiver "
+                                          "(receiver -> labels); every test alert also carries test_receiver=<name>")
 
     _check = field_validator("url", "webhook_url")(_no_embedded_password)
 
@@ -167,11 +170,20 @@ class Workload(_Model):
     """The synthetic load used by load tests and baselines."""
 
     endpoint: str = Field(description="database endpoint the application uses (usually the pooler)")
-    concurrency: int = Field(8, ge=1, le=512)
+    concurrency: int = Field(8, ge=1, le=5000, description="concurrent clients, each with its own connection "
+                                                            "(the policy's capacity is 1,000 users)")
     duration: Duration = 30.0
+    ramp: Duration | None = Field(None, description="time over which the clients connect, evenly spread "
+                                                      "(default: 20 ms per client, at most half the duration)")
     max_requests: int = Field(2_000_000, ge=1)
     mix: list[WorkloadOp] | None = Field(None, description="the application's query mix (default: derived from "
                                                            "the catalog: primary-key reads, k-NN searches)")
+
+    @property
+    def ramp_s(self) -> float:
+        """Users arrive over time: a thousand TLS and SCRAM handshakes at one instant measure the handshake
+        storm, not the cluster."""
+        return self.ramp if self.ramp is not None else min(0.02 * self.concurrency, self.duration / 2)
 
 
 class Target(_Model):
@@ -191,6 +203,9 @@ class Target(_Model):
     swarm: Swarm | None = None
     app: App | None = None
     workload: Workload | None = None
+    lock_endpoint: str | None = Field(None, description="the database endpoint holding the cluster-wide lock of "
+                                                        "mutating runs (default: the migration's source, else the "
+                                                        "first endpoint)")
 
 
 class Backup(_Model):
@@ -425,6 +440,11 @@ class Params(_Model):
         anchored = _anchored(value, self.base_dir)
         assert anchored is not None, "an empty path"
         return anchored
+
+    def lock_spec(self) -> PgSpec:
+        """Where mutating runs take their cluster-wide lock: one database every operator reaches."""
+        name = self.target.lock_endpoint or (self.migration.source if self.migration else None)
+        return self.endpoints.db(name) if name else next(iter(self.endpoints.databases.values()))
 
     @property
     def endpoints(self) -> Endpoints:
