@@ -33,6 +33,7 @@ from runbook_lib.run.step import Outcome
 Progress = Callable[..., Any]  # tqdm-like: progress(iterable, total=, desc=) used as a context manager
 
 SAMPLE_ROWS = 10_000  # argument rows kept per operation
+LOAD_CONNECT_TIMEOUT = 15  # s: a client of a loaded pooler waits for its handshake as an application would
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class WorkloadResult:
     latencies_ms: dict[str, list[float]] = field(default_factory=dict)
     error_samples: list[str] = field(default_factory=list)
     vector_ops: set[str] = field(default_factory=set)
+    peak_clients: int = 0  # the most clients connected at once: the concurrency the test really reached
 
     @property
     def tps(self) -> float:
@@ -123,35 +125,52 @@ class WorkloadResult:
 
     def summary(self) -> dict[str, Any]:
         p = lambda q, op=None: round(self.percentile(q, op) or 0.0, 2)  # noqa: E731
-        return {"concurrency": self.concurrency, "duration_s": round(self.duration_s, 2),
+        return {"concurrency": self.concurrency, "peak_clients": self.peak_clients,
+                "duration_s": round(self.duration_s, 2),
                 "requests": self.requests, "errors": self.errors, "tps": round(self.tps, 1),
                 "error_rate": round(self.errors / self.requests, 5) if self.requests else 0.0,
                 "p50_ms": p(0.50), "p95_ms": p(0.95), "p99_ms": p(0.99),
                 "vector_p95_ms": round(self.vector_percentile(0.95) or 0.0, 2),
+                "first_errors": self.error_samples[:5],
                 "per_op": {op: {"n": len(v), "mean_ms": round(statistics.fmean(v), 2) if v else None}
                            for op, v in self.latencies_ms.items()}}
 
 
 def run(connect: Callable[[], psycopg.Connection[Any]], mix: list[Op], *, concurrency: int, duration_s: float,
-        max_requests: int = 1_000_000, on_tick: Callable[[int], None] | None = None) -> WorkloadResult:
-    """Run the mix from `concurrency` clients for `duration_s` seconds (or until max_requests)."""
+        max_requests: int = 1_000_000, on_tick: Callable[[int], None] | None = None,
+        ramp_s: float = 0.0) -> WorkloadResult:
+    """Run the mix from `concurrency` clients for `duration_s` seconds (or until max_requests); the clients
+    connect evenly over the first `ramp_s` seconds."""
     weights = [op.weight for op in mix]
     lock = threading.Lock()
     result = WorkloadResult(concurrency, duration_s, 0, 0, {op.name: [] for op in mix},
                             vector_ops={op.name for op in mix if op.vector})
     deadline = time.monotonic() + duration_s
     budget = [max_requests]
+    connected = [0]
 
     def client(seed: int) -> None:
         rng = random.Random(seed)
+        time.sleep(ramp_s * seed / concurrency)
         try:
             conn = connect()
         except psycopg.Error as exc:
             with lock:
                 result.errors += 1
                 result.requests += 1
-                result.error_samples.append(str(exc).strip()[:200])
+                if len(result.error_samples) < 10:
+                    result.error_samples.append(str(exc).strip()[:200])
             return
+        with lock:
+            connected[0] += 1
+            result.peak_clients = max(result.peak_clients, connected[0])
+        try:
+            _requests(conn, rng)
+        finally:
+            with lock:
+                connected[0] -= 1
+
+    def _requests(conn: psycopg.Connection[Any], rng: random.Random) -> None:
         with conn:
             conn.autocommit = True
             while time.monotonic() < deadline:
@@ -199,8 +218,10 @@ def load_test(spec: Workload | None, endpoints: Endpoints, progress: Progress, v
     with postgres.connect(endpoint) as conn:
         mix = prepare(conn, spec.mix, vector)
     with progress(None, total=int(spec.duration), desc=f"load x{spec.concurrency} (s)") as bar:
-        result = run(lambda: postgres.connect(endpoint), mix, concurrency=spec.concurrency, duration_s=spec.duration,
-                     max_requests=spec.max_requests, on_tick=lambda _: bar.update(0.5))
+        timeout = max(endpoint.connect_timeout, LOAD_CONNECT_TIMEOUT)
+        result = run(lambda: postgres.connect(endpoint, connect_timeout=timeout), mix, concurrency=spec.concurrency,
+                     duration_s=spec.duration, max_requests=spec.max_requests, on_tick=lambda _: bar.update(0.5),
+                     ramp_s=spec.ramp_s)
     figures = result.summary()
     figures["endpoint"] = spec.endpoint
     rows = [{"op": op, "latency_ms": v} for op, vs in result.latencies_ms.items() for v in vs[:: max(1, len(vs) // 2000)]]
@@ -208,6 +229,8 @@ def load_test(spec: Workload | None, endpoints: Endpoints, progress: Progress, v
                  title=f"Latency by operation at concurrency {spec.concurrency} (ms, log scale)")
     per_op = pd.DataFrame([{"op": op, **v} for op, v in figures.pop("per_op").items()])
     return Outcome(summary=f"{figures['tps']} TPS, p95 {figures['p95_ms']} ms, vector p95 {figures['vector_p95_ms']} ms, "
-                           f"{figures['errors']} errors of {figures['requests']}",
+                           f"{figures['errors']} errors of {figures['requests']}, {figures['peak_clients']} of "
+                           f"{spec.concurrency} clients connected at once"
+                           + (f"; first error: {figures['first_errors'][0]}" if figures["first_errors"] else ""),
                    evidence=per_op, metrics=figures, figures=[fig], failed=figures["requests"] == 0,
                    state={"load_test": figures})
