@@ -6,10 +6,14 @@ record saved at the end is what the five sign-offs bind to:
 --campaign CAMPAIGN --status ```
 
 Run it with `--plan` first to see what each changing step would do.
+
+Phase 1 runs on the policy's 2-day budget, counted from its first completed step; past it the steps refuse and
+phase 1 starts again, so no window is booked on stale backups or an old readiness verdict.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pandas as pd
@@ -19,9 +23,14 @@ from runbook_lib.config.params import Window
 from runbook_lib.ops import backup, notify, swarm_snapshot, tools
 from runbook_lib.readiness import engine, report, scoring
 from runbook_lib.run import archive
+from runbook_lib.run import step as steps
 from runbook_lib.run.book import Book
 from runbook_lib.run.session import Session
-from runbook_lib.run.step import Outcome, requires, step
+from runbook_lib.run.step import Clock, Outcome, requires
+
+CLOCK = Clock("pre_migration", "phase1_started", "the backups and the readiness verdict are too old to book a "
+              "window on: start phase 1 again (a new run)")
+step = functools.partial(steps.step, clock=CLOCK)  # every step runs on the phase budget
 
 HAS_BACKUP = requires("backup", "the backup source and location")
 HAS_WINDOW = requires("window", "the maintenance window")
@@ -119,7 +128,8 @@ def swarm_state(session: Session) -> Outcome:
 @step("readiness_gate", "Readiness gate", always_run=True)
 def readiness_gate(session: Session) -> Outcome:
     """Uses the campaign's readiness record when it is younger than `phase1.readiness_max_age`, else checks
-    now. Any failing blocker or a score under the gate stops here.
+    now. As the policy says, phase 1 goes on only on a "ready" verdict: a failing blocker, a score under the
+    gate, or a warning that is not waived (with a reason, in `waivers`) stops it here.
     """
     campaign = session.run_dir.parent
     record = records.latest(campaign, "readiness")
@@ -134,11 +144,13 @@ def readiness_gate(session: Session) -> Outcome:
     else:
         source = f"campaign record from run {record.get('run_id')} ({records.age_seconds(record) / 3600:.1f} h old)"
     v = record["data"]["verdict"]
-    blockers = v["failing_blockers"]
-    ok = v["score"] >= gate.min_score and len(blockers) <= gate.blockers_allowed
+    blockers, warnings = v["failing_blockers"], v.get("warnings", [])
+    ok = v["score"] >= gate.min_score and len(blockers) <= gate.blockers_allowed and not warnings
     summary = (f"{'PASSED' if ok else 'STOPPED'}: score {v['score']:.1%} (gate {gate.min_score:.0%}), "
-               f"blockers: {', '.join(blockers) or 'none'}; {source}")
-    return Outcome(summary=summary, failed=not ok, metrics={"score": v["score"], "blockers": len(blockers)},
+               f"blockers: {', '.join(blockers) or 'none'}, warnings not waived: {', '.join(warnings) or 'none'}"
+               f"; {source}")
+    return Outcome(summary=summary, failed=not ok, metrics={"score": v["score"], "blockers": len(blockers),
+                                                            "warnings": len(warnings)},
                    state={"readiness_sha256": record["sha256"]})
 
 

@@ -2,10 +2,14 @@
 PgBouncer, a performance baseline, and a watch of the live metrics against the verification thresholds of the
 rollout policy (30 minutes in production; a rehearsal may shorten it with a recorded `policy_loosening`
 entry). Any failing check stops the run and names the check.
+
+Phase 3 runs on the policy's 1-hour budget, counted from its first completed step; past it the steps refuse
+until the incident lead decides (the rollback plan, or a recorded loosening).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 
 import pandas as pd
@@ -16,9 +20,14 @@ from runbook_lib.clients import prometheus
 from runbook_lib.ops import migration, smoke, wayback, workload
 from runbook_lib.promql.expressions import expression
 from runbook_lib.readiness import engine
+from runbook_lib.run import step as steps
 from runbook_lib.run.book import Book
 from runbook_lib.run.session import Session
-from runbook_lib.run.step import Outcome, step
+from runbook_lib.run.step import Clock, Outcome
+
+CLOCK = Clock("verification", "phase3_started", "decide with the incident lead: the rollback plan, or a recorded "
+              "`policy_loosening` of phases.verification")
+step = functools.partial(steps.step, clock=CLOCK)  # every step runs on the phase budget
 
 HEALTH_ITEMS = {
     "HA-01": "Patroni: one leader, replicas streaming",
@@ -114,7 +123,7 @@ def watch_metrics(session: Session) -> Outcome:
             time.sleep(pause)
             bar.update(pause)
     step_s = max(5.0, duration / 120)
-    window = max(duration, 60.0)
+    window = duration  # the watch's own span: what happened before it (the cutover) is phase 2's to judge
     checks = {"error_rate": (policy.error_rate_max, "max"), "latency_p95": (policy.latency_p95_max, "max"),
               "cpu_usage": (policy.cpu_max, "max"), "memory_usage": (policy.memory_trend_max, "trend")}
     rows, figures, failing = [], [], []
@@ -125,11 +134,11 @@ def watch_metrics(session: Session) -> Outcome:
             failing.append(f"{metric}: no data")
             continue
         observed = memory_trend(frame) if kind == "trend" else float(frame["value"].max())
-        ok = observed <= limit
+        ok = observed < limit  # the policy's limits are strict: "< 0.1 %", "< 500ms", "< 60 %"
         rows.append({"metric": metric, "observed": round(observed, 5), "limit": limit, "ok": ok,
                      "note": "relative rise over the window" if kind == "trend" else "maximum over the window"})
         if not ok:
-            failing.append(f"{metric} {observed:.4g} > {limit:g}")
+            failing.append(f"{metric} {observed:.4g} >= {limit:g}")
         fig = go.Figure(go.Scatter(x=pd.to_datetime(frame["t"], unit="s"), y=frame["value"], mode="lines",
                                    name=metric))
         if kind == "max":

@@ -29,7 +29,13 @@ from runbook_lib.clients import prometheus
 from runbook_lib.config.names import REVERSE_SLOT
 from runbook_lib.config.policy import format_duration
 from runbook_lib.ops import drills, migration, wayback
-from runbook_lib.promql.expressions import SUBQUERY_STEP, unplanned_failovers, way_back_active
+from runbook_lib.promql.expressions import (
+    SUBQUERY_STEP,
+    unplanned_failovers,
+    way_back_active,
+    worst_error_rate,
+    worst_p95,
+)
 from runbook_lib.run.book import Book
 from runbook_lib.run.session import Session
 from runbook_lib.run.step import Outcome, step
@@ -77,8 +83,16 @@ def window_start(session: Session) -> datetime:
     return datetime.fromisoformat(cutover["data"]["at"])
 
 
+def within(observed: float, limit: float, *, most: bool = True, strict: bool = False) -> bool:
+    """Whether `observed` keeps to `limit` (an upper bound when `most`); a strict bound fails at the limit."""
+    if not most:
+        return observed >= limit
+    return observed < limit if strict else observed <= limit
+
+
 def _measured(url: str | None, at: float, name: str, expr: str, limit: float, text: str, most: bool = True,
-              note: str = "") -> Criterion:
+              note: str = "", strict: bool = False) -> Criterion:
+    """One criterion read from Prometheus at `at`; `strict` for the policy's "<" limits (the limit itself fails)."""
     if url is None:
         return Criterion(name, None, text, None, "target.prometheus is not set")
     try:
@@ -87,7 +101,7 @@ def _measured(url: str | None, at: float, name: str, expr: str, limit: float, te
         return Criterion(name, None, text, None, f"unreadable: {exc}")
     if observed is None:
         return Criterion(name, None, text, None, f"no data: {expr}")
-    ok = observed <= limit if most else observed >= limit
+    ok = within(observed, limit, most=most, strict=strict)
     return Criterion(name, round(observed, 6), text, ok, f"{expr}{note}")
 
 
@@ -102,16 +116,19 @@ def measure(session: Session, started: datetime, elapsed_s: float) -> list[Crite
     at = started.timestamp() + min(elapsed_s, sc.window)
     w = format_duration(max(round(min(elapsed_s, sc.window)), 60))
     names = session.params.readiness.app_metrics
+    # held throughout, not on average: the worst hour (or the whole window, while it is shorter) decides
+    hour_s = min(3600, max(round(min(elapsed_s, sc.window)), 60))
+    hour = format_duration(hour_s)
     watchdog = 'max(ALERTS{alertname=~".*Watchdog", alertstate="firing"}) or vector(0)'
     return [
-        _measured(url, at, "error_rate", f"sum(increase({names['errors']}[{w}])) / clamp_min(sum(increase("
-                  f"{names['requests']}[{w}])), 1)", sc.error_rate_max, f"<= {sc.error_rate_max:g}"),
-        _measured(url, at, "latency_p95", f"histogram_quantile(0.95, sum by (le) (increase({names['latency']}[{w}])))",
-                  sc.latency_p95_max, f"<= {format_duration(sc.latency_p95_max)}"),
+        _measured(url, at, "error_rate", worst_error_rate(names["errors"], names["requests"], hour_s, w),
+                  sc.error_rate_max, f"< {sc.error_rate_max:g} in every {hour} of the window", strict=True),
+        _measured(url, at, "latency_p95", worst_p95(names["latency"], hour_s, w), sc.latency_p95_max,
+                  f"< {format_duration(sc.latency_p95_max)} in every {hour} of the window", strict=True),
         _measured(url, at, "unplanned_failovers", unplanned_failovers(w), sc.unplanned_failovers,
                   f"<= {sc.unplanned_failovers}", note=" (promotions less those the failover drills announced)"),
         _measured(url, at, "replication_lag", f"max_over_time(max(pg_replication_lag_seconds)[{w}:{SUBQUERY_STEP}])",
-                  sc.replication_lag_max, f"<= {format_duration(sc.replication_lag_max)}"),
+                  sc.replication_lag_max, f"< {format_duration(sc.replication_lag_max)}", strict=True),
         _measured(url, at, "backup_automation_succeeding", f"(sum(increase(pg_stat_archiver_failed_count[{w}])) "
                   "== bool 0) * (min(pg_stat_archiver_last_archive_age) < bool 3600)", 1,
                   "1 = WAL archiving without failures in the window, last archive < 1 h ago", most=False),

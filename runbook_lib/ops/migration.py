@@ -437,6 +437,17 @@ def retire_database(endpoint: PgSpec) -> int:
     return len(ended)
 
 
+def drain(endpoint: PgSpec) -> int:
+    """End every non-admin session on the endpoint's database (the policy's drain): only superusers' sessions,
+    replication and the server's own processes stay."""
+    with _conn(endpoint) as conn:
+        ended = postgres.query(conn, """SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a
+                                        JOIN pg_roles r ON r.oid = a.usesysid
+                                        WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+                                          AND a.backend_type = 'client backend' AND NOT r.rolsuper""")
+    return len(ended)
+
+
 def set_read_only(endpoint: PgSpec, role: str, read_only: bool) -> int:
     """Writes off (or on) for the application role on a server; its open sessions are ended when turning off."""
     with _conn(endpoint) as conn:

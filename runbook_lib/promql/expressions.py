@@ -6,6 +6,8 @@ so a metric means the same thing everywhere.
 
 from __future__ import annotations
 
+from runbook_lib.config.policy import format_duration
+
 SUBQUERY_STEP = "15s"
 PLANNED_PROMOTIONS = "runbook_planned_promotions_total"  # pushed by the failover drills before each promotion
 WAY_BACK_EXPECTED = "runbook_way_back_expected"  # 1 from a logical cutover until the rollback or the finalize
@@ -51,6 +53,26 @@ EXPRESSIONS: dict[str, str] = {
 def way_back_active(slot: str) -> str:
     """1 while the reverse slot is active on some member of the new cluster (its leader), else 0."""
     return f'max(pg_replication_slot_slot_is_active{{slot_name="{slot}"}}) or vector(0)'
+
+
+def worst_error_rate(errors: str, requests: str, hour_s: float, window: str) -> str:
+    """The application's error ratio in its worst `hour_s` within `window`: held throughout, not on average."""
+    hour, step = _sliding(hour_s)
+    return (f"max_over_time((sum(increase({errors}[{hour}])) / clamp_min(sum(increase({requests}[{hour}])), 1))"
+            f"[{window}:{step}])")
+
+
+def worst_p95(latency_buckets: str, hour_s: float, window: str) -> str:
+    """The application's p95 latency in its worst `hour_s` within `window`."""
+    hour, step = _sliding(hour_s)
+    return f"max_over_time(histogram_quantile(0.95, sum by (le) (increase({latency_buckets}[{hour}])))[{window}:{step}])"
+
+
+def _sliding(span_s: float) -> tuple[str, str]:
+    """A sliding window and its step: twelve looks per window keep a 72-hour query within Prometheus's sample
+    limit while no breach of a whole window can fall between two looks. Both in whole seconds: PromQL
+    durations take no fractions."""
+    return format_duration(round(span_s)), format_duration(max(15, round(span_s / 12)))
 
 
 WINDOWED = {"unplanned_failovers": unplanned_failovers}  # counted within a window the trigger names

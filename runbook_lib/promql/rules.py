@@ -26,24 +26,30 @@ def _condition(expr: str, bound: Bound, *, breach: bool) -> str:
 
 
 def rule_groups(policy: Policy) -> dict[str, Any]:
-    rules: list[dict[str, Any]] = []
+    """One rule group per check interval of the matrix (the interval is how often Prometheus looks; a breach seen
+    at a look alerts, as the matrix gives no sustain time), and one for the rollback triggers, whose own `for` is
+    the sustain time the policy gives them."""
+    by_interval: dict[float, list[dict[str, Any]]] = {}
     for row in policy.monitoring_matrix:
         expr = expression(row.metric)
         name = "".join(part.title() for part in row.metric.split("_"))
-        window = format_duration(max(row.every, 60.0))
-        rules.append({"alert": f"{name}AboveTarget", "expr": _condition(expr, row.target, breach=True),
-                      "for": window, "labels": {"severity": "warning", "metric": row.metric},
-                      "annotations": {"summary": f"{row.metric} misses its target {row.target.text}"}})
-        rules.append({"alert": f"{name}Critical", "expr": _condition(expr, row.alert, breach=False),
-                      "for": window, "labels": {"severity": "critical", "metric": row.metric},
-                      "annotations": {"summary": f"{row.metric} crossed its alert threshold {row.alert.text}"}})
-    rules += alert_rules(policy.rollback_triggers)
-    rules.append(way_back_rule())
-    rules.append({"alert": "RolloutWatchdog", "expr": "vector(1)", "labels": {"severity": "info", "metric": "watchdog"},
-                  "annotations": {"summary": "always firing: proves the alert path end to end"}})
-    for rule in rules:
+        by_interval.setdefault(row.every, []).extend([
+            {"alert": f"{name}AboveTarget", "expr": _condition(expr, row.target, breach=True),
+             "labels": {"severity": "warning", "metric": row.metric},
+             "annotations": {"summary": f"{row.metric} misses its target {row.target.text}"}},
+            {"alert": f"{name}Critical", "expr": _condition(expr, row.alert, breach=False),
+             "labels": {"severity": "critical", "metric": row.metric},
+             "annotations": {"summary": f"{row.metric} crossed its alert threshold {row.alert.text}"}}])
+    triggers = alert_rules(policy.rollback_triggers) + [way_back_rule(), {
+        "alert": "RolloutWatchdog", "expr": "vector(1)", "labels": {"severity": "info", "metric": "watchdog"},
+        "annotations": {"summary": "always firing: proves the alert path end to end"}}]
+    groups: list[dict[str, Any]] = [
+        {"name": f"rollout-watch-every-{format_duration(every)}", "interval": format_duration(every), "rules": rules}
+        for every, rules in sorted(by_interval.items())]
+    groups.append({"name": "rollout-triggers", "interval": "10s", "rules": triggers})
+    for rule in (r for group in groups for r in group["rules"]):
         rule["labels"].update(_priority(policy, rule["labels"]))
-    return {"groups": [{"name": "rollout-watch", "interval": "10s", "rules": rules}]}
+    return {"groups": groups}
 
 
 # the issue-response matrix's issue each metric's critical alert is (the others take a priority from severity)

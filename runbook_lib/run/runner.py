@@ -28,6 +28,7 @@ from runbook_lib.run.journal import read_events
 from runbook_lib.run.lock import TargetLock, TargetLocked
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_KERNEL = 0, 1, 2, 3
+KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
 
 
 class BadInput(RunbookError):
@@ -66,7 +67,7 @@ def run(name: str, params_path: str, *, campaign: str | None = None, overrides: 
     info = runinfo.RunInfo.create(params=params, runbook=name, run_id=run_id, campaign=campaign, plan=plan,
                                   resumed_from=resume, interactive=False, overrides=overrides or [])
     run_dir = root / info.campaign / info.run_id
-    lock = TargetLock(params.target.name)
+    lock = TargetLock(params.target.name, params.lock_spec())
     if runinfo.runbook_meta(name).get("mutating") and not plan:
         try:
             lock.acquire(info.holder())
@@ -86,6 +87,9 @@ def run(name: str, params_path: str, *, campaign: str | None = None, overrides: 
             stdout_file=sys.stdout if echo else None, stderr_file=sys.stderr if echo else None,
             execution_timeout=params.run.cell_timeout, start_timeout=params.run.kernel_start_timeout,
             request_save_on_cell_execute=True,
+            # an unattended run's kernel logs only errors: not ipykernel's plain-TCP warning on every run (its
+            # ports listen on the loopback interface only)
+            extra_arguments=KERNEL_ARGS,
         )
         if plan:
             outcome = "planned"

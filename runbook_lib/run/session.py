@@ -199,7 +199,7 @@ def start(params_path: str, runbook: str, run_id: str | None = None, campaign: s
     run_dir.mkdir(parents=True, exist_ok=True)
     session = Session(params, info, run_dir, interactive)
     if interactive and runinfo.runbook_meta(runbook).get("mutating") and not plan:
-        session._lock = TargetLock(params.target.name)
+        session._lock = TargetLock(params.target.name, params.lock_spec())
         session._lock.acquire(info.holder())
     session.journal.append("run_start", pid=os.getpid(), **info.public())
     runinfo.write_draft_manifest(run_dir, info, params, status="running")

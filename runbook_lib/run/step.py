@@ -109,6 +109,44 @@ class Guard:
 
 
 @dataclass(frozen=True)
+class Clock:
+    """A phase's time budget from the policy: started by the first step that completes (or by `start_on`),
+    kept in the run state across resumes, shown on every step, and refusing further steps once spent."""
+
+    phase: str  # the policy's `phases` key
+    key: str  # the run state entry holding the start time
+    spent: str  # what the operator does once the budget is spent
+    start_on: str | None = None  # only this step starts the clock (phase 2: the sign-off gate)
+
+    def budget(self, ctx: Any) -> float:
+        return float(ctx.params.policy.phases[self.phase].budget)
+
+    def overrun(self, ctx: Any) -> str | None:
+        started = ctx.state.get(self.key)
+        if started is None:
+            return None
+        elapsed, budget = time.time() - started, self.budget(ctx)
+        return None if elapsed < budget else (f"{_span(elapsed)} used of the {_span(budget)} {self.phase} budget; "
+                                              + self.spent)
+
+    @property
+    def guard(self) -> Guard:
+        return Guard(f"inside the {self.phase} time budget", self.overrun)
+
+    def stamp(self, ctx: Any, outcome: Outcome, step_name: str, started: float) -> Outcome:
+        """The step's elapsed/remaining minutes; the first completed step (or `start_on`) starts the clock."""
+        begun = ctx.state.get(self.key)
+        if begun is None and not outcome.failed and self.start_on in (None, step_name):
+            begun = started
+            outcome.state = {**outcome.state, self.key: begun}
+        return on_the_clock(outcome, begun, self.budget(ctx), self.phase) if begun is not None else outcome
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 7200 else f"{seconds / 60:.0f} min"
+
+
+@dataclass(frozen=True)
 class Step:
     """A runbook step. Mutating steps must say what they would change (plan)."""
 
@@ -120,6 +158,7 @@ class Step:
     guards: tuple[Guard, ...] = ()
     always_run: bool = False  # gates: decided afresh on resume, never taken from an earlier run
     doc: str = ""  # what the operator reads above the step's cell (the function's docstring)
+    clock: Clock | None = None  # the phase budget this step runs on
 
     def __post_init__(self) -> None:
         if self.mutating and self.plan is None:
@@ -127,12 +166,14 @@ class Step:
 
 
 def step(name: str, title: str, *, mutating: bool = False, plan: Callable[[Any], Outcome] | None = None,
-         guards: tuple[Guard, ...] = (), always_run: bool = False) -> Callable[[Callable[[Any], Outcome]], Step]:
-    """Decorator form: `@step("backup", "Take the backup", mutating=True, plan=...)`."""
+         guards: tuple[Guard, ...] = (), always_run: bool = False,
+         clock: Clock | None = None) -> Callable[[Callable[[Any], Outcome]], Step]:
+    """Decorator form: `@step("backup", "Take the backup", mutating=True, plan=...)`. A book whose steps all run
+    on one phase budget binds it once: `step = functools.partial(step, clock=CLOCK)`."""
 
     def wrap(fn: Callable[[Any], Outcome]) -> Step:
         return Step(name=name, title=title, run=fn, mutating=mutating, plan=plan, guards=guards,
-                    always_run=always_run, doc=inspect.cleandoc(fn.__doc__ or ""))
+                    always_run=always_run, doc=inspect.cleandoc(fn.__doc__ or ""), clock=clock)
 
     return wrap
 
@@ -170,8 +211,9 @@ def execute(session: Context, spec: Step) -> StepResult:
     started = now()
     kind: Status = "ok"
     error = None
+    guards = spec.guards + ((spec.clock.guard,) if spec.clock else ())
     try:
-        refusals = [f"{g.description}: {reason}" for g in spec.guards if (reason := g.check(session))]
+        refusals = [f"{g.description}: {reason}" for g in guards if (reason := g.check(session))]
         if refusals:
             outcome, kind = Outcome(summary="refused: " + "; ".join(refusals), failed=True), "failed"
             error = "guard refused"
@@ -183,6 +225,8 @@ def execute(session: Context, spec: Step) -> StepResult:
     except Exception as exc:  # the step's own failure becomes its result
         outcome = Outcome(summary=f"{type(exc).__name__}: {redact.text(str(exc))}")
         kind, error = "failed", redact.text("".join(traceback.format_exception_only(type(exc), exc)).strip())
+    if spec.clock and kind in ("ok", "failed") and not error:
+        outcome = spec.clock.stamp(session, outcome, spec.name, started.timestamp())
     evidence = outcome.evidence
     if evidence is not None and not isinstance(evidence, pd.DataFrame):
         evidence = pd.DataFrame(evidence)

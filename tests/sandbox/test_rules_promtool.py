@@ -88,3 +88,28 @@ def test_the_way_back_alert(sandbox, tmp_path: Path) -> None:
     ])
     result = promtool(sandbox, tmp_path, "test", "rules", "tests.yml")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_an_hour_of_errors_in_72_healthy_hours_fails_the_validation(sandbox, tmp_path: Path) -> None:
+    """The validation's error-rate criterion, evaluated by Prometheus's own engine: one hour at 10 % errors in
+    an otherwise clean 72 hours. Averaged over the window it stays under the policy's 0.5 %; held hour by hour
+    (what the validation measures) it breaches."""
+    from runbook_lib.promql.expressions import worst_error_rate
+
+    limit = default_policy().success_criteria.error_rate_max
+    minutes = 72 * 60
+    errors = timeline((0, 30 * 60)) + " " + " ".join(str(10 * i) for i in range(1, 61)) + f" 600+0x{minutes - 30 * 60 - 60}"
+    requests = f"0+100x{minutes}"
+    worst = worst_error_rate("app_errors_total", "app_requests_total", 3600, "72h")
+    average = "sum(increase(app_errors_total[72h])) / clamp_min(sum(increase(app_requests_total[72h])), 1)"
+    (tmp_path / "rules.yml").write_text("groups: []\n")
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump({"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": [
+        {"interval": "1m",
+         "input_series": [{"series": "app_errors_total", "values": errors},
+                          {"series": "app_requests_total", "values": requests}],
+         "promql_expr_test": [{"expr": f"({worst}) >= bool {limit}", "eval_time": "72h",
+                               "exp_samples": [{"labels": "{}", "value": 1}]},
+                              {"expr": f"({average}) < bool {limit}", "eval_time": "72h",
+                               "exp_samples": [{"labels": "{}", "value": 1}]}]}]}, sort_keys=False))
+    result = promtool(sandbox, tmp_path, "test", "rules", "tests.yml")
+    assert result.returncode == 0, result.stdout + result.stderr

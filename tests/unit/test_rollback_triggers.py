@@ -61,9 +61,18 @@ def test_every_measured_trigger_becomes_a_critical_rollback_alert() -> None:
     assert yaml.safe_load(rules.render(policy))["groups"][0]["rules"]  # renders as YAML Prometheus reads
 
 
+def test_the_matrix_check_interval_is_how_often_prometheus_looks_not_a_sustain_time() -> None:
+    groups = {g["name"]: g for g in rules.rule_groups(default_policy())["groups"]}
+    lag = next(g for g in groups.values() if any(r["alert"] == "ReplicationLagCritical" for r in g["rules"]))
+    wal = next(g for g in groups.values() if any(r["alert"] == "WalFlushTimeCritical" for r in g["rules"]))
+    assert lag["interval"] == "10s" and wal["interval"] == "10m"
+    matrix_alerts = [r for g in groups.values() if g["name"].startswith("rollout-watch") for r in g["rules"]]
+    assert len(matrix_alerts) == 16 and not any("for" in r for r in matrix_alerts)
+
+
 def test_alerts_carry_the_issue_response_matrix_priority_and_route_by_it() -> None:
     policy = default_policy()
-    labels = {r["alert"]: r["labels"] for r in rules.rule_groups(policy)["groups"][0]["rules"]}
+    labels = {r["alert"]: r["labels"] for g in rules.rule_groups(policy)["groups"] for r in g["rules"]}
     assert labels["ErrorRateCritical"]["priority"] == "critical" and labels["ErrorRateCritical"]["respond_within"] == "5m"
     assert labels["MemoryUsageCritical"]["priority"] == "high" and labels["MemoryUsageCritical"]["issue"] == "high_memory_usage"
     assert labels["DbConnectionsCritical"]["priority"] == "medium"

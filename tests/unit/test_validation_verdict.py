@@ -75,3 +75,23 @@ def test_the_schedule_keeps_its_slots_skips_overrun_ones_and_always_runs_the_las
     assert len(overrun) == 2 and abs(overrun[1] - 0.6) < 0.1, overrun
     last_overrun = _starts(monkeypatch, 1.0, every=0.2, until=0.65)  # every slot overrun: the last runs at once
     assert len(last_overrun) == 2 and abs(last_overrun[1] - 1.0) < 0.15, last_overrun
+
+
+def test_the_policy_limits_are_strict_the_limit_itself_fails() -> None:
+    from runbook_lib.books.validation import within
+
+    assert within(0.0049, 0.005, strict=True) and not within(0.005, 0.005, strict=True)  # "< 0.5 %"
+    assert within(0, 0) and not within(1, 0)  # "0 unplanned failovers": a count, the limit is allowed
+    assert within(0.99, 0.99, most=False) and not within(0.98, 0.99, most=False)  # ">= 99 % monitored"
+
+
+def test_the_sliding_windows_are_valid_promql_durations() -> None:
+    """PromQL takes no fractional durations: a 12-minute window's twelfth is rounded, not 60.58s."""
+    import re
+
+    from runbook_lib.promql.expressions import worst_error_rate, worst_p95
+
+    for span in (727.4, 60, 3600, 5000.7):
+        for expr in (worst_p95("b", span, "72h"), worst_error_rate("e", "r", span, "72h")):
+            durations = re.findall(r"\[([^\]]+)\]", expr)
+            assert durations and all(re.fullmatch(r"(\d+[smhd])+(:(\d+[smhd])+)?", d) for d in durations), expr
