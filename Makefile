@@ -1,16 +1,16 @@
-# Two commands matter: `make demo` (set up, start the sandbox, run the status runbook on it)
+# Two commands matter: `make demo` (set up, start the sandbox, rehearse the whole rollout on it)
 # and `make test` (set up, run the whole test suite). Both work as root on a fresh Debian machine.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PARAMS ?= parameters/sandbox.yaml
+CAMPAIGN ?= demo-$(shell date -u +%Y%m%dT%H%M%SZ)
 
 .PHONY: demo test host setup lab bench clean-outputs
 
 demo: host setup
 	$(BIN)/runbook sandbox up --params $(PARAMS)
-	$(BIN)/runbook run status --params $(PARAMS)
-	$(BIN)/runbook archive index $$($(BIN)/python -c "from runbook_lib.config.params import load_params; print(load_params('$(PARAMS)').campaign)")
+	$(BIN)/runbook rehearse --params $(PARAMS) --campaign $(CAMPAIGN) --with-rollback
 
 test: host setup
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -51,6 +51,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return reports[-1].exit_code
 
 
+def _cmd_rehearse(args: argparse.Namespace) -> int:
+    """The whole rollout in the policy's order, one archived run per leg; ends with the summary and the page."""
+    from runbook_lib import rehearse
+
+    try:
+        done = rehearse.rehearse(args.params, campaign=args.campaign, strategy=args.strategy,
+                                 with_rollback=args.with_rollback, overrides=args.p,
+                                 outputs_dir=Path(args.outputs) if args.outputs else None, console=console)
+    except ParamsError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        return runner.EXIT_BAD_INPUT
+    console.print(rehearse.summary(done), highlight=False)
+    problems = archive.verify(done.campaign_dir) if done.campaign_dir.exists() else []
+    for problem in problems:
+        console.print(f"[red]archive: {problem}[/red]", highlight=False)
+    page = done.campaign_dir / archive.INDEX
+    outcome = "[green]complete[/green]" if done.ok else "[red]stopped[/red]"
+    console.print(f"rehearsal {outcome} (exit {done.exit_code}); campaign page: {page}", highlight=False)
+    if not done.ok:
+        console.print(f"resume with: {done.resume}", highlight=False)
+    return done.exit_code or (1 if problems else 0)
+
+
 def _cmd_params_check(args: argparse.Namespace) -> int:
     try:
         params = load_params(args.file, args.p)
@@ -127,10 +150,11 @@ def _cmd_signoff(args: argparse.Namespace) -> int:
         console.print(f"[green]recorded[/green] {entry['role']}: {entry['name']} (readiness "
                       f"{entry['readiness_sha256'][:12]}, phase 1 {entry['phase1_sha256'][:12]})", highlight=False)
     table = Table("role", "approved", "by", "at", "stale approvals")
-    rows = signoffs.status(campaign_dir, params.policy)
+    rows = signoffs.status(campaign_dir, params.policy, accept_rehearsal=params.target.environment == "sandbox")
     for row in rows:
-        table.add_row(row.role, "[green]yes[/green]" if row.present else "[red]missing[/red]", row.name or "",
-                      (row.at or "")[:19], str(len(row.stale or [])))
+        approved = ("[yellow]rehearsal[/yellow]" if row.rehearsal else "[green]yes[/green]") if row.present \
+            else "[red]missing[/red]"
+        table.add_row(row.role, approved, row.name or "", (row.at or "")[:19], str(len(row.stale or [])))
     Console().print(table)
     return 0 if not args.status or all(r.present for r in rows) else 1
 
@@ -277,6 +301,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--every", metavar="DURATION", help="repeat the run on this schedule, e.g. 6h (with --until)")
     run.add_argument("--until", metavar="DURATION", help="how long the schedule lasts from the first run, e.g. 72h")
     run.set_defaults(func=_cmd_run)
+
+    rh = sub.add_parser("rehearse", help="rehearse the whole rollout in the policy's order, one archived run per "
+                        "leg; resumes a campaign where it stopped")
+    rh.add_argument("--params", required=True, help="parameters file (YAML)")
+    rh.add_argument("--campaign", help="campaign folder under outputs/ (default: the parameters' campaign)")
+    rh.add_argument("--strategy", choices=("logical", "dump-restore"), help="phase 2's migration strategy")
+    rh.add_argument("--with-rollback", action="store_true", help="end with a rollback drill")
+    rh.add_argument("-p", action="append", default=[], metavar="KEY.PATH=VALUE",
+                    help="override a parameter in every leg")
+    rh.add_argument("--outputs", help="archive root (default outputs/)")
+    rh.set_defaults(func=_cmd_rehearse)
 
     params = sub.add_parser("params", help="parameters files").add_subparsers(dest="params_cmd", required=True)
     check = params.add_parser("check", help="validate a parameters file and print it redacted")

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from runbook_lib import rehearse
 from runbook_lib.campaign import records, signoffs
 from runbook_lib.clients import prometheus
 from runbook_lib.config.params import Params, load_params
 from runbook_lib.run import runner
 
 
-def window_overrides(hours: float = 4) -> list[str]:
-    """A maintenance window opening now, as -p overrides."""
-    start = datetime.now(UTC).replace(microsecond=0)
-    return [f"window.start={start.isoformat()}", f"window.end={(start + timedelta(hours=hours)).isoformat()}"]
+def window_overrides(params_file: Path) -> list[str]:
+    """A maintenance window opening now, as long as the migration's budget, as -p overrides."""
+    return rehearse.window_now(load_params(params_file))
 
 
 def signed(params_file: Path, campaign_dir: Path) -> Path:
@@ -26,7 +25,7 @@ def signed(params_file: Path, campaign_dir: Path) -> Path:
         assert done.exit_code == 0, done.message
     if not records.latest(campaign_dir, "phase1"):
         done = runner.run("phase1_pre_migration", str(params_file), outputs_dir=outputs, echo=False, campaign=name,
-                          overrides=window_overrides())
+                          overrides=window_overrides(params_file))
         assert done.exit_code == 0, done.message
     policy = load_params(params_file).policy
     for role in signoffs.missing(campaign_dir, policy):
@@ -36,16 +35,14 @@ def signed(params_file: Path, campaign_dir: Path) -> Path:
 
 def prometheus_sees_all_up(params: Params, timeout: float = 90) -> None:
     """After a test restarted members, wait for Prometheus to scrape them again (MON-01 reads `up`)."""
-    deadline = time.monotonic() + timeout
-    while any(t["health"] != "up" for t in prometheus.targets(params.target.prometheus.url)):
-        assert time.monotonic() < deadline, "Prometheus targets still down"
-        time.sleep(1)
+    down = rehearse.monitoring_sees_all(params, timeout)
+    assert not down, f"Prometheus targets still down: {down}"
 
 
-def application_settled(params: Params, timeout: float = 120) -> None:
+def application_settled(params: Params, timeout: float = 240) -> None:
     """After a test stopped or restarted the application: wait until it runs without errors again (the
-    metrics watch of a later test judges its error rate)."""
-    expr = "sum(increase(app_errors_total[30s])) or vector(0)"
+    metrics watch of a later test judges its error rate over a 1 min rate window)."""
+    expr = "sum(increase(app_errors_total[90s])) or vector(0)"
     deadline = time.monotonic() + timeout
     while (prometheus.scalar(params.target.prometheus.url, expr) or 0) > 0:
         assert time.monotonic() < deadline, "the application still reports errors"

@@ -1,5 +1,7 @@
 """Moves production from the legacy database to the new cluster and loses nothing. Every step shows the elapsed
-and remaining time of the window budget (4 h); past it, steps refuse and point to the rollback plan.
+and remaining time of the window budget (4 h, from the sign-off gate); past it, steps refuse and point to the
+rollback plan. The steps that open the cutover also refuse outside the locked window; once writes are off,
+finishing (or going back) is safer than stopping halfway, so the later steps do not.
 
 **Strategies** (`migration.strategy`):
 - `logical` (default): the new cluster is filled by logical replication *before* the write pause; the pause is only the cutover (pause the pool, legacy read-only, wait for the last write to apply, copy sequences, validate, repoint PgBouncer, resume). Reverse replication then keeps legacy a current fallback.
@@ -28,7 +30,7 @@ from runbook_lib.config.params import Patroni
 from runbook_lib.ops import backup, migration, survey, tools, wayback, writeprobe
 from runbook_lib.run.book import Book
 from runbook_lib.run.session import Session
-from runbook_lib.run.step import Guard, Outcome, on_the_clock, requires, step, would
+from runbook_lib.run.step import Clock, Guard, Outcome, requires, step, would
 
 ROLLBACK = "stop here and run the rollback plan: PgBouncer back to legacy (`writes_on` on legacy), or the rollback runbook"
 PROBE = "write_probe"  # the session resource holding the probe's thread, from probe_start to probe_report
@@ -38,27 +40,20 @@ def _m(session: Session):  # noqa: ANN202 - the Migration settings
     return session.params.migration
 
 
-
-
-def _budget_left(session: Session) -> str | None:
-    started = session.state.get("window_started")
-    if started is None:
-        return None
-    budget = session.params.policy.phases["migration"].budget
-    elapsed = time.time() - started
-    return None if elapsed < budget else (f"{elapsed / 60:.0f} min used of the {budget / 60:.0f} min budget; "
-                                          + ROLLBACK)
-
-
 HAS_MIGRATION = requires("migration", "the migration")
-BUDGET = Guard("inside the phase 2 time budget", _budget_left)
+# the 4 h budget starts at the sign-off gate, the policy's first phase 2 step
+CLOCK = Clock("migration", "window_started", ROLLBACK, start_on="signoff_gate")
+BUDGET = CLOCK.guard
 GUARDS = (HAS_MIGRATION, BUDGET)
+# before the write pause a step that starts a change needs the window still open; once writes are off,
+# finishing the cutover (or going back) is safer than stopping halfway, so the later steps do not ask
+IN_WINDOW = Guard("inside the locked maintenance window", lambda s: window.outside(s.campaign_dir))
+OPENING = (*GUARDS, IN_WINDOW)
 
 
 def _timer(session: Session, outcome: Outcome) -> Outcome:
     """Every phase 2 step shows the elapsed and remaining time of the window budget."""
-    return on_the_clock(outcome, session.state.get("window_started", time.time()),
-                        session.params.policy.phases["migration"].budget, "window")
+    return CLOCK.stamp(session, outcome, "", time.time())
 
 
 # ---------------------------------------------------------------- gates
@@ -67,13 +62,13 @@ def _timer(session: Session, outcome: Outcome) -> Outcome:
 @step("signoff_gate", "Sign-off gate", always_run=True)
 def signoff_gate(session: Session) -> Outcome:
     """All five sign-offs, bound to the current readiness and phase 1 records. Refused otherwise, before any
-    change.
+    change. A sandbox rehearsal's own approvals count on the sandbox only.
     """
     campaign = session.run_dir.parent
-    rows = signoffs.status(campaign, session.params.policy)
+    rows = signoffs.status(campaign, session.params.policy, accept_rehearsal=session.target.environment == "sandbox")
     missing = [r.role for r in rows if not r.present]
     stale = [r.role for r in rows if r.stale and not r.present]
-    evidence = [{"role": r.role, "approved": r.present, "by": r.name, "at": r.at,
+    evidence = [{"role": r.role, "approved": r.present, "by": r.name, "at": r.at, "rehearsal": r.rehearsal,
                  "stale_approvals": len(r.stale or [])} for r in rows]
     if missing:
         detail = f"missing sign-offs: {', '.join(missing)}"
@@ -81,7 +76,9 @@ def signoff_gate(session: Session) -> Outcome:
             detail += f" (approvals of an older readiness or phase 1 record do not count: {', '.join(stale)})"
         return Outcome(summary=f"refused: {detail}", evidence=evidence, failed=True)
     started = session.state.get("window_started") or time.time()
-    return Outcome(summary=f"all {len(rows)} sign-offs present and bound to the current records", evidence=evidence,
+    rehearsed = sum(r.rehearsal for r in rows)
+    return Outcome(summary=f"all {len(rows)} sign-offs present and bound to the current records"
+                           + (f" ({rehearsed} are sandbox rehearsal approvals)" if rehearsed else ""), evidence=evidence,
                    state={"window_started": started})
 
 
@@ -139,7 +136,7 @@ def _plan_probe(session: Session) -> Outcome:
                            f"{_probe_endpoint(session).name} every {_m(session).probe_interval * 1000:.0f} ms")
 
 
-@step("probe_start", "Start the write probe", mutating=True, plan=_plan_probe, guards=(HAS_MIGRATION,),
+@step("probe_start", "Start the write probe", mutating=True, plan=_plan_probe, guards=(HAS_MIGRATION, IN_WINDOW),
       always_run=True)
 def probe_start(session: Session) -> Outcome:
     """Starts writing through PgBouncer every 50 ms."""
@@ -179,7 +176,7 @@ def deploy_new_stack(session: Session) -> Outcome:
 
 @step("prepare_replication", "Fill the new cluster by logical replication (before the write pause)",
       mutating=True, plan=would("copy the schema, create the publication and subscription, wait for the copy"),
-      guards=GUARDS)
+      guards=OPENING)
 def prepare_replication(session: Session) -> Outcome:
     """Logical strategy: schema first (HNSW indexes are built on the new side), then the initial copy and
     streaming. Writes continue on legacy meanwhile.
@@ -216,9 +213,12 @@ def prepare_replication(session: Session) -> Outcome:
 
 
 @step("final_backup", "Final online backup of legacy (before the pause)", mutating=True,
-      plan=would("take an online pg_basebackup of legacy and verify it"), guards=GUARDS)
+      plan=would("take an online pg_basebackup of legacy and verify it"), guards=OPENING)
 def final_backup(session: Session) -> Outcome:
-    """An online backup of legacy just before the pause; its end LSN is recorded."""
+    """An online backup of legacy just before the pause; its end LSN is recorded. The policy takes it after writes
+    stop; here it comes just before, so the pause stays seconds long. Legacy itself, read-only for the
+    application from the pause on and kept current by reverse replication, is the copy that follows it.
+    """
     if session.params.backup is None:
         return _timer(session, Outcome(summary="backup is not set in the parameters", failed=True))
     result = backup.take(tools.of_run(session), backup.plan(session.params))
@@ -272,7 +272,7 @@ def _compare_at_cut(session: Session) -> tuple[str, list[migration.TableCheck]]:
 
 @step("validate_cut", "Validate at a consistent cut (before the pause): checksums of every table", mutating=True,
       plan=would("pause the pool for a moment, snapshot both sides at the same LSN, resume, compare checksums"),
-      guards=GUARDS)
+      guards=OPENING)
 def validate_cut(session: Session) -> Outcome:
     """Logical strategy: the pool pauses for a moment while legacy and the new cluster are caught up, each
     side takes a snapshot at that same LSN, and the pool resumes. Row counts and a checksum of every row
@@ -301,7 +301,7 @@ def validate_cut(session: Session) -> Outcome:
 
 @step("writes_off", "Writes off: pause the pool, legacy read-only for the application", mutating=True,
       plan=would("PAUSE the application's pool in PgBouncer and make legacy read-only for the application role"),
-      guards=GUARDS)
+      guards=OPENING)
 def writes_off(session: Session) -> Outcome:
     """The write pause starts here: PgBouncer pauses the application's pool; legacy becomes read-only for the
     application role.
@@ -318,19 +318,21 @@ def writes_off(session: Session) -> Outcome:
 @step("drain_connections", "Drain the application's connections to legacy", mutating=True,
       plan=would("end every remaining session of the application role on legacy"), guards=GUARDS)
 def drain_connections(session: Session) -> Outcome:
-    """Every remaining session of the application role on legacy is ended, so no write can land there
-    after the pause.
+    """As the policy says, every non-admin session on legacy's database is ended (the application role's and
+    every other one), so no write can land there after the pause; superusers and replication stay.
     """
     r = migration.route_of(session)
-    ended = migration.set_read_only(r.source, r.app_role, True)
-    return _timer(session, Outcome(summary=f"{ended} remaining application sessions ended on legacy"))
+    ended = migration.set_read_only(r.source, r.app_role, True) + migration.drain(r.source)
+    return _timer(session, Outcome(summary=f"{ended} remaining non-admin sessions ended on legacy",
+                                   metrics={"sessions_ended": ended}))
 
 
 @step("app_down", "Applications down (or kept behind the paused pool)", mutating=True,
       plan=would("scale the application service to 0 (dump-restore), or keep it behind the paused pool (logical)"),
       guards=GUARDS)
 def app_down(session: Session) -> Outcome:
-    """Logical: they stay up behind the paused pool. Dump-restore: scaled to 0 through Swarm."""
+    """Logical: they stay up behind the paused pool (clients wait seconds instead of failing, where the policy
+    stops them). Dump-restore: scaled to 0 through Swarm, as the policy says."""
     m = _m(session)
     if m.strategy == "logical" or not m.app_service:
         return _timer(session, Outcome(summary="applications kept running behind the paused pool"))

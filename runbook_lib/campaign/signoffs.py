@@ -3,6 +3,9 @@
 An approval names a role from the policy, a person and optional note, and carries the
 sha256 of the campaign's current readiness record and phase 1 record. When either
 record changes, earlier approvals no longer count: the migration's gate asks again.
+
+A rehearsal on the sandbox records its own approvals, marked `rehearsal`; they count only where the
+caller accepts them (the sandbox), never on a staging or production target.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class SignoffStatus:
     name: str | None = None
     at: str | None = None
     stale: list[dict[str, Any]] | None = None  # approvals of an older readiness or phase 1 record
+    rehearsal: bool = False  # approved by a sandbox rehearsal, not a person
 
 
 def binding(campaign_dir: Path) -> dict[str, str | None]:
@@ -42,7 +46,8 @@ def binding(campaign_dir: Path) -> dict[str, str | None]:
             "phase1_sha256": phase1["sha256"] if phase1 else None}
 
 
-def record(campaign_dir: Path, policy: Policy, role: str, name: str, note: str = "") -> dict[str, Any]:
+def record(campaign_dir: Path, policy: Policy, role: str, name: str, note: str = "",
+           rehearsal: bool = False) -> dict[str, Any]:
     roles = policy.signoffs_required_before_migration
     if role not in roles:
         raise SignoffError(f"unknown role {role!r}; the valid roles are: {', '.join(roles)}")
@@ -53,7 +58,9 @@ def record(campaign_dir: Path, policy: Policy, role: str, name: str, note: str =
         raise SignoffError(f"no readiness record in {campaign_dir}: run the readiness runbook first")
     if bound["phase1_sha256"] is None:
         raise SignoffError(f"no phase 1 record in {campaign_dir}: run phase 1 (pre-migration) first")
-    entry = {"role": role, "name": name.strip(), "note": note, "at": now().isoformat(), **bound}
+    entry: dict[str, Any] = {"role": role, "name": name.strip(), "note": note, "at": now().isoformat(), **bound}
+    if rehearsal:
+        entry["rehearsal"] = True
     campaign_dir.mkdir(parents=True, exist_ok=True)
     with (campaign_dir / FILE).open("a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -66,20 +73,21 @@ def entries(campaign_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def status(campaign_dir: Path, policy: Policy) -> list[SignoffStatus]:
+def status(campaign_dir: Path, policy: Policy, accept_rehearsal: bool = False) -> list[SignoffStatus]:
+    """Each required role's approval; rehearsal approvals count only when accepted (the sandbox)."""
     bound = binding(campaign_dir)
     out = []
     for role in policy.signoffs_required_before_migration:
-        mine = [e for e in entries(campaign_dir) if e["role"] == role]
+        mine = [e for e in entries(campaign_dir) if e["role"] == role and (accept_rehearsal or not e.get("rehearsal"))]
         current = [e for e in mine if bound["readiness_sha256"] and e["readiness_sha256"] == bound["readiness_sha256"]
                    and e["phase1_sha256"] == bound["phase1_sha256"]]
         stale = [e for e in mine if e not in current]
         last = current[-1] if current else None
         out.append(SignoffStatus(role, bool(current), last["name"] if last else None, last["at"] if last else None,
-                                 stale or None))
+                                 stale or None, bool(last and last.get("rehearsal"))))
     return out
 
 
-def missing(campaign_dir: Path, policy: Policy) -> list[str]:
+def missing(campaign_dir: Path, policy: Policy, accept_rehearsal: bool = False) -> list[str]:
     """Roles without a current approval: what the migration's first step refuses on."""
-    return [s.role for s in status(campaign_dir, policy) if not s.present]
+    return [s.role for s in status(campaign_dir, policy, accept_rehearsal) if not s.present]

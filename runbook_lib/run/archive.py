@@ -32,6 +32,7 @@ from runbook_lib.values import now
 
 CHAIN = "chain.jsonl"
 INDEX = "index.html"
+SIGNOFFS = "signoffs.jsonl"  # written by campaign.signoffs; the index lists it
 
 
 class ArchiveError(RunbookError):
@@ -249,19 +250,93 @@ def chain_head(campaign_dir: Path) -> str | None:
 # ---------------------------------------------------------------- index
 
 
+# the figures each runbook is judged by in a campaign: (step, metric, label)
+HEADLINES: dict[str, list[tuple[str, str, str]]] = {
+    "load_test": [("load_test", "tps", "TPS"), ("load_test", "peak_clients", "clients"), ("load_test", "p95_ms", "p95 ms")],
+    "failover_drill": [("automatic_failover", "seconds_to_new_leader", "failover s"),
+                       ("automatic_failover", "seconds_write_endpoint_back", "writes back s")],
+    "readiness": [("check_items", "score", "readiness score"), ("check_items", "fail", "failing items")],
+    "phase1_pre_migration": [("verify_backup", "verified", "backup verified"),
+                             ("restore_test", "passed", "restore test passed")],
+    "phase2_migration": [("preflight", "strategy", "strategy"),
+                         ("probe_report", "write_unavailable_s", "write-unavailable s"),
+                         ("validate_new", "tables_validated", "tables compared"),
+                         ("probe_report", "failed_writes", "failed writes")],
+    "phase3_verification": [("watch_metrics", "error_rate", "error rate"),
+                            ("watch_metrics", "latency_p95", "p95 s")],
+    "validation": [("checkpoint", "verdict", "verdict")],
+    "rollback": [("completion", "rollback_min", "rollback min"),
+                 ("consistency_check", "tables_differing", "tables differing")],
+}
+
+
+def headline(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The run's headline figures (label -> value), as far as its steps recorded them."""
+    metrics = {s["name"]: s.get("metrics") or {} for s in manifest.get("steps", [])}
+    return {label: metrics[step][key] for step, key, label in HEADLINES.get(manifest.get("runbook", ""), [])
+            if key in metrics.get(step, {})}
+
+
 def _key_figures(manifest: dict[str, Any], limit: int = 6) -> str:
-    figures = []
-    for step_record in manifest.get("steps", []):
+    figures = [f"{label}: {value:g}" if isinstance(value, float) else f"{label}: {value}"
+               for label, value in headline(manifest).items()]
+    for step_record in manifest.get("steps", []) if not figures else []:
         for key, value in (step_record.get("metrics") or {}).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 figures.append(f"{key}={value:g}")
     return ", ".join(figures[:limit])
 
 
-def write_index(campaign_dir: Path) -> Path:
-    """index.html: the campaign's runs in order, with status, duration, key figures and links."""
-    import html
+def manifests(campaign_dir: Path) -> list[dict[str, Any]]:
+    """The campaign's sealed manifests in chain order (unreadable ones left out)."""
+    found = []
+    for entry in chain_entries(campaign_dir):
+        try:
+            found.append(json.loads((campaign_dir / entry["run_id"] / runinfo.MANIFEST).read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return found
 
+
+def _reason(manifest: dict[str, Any]) -> str:
+    """Why a run did not succeed, first in its row: a failed run's figures alone would look healthy."""
+    if manifest.get("status") in ("succeeded", "planned") or not manifest.get("message"):
+        return ""
+    return f"<span style='color:#cf222e'>{html.escape(str(manifest['message'])[:400])}</span><br>"
+
+
+def _glance(campaign_dir: Path) -> str:
+    """The latest run of each runbook with its headline figures, in the rollout's order."""
+    latest = {m["runbook"]: m for m in manifests(campaign_dir)}
+    items = []
+    for book in [b for b in HEADLINES if b in latest] + [b for b in latest if b not in HEADLINES]:
+        m = latest[book]
+        figures = ", ".join(f"{k}: {v}" for k, v in headline(m).items())
+        items.append(f"<li><b>{html.escape(book)}</b> {html.escape(m.get('status', ''))} "
+                     f"({m.get('wall_seconds') or 0:.0f} s){': ' + html.escape(figures) if figures else ''}</li>")
+    return f"<h2>At a glance (latest run of each)</h2><ul>{''.join(items)}</ul>" if items else ""
+
+
+def _signoff_rows(campaign_dir: Path) -> str:
+    path = campaign_dir / SIGNOFFS
+    if not path.exists():
+        return ""
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            e = json.loads(line)
+            kind = "<b style='color:#9a6700'>rehearsal approval (sandbox)</b>" if e.get("rehearsal") else "person"
+            rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in (
+                html.escape(e.get("at", "")[:19].replace("T", " ")), html.escape(e.get("role", "")),
+                html.escape(e.get("name", "")), kind, html.escape(str(e.get("readiness_sha256", ""))[:12]),
+                html.escape(str(e.get("phase1_sha256", ""))[:12]))) + "</tr>")
+    return ("<h2>Sign-offs</h2><table><tr><th>at (UTC)</th><th>role</th><th>by</th><th>kind</th>"
+            f"<th>readiness record</th><th>phase 1 record</th></tr>{''.join(rows)}</table>")
+
+
+def write_index(campaign_dir: Path) -> Path:
+    """index.html: the campaign at a glance, its runs in order (status, duration, key figures, links) and
+    its sign-offs."""
     rows = []
     for entry in chain_entries(campaign_dir):
         run_dir = campaign_dir / entry["run_id"]
@@ -279,14 +354,15 @@ def write_index(campaign_dir: Path) -> Path:
                 html.escape(m.get("started", "")[:19].replace("T", " ")), html.escape(m["run_id"]),
                 html.escape(m["runbook"]), html.escape(m.get("operator", "")),
                 f"<b style='color:{colour}'>{html.escape(m.get('status', ''))}</b>",
-                f"{m.get('wall_seconds') or 0:.1f} s", html.escape(_key_figures(m)), links)) + "</tr>")
+                f"{m.get('wall_seconds') or 0:.1f} s", _reason(m) + html.escape(_key_figures(m)), links)) + "</tr>")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Campaign {html.escape(campaign_dir.name)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border-bottom:1px solid #ddd;
 padding:4px 10px;text-align:left;vertical-align:top}}</style></head><body>
 <h1>Campaign {html.escape(campaign_dir.name)}</h1><p>{len(rows)} sealed runs, oldest first. Generated {now().isoformat()[:19]}Z.
 Check integrity with <code>runbook archive verify {html.escape(campaign_dir.name)}</code>.</p>
+{_glance(campaign_dir)}<h2>Runs</h2>
 <table><tr><th>started (UTC)</th><th>run</th><th>runbook</th><th>operator</th><th>status</th><th>duration</th>
-<th>key figures</th><th>files</th></tr>{''.join(rows)}</table></body></html>"""
+<th>key figures</th><th>files</th></tr>{''.join(rows)}</table>{_signoff_rows(campaign_dir)}</body></html>"""
     path = campaign_dir / INDEX
     path.write_text(page)
     return path

@@ -28,7 +28,7 @@ def test_phase1_end_to_end(sandbox_params_file: Path, ready_campaign: Path,
     with receivers.webhook() as (url, posted), receivers.mailbox() as (smtp_port, mails):
         monkeypatch.setenv("RB_PHASE1_WEBHOOK", url)
         report = runner.run("phase1_pre_migration", str(sandbox_params_file), outputs_dir=outputs, echo=False,
-                            campaign="ready", overrides=window_overrides() + [
+                            campaign="ready", overrides=window_overrides(sandbox_params_file) + [
                                 "notifications.webhook_url=env:RB_PHASE1_WEBHOOK",
                                 f"notifications.smtp={{host: 127.0.0.1, port: {smtp_port}, "
                                 "sender: rollout@example.test, recipients: [owners@example.test]}"])
@@ -98,3 +98,15 @@ def test_readiness_blocker_stops_the_gate(open_phase1, tmp_path: Path) -> None: 
         "score": 0.97, "failing_blockers": ["HA-01"], "ready": False}})
     with pytest.raises(StepFailed, match="STOPPED.*HA-01"):
         rb.run(phase1.readiness_gate)
+
+
+def test_a_warning_not_waived_stops_the_gate_too(open_phase1, tmp_path: Path) -> None:  # noqa: ANN001
+    """The policy goes on only on "ready": a verdict with warnings (exit 2) stops phase 1, unless waived."""
+    rb = open_phase1(campaign="warned")
+    records.save(tmp_path / "warned", "readiness", {"target": "sandbox", "items": [], "verdict": {
+        "score": 0.97, "failing_blockers": [], "warnings": ["DB-11"], "ready": False, "exit_code": 2}})
+    with pytest.raises(StepFailed, match="STOPPED.*warnings not waived: DB-11"):
+        rb.run(phase1.readiness_gate)
+    records.save(tmp_path / "warned", "readiness", {"target": "sandbox", "items": [], "verdict": {
+        "score": 0.97, "failing_blockers": [], "warnings": [], "ready": True, "exit_code": 0}})
+    assert rb.run(phase1.readiness_gate).status == "ok"
