@@ -16,6 +16,7 @@ sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from runbook_lib import __version__  # noqa: E402
 from runbook_lib.config.params import ParamsError, load_params  # noqa: E402
 from runbook_lib.config.policy import format_duration, parse_duration  # noqa: E402
 from runbook_lib.run import archive, runinfo, runner, schedule  # noqa: E402
@@ -96,6 +97,9 @@ def _campaign_dir(args: argparse.Namespace) -> Path:
 
 def _cmd_archive_verify(args: argparse.Namespace) -> int:
     campaign_dir = _campaign_dir(args)
+    if not campaign_dir.exists():
+        console.print(f"[red]no campaign at {campaign_dir}[/red]")
+        return runner.EXIT_BAD_INPUT
     problems = archive.verify(campaign_dir)
     for problem in problems:
         console.print(f"[red]FAIL[/red] {problem}", highlight=False)
@@ -286,14 +290,15 @@ def _cmd_localpg(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runbook", description="Runbooks for rolling out a distributed "
-                                     "PostgreSQL cluster: run, archive, verify.")
+                                     "PostgreSQL cluster: run, archive, verify.", allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"runbook {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="execute a runbook with papermill and archive it")
     run.add_argument("name", help="runbook name (runbooks/NAME.ipynb) or a notebook path")
-    run.add_argument("--params", required=True, help="parameters file (YAML)")
+    run.add_argument("-f", "--params", required=True, help="parameters file (YAML)")
     run.add_argument("--campaign", help="campaign folder under outputs/ (default: the parameters' campaign)")
-    run.add_argument("-p", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a parameter")
+    run.add_argument("-p", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a parameter (also -p KEY.PATH VALUE)")
     run.add_argument("--plan", action="store_true", help="mutating steps report what they would change, and stop")
     run.add_argument("--resume", metavar="RUN_ID", help="re-execute, skipping steps that run completed")
     run.add_argument("--outputs", help="archive root (default outputs/)")
@@ -304,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rh = sub.add_parser("rehearse", help="rehearse the whole rollout in the policy's order, one archived run per "
                         "leg; resumes a campaign where it stopped")
-    rh.add_argument("--params", required=True, help="parameters file (YAML)")
+    rh.add_argument("-f", "--params", required=True, help="parameters file (YAML)")
     rh.add_argument("--campaign", help="campaign folder under outputs/ (default: the parameters' campaign)")
     rh.add_argument("--strategy", choices=("logical", "dump-restore"), help="phase 2's migration strategy")
     rh.add_argument("--with-rollback", action="store_true", help="end with a rollback drill")
@@ -349,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     signoff.add_argument("--note")
     signoff.add_argument("--status", action="store_true", help="list present and missing sign-offs (exit 1 if any "
                                                                "is missing)")
-    signoff.add_argument("--params", default="parameters/sandbox.yaml", help="for the policy's roles")
+    signoff.add_argument("-f", "--params", default="parameters/sandbox.yaml", help="for the policy's roles")
     signoff.add_argument("--outputs", help="archive root (default outputs/)")
     signoff.set_defaults(func=_cmd_signoff)
 
@@ -358,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     sched.add_argument("kind", choices=["week-one", "every"], help="week-one: the policy's calendar; every: one "
                                                                     "runbook repeated")
     sched.add_argument("name", nargs="?", help="with every: the runbook to repeat (e.g. validation)")
-    sched.add_argument("--params", required=True, help="parameters file (YAML)")
+    sched.add_argument("-f", "--params", required=True, help="parameters file (YAML)")
     sched.add_argument("--campaign", help="campaign the runs land in (default: the parameters' campaign)")
     sched.add_argument("--start", help="first run, ISO time with a zone (default: now)")
     sched.add_argument("--every", metavar="DURATION", help="with every: e.g. 6h")
@@ -370,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     auto = sub.add_parser("autorollback", help="receive action=rollback alerts from Alertmanager and start the "
                                                "rollback when rollback.automatic is set, inside the campaign's window")
-    auto.add_argument("--params", required=True, help="parameters file (YAML)")
+    auto.add_argument("-f", "--params", required=True, help="parameters file (YAML)")
     auto.add_argument("--campaign", help="campaign (default: the parameters' campaign)")
     auto.add_argument("--outputs", help="archive root (default outputs/)")
     auto.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -391,9 +396,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """`--param` must not silently mean `--params` (or anything else) on any command."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _no_abbreviations(child)
+
+
+def papermill_habits(argv: list[str]) -> list[str]:
+    """papermill's `-p KEY VALUE` accepted beside `-p KEY=VALUE` (and `-f FILE` is `--params FILE` on every
+    command). Everything after `--` is passed on untouched."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return out + argv[i:]
+        if arg == "-p" and i + 2 < len(argv) and "=" not in argv[i + 1] and not argv[i + 2].startswith("--"):
+            out += ["-p", f"{argv[i + 1]}={argv[i + 2]}"]
+            i += 3
+            continue
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    _no_abbreviations(parser)
+    args = parser.parse_args(papermill_habits(list(sys.argv[1:] if argv is None else argv)))
     return int(args.func(args) or 0)
 
 

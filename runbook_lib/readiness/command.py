@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     readiness = check.add_parser("readiness", help="the 77-item production readiness checklist",
                                  description="Exit 0 ready, 1 a blocker fails, 2 warnings remain or the score is "
                                              "below the gate, 3 the check could not run (bad parameters).")
-    readiness.add_argument("--params", required=True)
+    readiness.add_argument("-f", "--params", required=True)
     readiness.add_argument("-p", action="append", default=[], metavar="KEY.PATH=VALUE")
     readiness.add_argument("--only", help="comma-separated item ids")
     readiness.add_argument("--campaign", help="campaign that keeps the readiness record")

@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.required = True
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--params", default=None, help="parameters file (default parameters/sandbox.yaml)")
+        sp.add_argument("-f", "--params", default=None, help="parameters file (default parameters/sandbox.yaml)")
 
     e = sub.add_parser("engine", help="make sure a Docker engine answers (start dockerd as root) and a Swarm exists")
     common(e)

@@ -1,0 +1,53 @@
+"""The CLI's bad invocations and their exit codes, one table: 0 ok, 1 failed, 2 refused before any change.
+None of these reaches a server: each is refused while reading its arguments or parameters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runbook_lib import cli
+
+SANDBOX = str(Path(__file__).resolve().parents[2] / "parameters" / "sandbox.yaml")
+
+
+def exit_code(argv: list[str]) -> int:
+    try:
+        return cli.main(argv)
+    except SystemExit as exc:  # argparse: --version, --help, usage errors
+        return int(exc.code or 0)
+
+
+@pytest.mark.parametrize(("argv", "code"), [
+    (["--version"], 0),
+    (["run", "status", "--param", SANDBOX], 2),  # an abbreviation is not taken for --params
+    (["run", "status"], 2),  # no parameters file
+    (["run", "no_such_runbook", "-f", SANDBOX], 2),
+    (["run", "status", "-f", SANDBOX, "-p", "target.no_such_key", "1"], 2),  # papermill's -p KEY VALUE, bad key
+    (["run", "status", "-f", "/nonexistent/params.yaml"], 2),
+    (["run", "status", "-f", SANDBOX, "--every", "0s", "--until", "1h"], 2),
+    (["params", "check", "/nonexistent/params.yaml"], 2),
+    (["params", "check", SANDBOX, "-p", "policy.verification_watch.duration", "1s"], 2),  # loosened, unrecorded
+    (["rehearse", "-f", SANDBOX, "-p", "target.no_such_key=1"], 2),
+    (["rehearse", "-f", SANDBOX, "--strategy", "copy"], 2),
+    (["signoff", "-f", SANDBOX, "--campaign", "c", "--role", "Nobody", "--name", "x"], 2),
+    (["signoff", "-f", SANDBOX, "--campaign", "c"], 2),  # neither a sign-off nor --status
+    (["no-such-command"], 2),
+])
+def test_bad_invocations_exit_with_the_tables_code(argv: list[str], code: int, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNBOOK_OUTPUTS", str(tmp_path))
+    assert exit_code(argv) == code
+
+
+@pytest.mark.parametrize("command", ["verify", "index"])
+def test_a_missing_campaign_is_refused_alike_by_every_archive_command(command: str, tmp_path: Path) -> None:
+    assert exit_code(["archive", command, "nothing-here", "--outputs", str(tmp_path)]) == 2
+
+
+def test_papermill_spellings() -> None:
+    assert cli.papermill_habits(["run", "x", "-p", "a.b", "1 2", "-p", "c=3"]) == ["run", "x", "-p", "a.b=1 2",
+                                                                                   "-p", "c=3"]
+    assert cli.papermill_habits(["lab", "--", "-p", "a", "b"]) == ["lab", "--", "-p", "a", "b"]
+    assert cli.papermill_habits(["run", "x", "-p", "a", "--plan"]) == ["run", "x", "-p", "a", "--plan"]
