@@ -24,6 +24,7 @@ from runbook_lib.config import redact
 from runbook_lib.config.params import ParamsError, load_params
 from runbook_lib.errors import RunbookError
 from runbook_lib.run import archive, runinfo
+from runbook_lib.run import outcome as outcome_panel
 from runbook_lib.run.journal import read_events
 from runbook_lib.run.lock import TargetLock, TargetLocked
 
@@ -104,6 +105,12 @@ def run(name: str, params_path: str, *, campaign: str | None = None, overrides: 
         os.environ.pop("RUNBOOK_LOCK_HELD", None)
         lock.release()
     message = redact.text(message)
+    try:
+        outcome_panel.insert(output, outcome_panel.text(
+            runbook=info.runbook, run_id=info.run_id, campaign=info.campaign, outcome=outcome, message=message,
+            seconds=time.monotonic() - started, params_path=params_path, run_dir=run_dir))
+    except Exception as exc:  # noqa: BLE001 - a broken notebook file must not keep the run from being sealed
+        message += f" (outcome panel not written: {type(exc).__name__})"
     sealed = archive.seal(run_dir, params=params, info=info, outcome=outcome, message=message,
                           wall_seconds=time.monotonic() - started)
     if sealed.secret_hits:

@@ -40,6 +40,9 @@ def test_status_run_archives_and_verifies(params_file: Path, outputs: Path) -> N
     assert set(manifest["files"]) >= {"status.ipynb", "status.html", "journal.jsonl", "params.json"}
     assert manifest["secret_scan"]["values_checked"] >= 1 and manifest["secret_scan"]["hits"] == []
     nb = json.loads((run_dir / "status.ipynb").read_text())
+    panel = nb["cells"][0]  # the executed notebook (and its HTML) opens with how the run ended
+    assert panel["metadata"]["tags"] == ["outcome-panel"] and "SUCCEEDED" in panel["source"]
+    assert report["run_id"] in panel["source"] and "resume" not in panel["source"]
     text = json.dumps(nb)
     assert "server_version" not in text or "15" in text
     assert "application/vnd.plotly.v1+json" in text
@@ -88,6 +91,10 @@ def test_failed_step_exit_1_then_resume_skips_completed(params_file: Path, outpu
     failed = runner.run(str(DRILL), str(params_file), outputs_dir=outputs, echo=False)
     assert failed.exit_code == 1 and "told to fail" in failed.message
     assert (drill / "one.count").read_text() == "1" and (drill / "mutate.count").read_text() == "1"
+    panel = json.loads((failed.run_dir / f"{DRILL.stem}.ipynb").read_text())["cells"][0]["source"]
+    assert "FAILED" in panel and "failed step: <b>maybe_fail</b>" in panel, panel
+    assert f"--resume {failed.run_id}" in panel and "told to fail" in panel
+    assert "FAILED" in (failed.run_dir / f"{DRILL.stem}.html").read_text()
     (drill / "fail").unlink()
     resumed = runner.run(str(DRILL), str(params_file), outputs_dir=outputs, resume=failed.run_id, echo=False)
     assert resumed.exit_code == 0, resumed.message
