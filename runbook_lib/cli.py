@@ -81,7 +81,18 @@ def _cmd_params_check(args: argparse.Namespace) -> int:
     except ParamsError as exc:
         console.print(f"[red]{exc}[/red]", highlight=False)
         return runner.EXIT_BAD_INPUT
-    print(json.dumps(params.redacted(), indent=2, sort_keys=True))
+    if args.full:
+        print(json.dumps(params.redacted(), indent=2, sort_keys=True))
+    else:
+        t = params.target
+        services = [name for name in ("patroni", "etcd", "haproxy", "pgbouncer", "prometheus", "alertmanager",
+                                      "pushgateway", "swarm", "app", "workload") if getattr(t, name) is not None]
+        print(f"target      {t.name} ({t.environment})\ncampaign    {params.campaign}\n"
+              f"databases   {', '.join(t.databases)}\nservices    {', '.join(services) or 'none'}\n"
+              f"migration   {params.migration.strategy if params.migration else 'not set'}\n"
+              f"window      {f'{params.window.start} .. {params.window.end}' if params.window else 'not set'}\n"
+              f"waivers     {', '.join(w.item for w in params.waivers) or 'none'}\n"
+              f"(--full prints every value, redacted)")
     for change in params.policy_changes:
         kind = "LOOSENED (recorded)" if change.looser else "tightened"
         console.print(f"policy.{change.key}: {change.default} -> {change.value} {kind}", highlight=False)
@@ -319,9 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     rh.set_defaults(func=_cmd_rehearse)
 
     params = sub.add_parser("params", help="parameters files").add_subparsers(dest="params_cmd", required=True)
-    check = params.add_parser("check", help="validate a parameters file and print it redacted")
-    check.add_argument("file")
-    check.add_argument("-p", action="append", default=[], metavar="KEY.PATH=VALUE")
+    check = params.add_parser("check", help="validate a parameters file and summarise it (--full: print it redacted)")
+    check.add_argument("file", help="parameters file (YAML)")
+    check.add_argument("-p", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a parameter")
+    check.add_argument("--full", action="store_true", help="print every value (secrets as references, redacted)")
     check.set_defaults(func=_cmd_params_check)
 
     arch = sub.add_parser("archive", help="the audit archive").add_subparsers(dest="archive_cmd", required=True)

@@ -3,6 +3,7 @@ None of these reaches a server: each is refused while reading its arguments or p
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,12 @@ def test_papermill_spellings() -> None:
                                                                                    "-p", "c=3"]
     assert cli.papermill_habits(["lab", "--", "-p", "a", "b"]) == ["lab", "--", "-p", "a", "b"]
     assert cli.papermill_habits(["run", "x", "-p", "a", "--plan"]) == ["run", "x", "-p", "a", "--plan"]
+
+
+def test_params_check_summarises_and_full_prints_everything_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    assert exit_code(["params", "check", SANDBOX]) == 0
+    short = capsys.readouterr().out
+    assert len(short.splitlines()) < 15 and "target      sandbox (sandbox)" in short
+    assert exit_code(["params", "check", SANDBOX, "--full"]) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert full["target"]["name"] == "sandbox" and "policy" in full
