@@ -115,8 +115,11 @@ def test_the_way_back_outlives_failovers_of_the_new_cluster(moves: tuple[str, ..
             wait_cluster_healthy(sandbox, 180)
             way, _ = wayback.settle(migration.route(p), members, timeout=90)
             assert way.ok, (move, way.problems, way.rows())
-        time.sleep(3)  # more writes after the last move
-    assert len(writer.acknowledged) > 50, writer.failed
+        after_moves = len(writer.acknowledged)
+        deadline = time.monotonic() + 60  # more writes after the last move, however fast the moves went
+        while len(writer.acknowledged) < after_moves + 20 and time.monotonic() < deadline:
+            time.sleep(0.5)
+    assert len(writer.acknowledged) >= after_moves + 20 and after_moves > 0, writer.failed
     replicas = _replicas(p)
     _app_stopped(p)  # the application stops, so both sides can be compared exactly
     try:
