@@ -75,6 +75,63 @@ def _cmd_rehearse(args: argparse.Namespace) -> int:
     return done.exit_code or (1 if problems else 0)
 
 
+def _cluster_table(view: dict) -> Table:
+    table = Table("member", "role", "state", "TL", "lag", "pending restart", "address",
+                  title=f"{view['target']} at {view['at'][:19]}Z")
+    for m in view["members"]:
+        ok = m["state"] in ("running", "streaming") and not m["pending_restart"]
+        table.add_row(m["name"], m["role"], f"[{'green' if ok else 'red'}]{m['state']}[/]", str(m["timeline"] or ""),
+                      "" if m["lag"] in (None, "") else str(m["lag"]), "yes" if m["pending_restart"] else "",
+                      f"{m['host']}:{m['port']}")
+    w, b = view["write_endpoint"], view["pgbouncer"]
+    if w:
+        table.caption = f"write endpoint {w['endpoint']} -> {w['member'] or w['lands_on_port']}"
+    if b:
+        table.caption = (table.caption or "") + f"; PgBouncer {b['database']} -> {b['points_at']} ({b['host']}:{b['port']})"
+    return table
+
+
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    """Members, roles, timeline, lag, pending restarts, the write endpoint and PgBouncer's backend; --watch
+    refreshes it during the window. Exit 0 when nothing is wrong, 1 otherwise."""
+    import time
+
+    from rich.console import Group
+    from rich.live import Live
+
+    from runbook_lib.ops import cluster_view
+
+    try:
+        params = load_params(args.params)
+    except ParamsError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        return runner.EXIT_BAD_INPUT
+
+    def render(view: dict) -> Group:
+        problems = [f"[red]problem: {p}[/red]" for p in view["problems"]] or ["[green]no problem found[/green]"]
+        return Group(_cluster_table(view), *problems)
+
+    if args.watch is None:
+        view = cluster_view.snapshot(params)
+        if args.o == "json":
+            print(json.dumps(view, default=str))
+        else:
+            Console().print(render(view))
+        return 1 if view["problems"] else 0
+    if args.watch <= 0:
+        console.print("[red]--watch takes a positive number of seconds[/red]")
+        return runner.EXIT_BAD_INPUT
+    view = cluster_view.snapshot(params)
+    try:
+        with Live(render(view), console=Console(), refresh_per_second=1) as live:
+            while True:
+                time.sleep(args.watch)
+                view = cluster_view.snapshot(params)
+                live.update(render(view))
+    except KeyboardInterrupt:
+        return 1 if view["problems"] else 0
+
+
 def _cmd_params_check(args: argparse.Namespace) -> int:
     try:
         params = load_params(args.file, args.p)
@@ -93,11 +150,19 @@ def _cmd_params_check(args: argparse.Namespace) -> int:
               f"window      {f'{params.window.start} .. {params.window.end}' if params.window else 'not set'}\n"
               f"waivers     {', '.join(w.item for w in params.waivers) or 'none'}\n"
               f"(--full prints every value, redacted)")
+    unresolved = params.unresolved() if args.resolve else []
+    for problem in unresolved:
+        console.print(f"[red]does not resolve: {problem}[/red]", highlight=False)
+    if args.resolve and not unresolved:
+        console.print(f"all {len(params.secret_refs())} secret references resolve (values not shown)")
     for change in params.policy_changes:
         kind = "LOOSENED (recorded)" if change.looser else "tightened"
         console.print(f"policy.{change.key}: {change.default} -> {change.value} {kind}", highlight=False)
+    if unresolved:
+        return runner.EXIT_BAD_INPUT
     console.print(f"[green]{args.file}: valid[/green] (target {params.target.name}, "
-                  f"{len(params.secret_refs())} secret references, none resolved)", highlight=False)
+                  f"{len(params.secret_refs())} secret references, "
+                  f"{'all resolved' if args.resolve else 'none resolved'})", highlight=False)
     return 0
 
 
@@ -329,11 +394,20 @@ def build_parser() -> argparse.ArgumentParser:
     rh.add_argument("--outputs", help="archive root (default outputs/)")
     rh.set_defaults(func=_cmd_rehearse)
 
+    cl = sub.add_parser("cluster", help="members, role, timeline, lag, pending restart, the write endpoint's target "
+                        "and PgBouncer's backend (patronictl list for the window)")
+    cl.add_argument("-f", "--params", required=True, help="parameters file (YAML)")
+    cl.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until Ctrl-C")
+    cl.add_argument("-o", choices=("table", "json"), default="table", help="output format (json: one snapshot)")
+    cl.set_defaults(func=_cmd_cluster)
+
     params = sub.add_parser("params", help="parameters files").add_subparsers(dest="params_cmd", required=True)
     check = params.add_parser("check", help="validate a parameters file and summarise it (--full: print it redacted)")
     check.add_argument("file", help="parameters file (YAML)")
     check.add_argument("-p", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a parameter")
     check.add_argument("--full", action="store_true", help="print every value (secrets as references, redacted)")
+    check.add_argument("--resolve", action="store_true", help="also check that every secret reference resolves "
+                                                             "now (env var set, file readable), printing no value")
     check.set_defaults(func=_cmd_params_check)
 
     arch = sub.add_parser("archive", help="the audit archive").add_subparsers(dest="archive_cmd", required=True)

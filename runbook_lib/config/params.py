@@ -22,7 +22,7 @@ from runbook_lib.config.endpoints import Endpoints, PgBouncerSpec, PgSpec
 from runbook_lib.config.policy import Duration
 from runbook_lib.config.readiness_settings import ReadinessSettings
 from runbook_lib.config.sandbox_spec import SandboxSpec
-from runbook_lib.config.secrets import Secret, SecretRef
+from runbook_lib.config.secrets import Secret, SecretError, SecretRef
 from runbook_lib.errors import RunbookError
 
 _SLUG = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -427,9 +427,23 @@ class Params(_Model):
 
     def secret_refs(self) -> list[SecretRef]:
         """Every secret reference in these parameters, anchored at the file's directory."""
-        refs: list[SecretRef] = []
-        _collect_refs(self, refs)
-        return [r.absolute(self.base_dir) for r in refs]
+        return [ref for _, ref in self.secret_fields()]
+
+    def secret_fields(self) -> list[tuple[str, SecretRef]]:
+        """(field path, reference) for every secret reference, anchored at the file's directory."""
+        found: list[tuple[str, SecretRef]] = []
+        _collect_refs(self, found)
+        return [(path, ref.absolute(self.base_dir)) for path, ref in found]
+
+    def unresolved(self) -> list[str]:
+        """'field: why' for each secret reference that does not resolve now (never the value)."""
+        problems = []
+        for path, ref in self.secret_fields():
+            try:
+                ref.resolve()
+            except SecretError as exc:
+                problems.append(f"{path}: {exc}")
+        return problems
 
     def resolve(self, ref: SecretRef) -> Secret:
         """Resolve a reference from these parameters (file: paths anchored at the file's directory)."""
@@ -473,26 +487,38 @@ def _show(value: Any) -> str:
     return str(getattr(value, "text", value))
 
 
-def _collect_refs(value: Any, out: list[SecretRef]) -> None:
+def _collect_refs(value: Any, out: list[tuple[str, SecretRef]], path: str = "") -> None:
     if isinstance(value, SecretRef):
-        out.append(value)
+        out.append((path, value))
     elif isinstance(value, BaseModel):
         for name in type(value).model_fields:
-            _collect_refs(getattr(value, name), out)
+            _collect_refs(getattr(value, name), out, f"{path}.{name}" if path else name)
     elif isinstance(value, dict):
-        for v in value.values():
-            _collect_refs(v, out)
+        for k, v in value.items():
+            _collect_refs(v, out, f"{path}.{k}")
     elif isinstance(value, (list, tuple)):
-        for v in value:
-            _collect_refs(v, out)
+        for i, v in enumerate(value):
+            _collect_refs(v, out, f"{path}[{i}]")
 
 
 # ---------------------------------------------------------------- loading
 
 
-def load_params(path: str | Path, overrides: list[str] | None = None) -> Params:
-    """Read, override and validate a parameters file; raise ParamsError naming every problem."""
-    source = Path(path)
+EXTENDS_DEPTH = 3
+
+
+def merged(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """The overlay's values over the base's: mappings merged key by key, anything else (lists too) replaced."""
+    out = dict(base)
+    for key, value in overlay.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read(source: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """One parameters file as a mapping; `extends: FILE` (a file in the same folder) is read first and this
+    file's values laid over it, so a variant (another application, another environment) states only what
+    differs."""
     try:
         raw = yaml.safe_load(source.read_text()) or {}
     except FileNotFoundError:
@@ -501,6 +527,23 @@ def load_params(path: str | Path, overrides: list[str] | None = None) -> Params:
         raise ParamsError([("", f"not valid YAML: {exc}")], str(source)) from None
     if not isinstance(raw, dict):
         raise ParamsError([("", "expected a mapping at the top of the file")], str(source))
+    base_name = raw.pop("extends", None)
+    if base_name is None:
+        return raw
+    here = source.resolve()
+    if not isinstance(base_name, str) or Path(base_name).name != base_name:
+        raise ParamsError([("extends", "expected the name of a parameters file in the same folder")], str(source))
+    base = here.parent / base_name
+    if base in (*chain, here) or len(chain) >= EXTENDS_DEPTH:
+        raise ParamsError([("extends", f"{base_name}: a circle or more than {EXTENDS_DEPTH} files extending "
+                                       "each other")], str(source))
+    return merged(_read(base, (*chain, here)), raw)
+
+
+def load_params(path: str | Path, overrides: list[str] | None = None) -> Params:
+    """Read, override and validate a parameters file; raise ParamsError naming every problem."""
+    source = Path(path)
+    raw = _read(source)
     problems: list[tuple[str, str]] = []
     for item in overrides or []:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 from importlib import resources
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -119,6 +120,8 @@ class SandboxSpec(_Strict):
     stack_prefix: str = ""  # prepended to stack names (legacy, dpg, edge, monitoring, app)
     docker_host: str | None = None  # None: DOCKER_HOST or the default socket
     scale: int = Field(default=1, ge=1, le=1000, description="seed size multiplier (1 = test size)")
+    profile: Literal["notes", "ledger"] = Field(default="notes", description="the application the legacy database "
+                                                "holds and the synthetic app drives (runbook_lib/sandbox/seed.py)")
     ports: SandboxPorts = Field(default_factory=SandboxPorts)
     patroni: PatroniTimings = Field(default_factory=PatroniTimings)
     synchronous_mode: bool = False

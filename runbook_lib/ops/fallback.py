@@ -165,8 +165,42 @@ def to_legacy(r: Route, accept_loss: bool = False, timeout: float = 60.0) -> Rol
     return report
 
 
+def _clear_schema_objects(r: Route) -> list[str]:
+    """What the schema copy brought besides tables and sequences: the application's own schemas (those legacy
+    has too, public kept), its types and domains in public, and the large objects copied at the cut; a
+    dump-restore attempt after a logical one would otherwise meet them and stop ("already exists")."""
+    done = []
+    with postgres.connect(r.source) as conn:
+        legacy_schemas = {row["n"] for row in postgres.query(conn, _APP_SCHEMAS)}
+    with postgres.connect(r.target) as conn:
+        schemas = sorted({row["n"] for row in postgres.query(conn, _APP_SCHEMAS)} & legacy_schemas - {"public"})
+        for name in schemas:
+            postgres.query(conn, sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+        types = postgres.query(conn, """SELECT t.typname AS name FROM pg_type t
+            JOIN pg_namespace n ON n.oid = t.typnamespace WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd', 'c')
+            AND (t.typtype <> 'c' OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
+            AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid
+                            AND d.deptype = 'e')""")
+        for t in types:
+            postgres.query(conn, sql.SQL("DROP TYPE IF EXISTS {} CASCADE").format(sql.Identifier("public", t["name"])))
+        objects = postgres.query(conn, "SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
+    if schemas:
+        done.append(f"schemas {', '.join(schemas)} dropped on {r.target.name}")
+    if types:
+        done.append(f"{len(types)} types dropped on {r.target.name}")
+    if objects:
+        done.append(f"{len(objects)} large objects removed on {r.target.name}")
+    return done
+
+
+_APP_SCHEMAS = """SELECT n.nspname AS n FROM pg_namespace n WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+                  AND n.nspname NOT LIKE 'pg\\_%' AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                  WHERE d.classid = 'pg_namespace'::regclass AND d.objid = n.oid AND d.deptype = 'e')"""
+
+
 def clear_new(r: Route) -> list[str]:
-    """Empty the new cluster for a fresh migration attempt: replication objects and the moved tables.
+    """Empty the new cluster for a fresh migration attempt: replication objects, the moved tables, and what
+    the schema copy brought with them (schemas, types, large objects).
 
     Only for a new cluster that is not serving: refused while PgBouncer points at it.
     """
@@ -201,6 +235,7 @@ def clear_new(r: Route) -> list[str]:
                 sql.Identifier(seq["schema"], seq["name"])))
     if sequences:
         done.append(f"{len(sequences)} standalone sequences dropped on {r.target.name}")
+    done += _clear_schema_objects(r)
     migration.set_read_only(r.target, r.app_role, False)
     migration.set_read_only(r.source, r.app_role, False)
     return done

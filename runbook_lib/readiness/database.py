@@ -263,9 +263,10 @@ def db15(p: Probe) -> Finding:
     wanted = p.settings.timeseries_tables
     if not wanted:
         return Finding("n/a", "no time-series tables named", "readiness.timeseries_tables", "parameters")
-    rows = p.sql(p.app_endpoint, "SELECT relname, relkind FROM pg_class WHERE relname = ANY(%s) AND relkind IN "
-                                 "('r', 'p')", [wanted])
-    kinds = {r["relname"]: "partitioned" if r["relkind"] == "p" else "plain" for r in rows}
+    # a name as the application writes it: schema-qualified, or found through the search path
+    rows = p.sql(p.app_endpoint, "SELECT t AS wanted, c.relkind FROM unnest(%s::text[]) AS t "
+                                 "LEFT JOIN pg_class c ON c.oid = to_regclass(t)", [wanted])
+    kinds = {r["wanted"]: {"p": "partitioned", None: "missing"}.get(r["relkind"], "plain") for r in rows}
     bad = [t for t in wanted if kinds.get(t) != "partitioned"]
     return Finding.check(not bad, kinds, {t: "partitioned" for t in wanted}, "pg_class.relkind", otherwise="warn")
 

@@ -62,6 +62,9 @@ def run(name: str, params_path: str, *, campaign: str | None = None, overrides: 
         if resume:
             _check_resumable(root / campaign / resume, name, params.target.name)
         _check_kernel(params.run.kernel_name)
+        unresolved = params.unresolved()
+        if unresolved:
+            raise BadInput("secret references that do not resolve (nothing was started): " + "; ".join(unresolved))
     except (ParamsError, BadInput) as exc:
         return RunReport(EXIT_BAD_INPUT, message=str(exc))
 

@@ -28,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     u = sub.add_parser("up", help="start the engine/swarm if needed and deploy every stack")
     common(u)
     u.add_argument("--scale", type=int, default=None, help="seed size multiplier (first seed only)")
+    u.add_argument("--app", choices=("notes", "ledger"), default=None,
+                   help="the application profile to seed and run (default: the parameters' sandbox.profile); the "
+                        "runbooks take the parameters of the same profile, e.g. parameters/sandbox-ledger.yaml")
     u.set_defaults(func=_up)
     s = sub.add_parser("status", help="services, health, Patroni, etcd, PgBouncer, Prometheus targets")
     common(s)
@@ -71,7 +74,7 @@ def _build(args: argparse.Namespace) -> int:
 @_guard
 def _up(args: argparse.Namespace) -> int:
     from runbook_lib.sandbox import lifecycle
-    lifecycle.up(load(args.params), scale=args.scale)
+    lifecycle.up(load(args.params), scale=args.scale, profile=args.app)
     return 0
 
 

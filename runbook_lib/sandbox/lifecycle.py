@@ -11,6 +11,7 @@ import time
 
 import psycopg
 import requests
+from psycopg import sql
 
 from runbook_lib.sandbox import (
     credentials,
@@ -53,10 +54,12 @@ def check_ports(sb: Sandbox) -> None:
                            "(and the matching target endpoints). Nothing was deployed.")
 
 
-def up(sb: Sandbox, scale: int | None = None) -> float:
+def up(sb: Sandbox, scale: int | None = None, profile: str | None = None) -> float:
     """Bring every stack to healthy; return seconds from deploy start to all healthy."""
     if scale:
         sb.spec.scale = scale
+    if profile:
+        sb.spec.profile = profile  # type: ignore[assignment]  # argparse's choices are the schema's
     prepare_engine(sb)
     with progress.step("port check (127.0.0.1)"):
         check_ports(sb)
@@ -85,7 +88,10 @@ def up(sb: Sandbox, scale: int | None = None) -> float:
             seed.ensure_roles(conn, app_db, app_role, credentials.read(sb, "app_password"),
                               credentials.read(sb, "monitor_password"))
         with health.connect(sb, sb.spec.ports.legacy, dbname=app_db) as conn:
-            counts = seed.seed(conn, sb.spec.scale, app_role)
+            try:
+                counts = seed.seed(conn, sb.spec.scale, app_role, seed.PROFILES[sb.spec.profile])
+            except seed.ProfileMismatch as exc:
+                raise SandboxError(str(exc)) from None
         progress.info("already seeded" if counts is None else
                       "seeded " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     with progress.step("dpg cluster: leader, roles, two streaming replicas"):
@@ -107,7 +113,7 @@ def up(sb: Sandbox, scale: int | None = None) -> float:
                               credentials.read(sb, "monitor_password"), credentials.read(sb, "replication_password"))
         with health.connect(sb, sb.spec.ports.haproxy_rw, dbname=app_db) as conn:
             conn.autocommit = True
-            seed.grant_app(conn, app_role)
+            seed.grant_app(conn, app_role, seed.PROFILES[sb.spec.profile])
         health.wait_for("two streaming replicas", lambda: health.patroni_ready(sb), timeout,
                         abort=lambda: health.crashlooping(sb, since))
     with progress.step("deploy app"):
@@ -125,7 +131,8 @@ def up(sb: Sandbox, scale: int | None = None) -> float:
 def _app_query(sb: Sandbox, app_db: str, app_role: str) -> bool:
     """End to end as the application sees it: TLS to PgBouncer, the app role, a read of its data."""
     with health.connect(sb, sb.spec.ports.pgbouncer, dbname=app_db, user=app_role, secret="app_password") as conn:
-        return conn.execute("SELECT count(*) FROM accounts").fetchone() is not None
+        mark = sql.Identifier(*seed.PROFILES[sb.spec.profile].mark.split("."))
+        return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(mark)).fetchone() is not None
 
 
 def _leader_resynced(sb: Sandbox) -> bool:

@@ -132,6 +132,13 @@ def test_bad_input_exit_2_before_anything(params_file: Path, outputs: Path, dril
     assert not (outputs / "test").exists() and not (drill / "one.count").exists()
     result = cli("run", "nosuchbook", "--params", str(params_file), "--outputs", str(outputs))
     assert result.returncode == 2 and "nosuchbook" in result.stderr
+    # a secret that does not resolve is found before a kernel starts, naming the field and the variable
+    unset = runner.run(str(DRILL), str(params_file), outputs_dir=outputs, echo=False,
+                       overrides=["target.databases.main.password=env:RUNBOOK_TEST_UNSET_PASSWORD"])
+    assert unset.exit_code == 2 and unset.run_id is None, unset
+    assert "target.databases.main.password: env:RUNBOOK_TEST_UNSET_PASSWORD: environment variable " \
+           "RUNBOOK_TEST_UNSET_PASSWORD is not set" in unset.message
+    assert not (outputs / "test").exists() and not (drill / "one.count").exists()
 
 
 def _wait_for(path: Path, timeout: float = 90) -> None:

@@ -61,3 +61,12 @@ def test_params_check_summarises_and_full_prints_everything_redacted(capsys: pyt
     assert exit_code(["params", "check", SANDBOX, "--full"]) == 0
     full = json.loads(capsys.readouterr().out)
     assert full["target"]["name"] == "sandbox" and "policy" in full
+
+
+def test_params_check_resolve_names_a_reference_that_does_not_resolve(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nothing-here"
+    assert exit_code(["params", "check", SANDBOX, "--resolve", "-p",
+                      f"target.databases.legacy.password=file:{missing}"]) == 2
+    err = capsys.readouterr().err
+    assert f"target.databases.legacy.password: file:{missing}: cannot read" in err

@@ -150,3 +150,26 @@ def test_repository_parameter_files_validate() -> None:
     assert files, "no parameters files in parameters/"
     for path in files:
         load_params(path)
+
+
+def test_a_variant_extends_a_parameters_file_and_states_only_what_differs() -> None:
+    root = Path(__file__).resolve().parents[2] / "parameters"
+    base, ledger = load_params(root / "sandbox.yaml"), load_params(root / "sandbox-ledger.yaml")
+    assert ledger.sandbox is not None and ledger.sandbox.profile == "ledger"
+    assert ledger.target.workload is not None and ledger.target.workload.mix is None  # replaced, not merged
+    assert ledger.checks.smoke == [] and ledger.migration is not None and ledger.migration.large_objects == "copy"
+    assert ledger.target.databases == base.target.databases and ledger.campaign == "sandbox-ledger"
+    # relative paths of the base resolve from the same folder
+    assert ledger.endpoints.db("legacy").sslrootcert == base.endpoints.db("legacy").sslrootcert
+
+
+@pytest.mark.parametrize(("extends", "error"), [
+    ("../sandbox.yaml", "a parameters file in the same folder"),
+    ("/etc/hostname", "a parameters file in the same folder"),
+    ("self.yaml", "a circle"),
+    ("missing.yaml", "parameters file not found"),
+])
+def test_extends_is_confined_and_bounded(tmp_path: Path, extends: str, error: str) -> None:
+    (tmp_path / "self.yaml").write_text(f"extends: {extends}\ncampaign: x\n")
+    with pytest.raises(ParamsError, match=error):
+        load_params(tmp_path / "self.yaml")

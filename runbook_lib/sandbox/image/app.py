@@ -7,7 +7,7 @@ reconnects on errors, so failover and cutover show up as errors and latency, not
 
 Configuration (environment; no secrets): APP_HOST, APP_PORT, APP_DB, APP_USER, APP_SSLROOTCERT,
 APP_PASSWORD_FILE, APP_METRICS_BASE, APP_SLOT (swarm task slot), APP_RATE, APP_MIX (JSON), APP_WORKERS,
-APP_FAULT_FILE.
+APP_FAULT_FILE, APP_PROFILE (notes or ledger: which application's tables it uses, see sandbox/seed.py).
 
 Faults on purpose, to drive the rollback triggers and the watch by measurement: while APP_FAULT_FILE holds
 JSON such as {"error_rate": 0.5, "kind": "injected", "latency_ms": 800}, that share of requests fails
@@ -30,9 +30,6 @@ LATENCY = Histogram("app_request_duration_seconds", "Request latency of the synt
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 CONNECTED = Gauge("app_connected_workers", "Workers holding a database connection")
 INFO = Gauge("app_info", "Static facts about this replica", ["slot", "target"])
-
-DIM = 384
-
 
 class Fault:
     """The fault file's current content, re-read when its modification time changes (at most once a second)."""
@@ -63,37 +60,29 @@ class InjectedFault(Exception):
     pass
 
 
-def vec():
-    return "[" + ",".join(f"{random.random():.4f}" for _ in range(DIM)) + "]"
+def vec(dim):
+    return "[" + ",".join(f"{random.random():.4f}" for _ in range(dim)) + "]"
 
 
-class Worker(threading.Thread):
-    def __init__(self, conninfo, rate, mix):
-        super().__init__(daemon=True)
-        self.conninfo, self.rate, self.mix = conninfo, rate, mix
-        self.ops, self.weights = list(mix), list(mix.values())
-        self.conn = None
-        self.max_id = 1
-        self.max_account = 1
+class Notes:
+    """The default profile: entries with a vector(384) embedding, in public."""
 
-    def connect(self):
-        self.conn = psycopg.connect(self.conninfo, autocommit=True, prepare_threshold=None, connect_timeout=3)
-        row = self.conn.execute("SELECT coalesce(max(id), 1) FROM entries").fetchone()
-        self.max_id = row[0]
-        self.max_account = self.conn.execute("SELECT coalesce(max(id), 1) FROM accounts").fetchone()[0]
-        CONNECTED.inc()
+    def facts(self, c):
+        self.max_id = c.execute("SELECT coalesce(max(id), 1) FROM entries").fetchone()[0]
+        self.max_account = c.execute("SELECT coalesce(max(id), 1) FROM accounts").fetchone()[0]
 
-    def op_point_read(self, c):
+    def point_read(self, c):
         c.execute("SELECT id, title, metadata FROM entries WHERE id = %s", (random.randint(1, self.max_id),)).fetchall()
 
-    def op_insert(self, c):
+    def insert(self, c):
         account = random.randint(1, self.max_account)
         with c.transaction():
             row = c.execute(
                 "INSERT INTO entries (collection_id, account_id, title, body, embedding, metadata) "
                 "SELECT id, account_id, %s, %s, %s::vector, %s::jsonb FROM collections "
                 "WHERE account_id = %s LIMIT 1 RETURNING id",
-                ("app entry", "written by the synthetic application", vec(), json.dumps({"source": "app"}), account),
+                ("app entry", "written by the synthetic application", vec(384), json.dumps({"source": "app"}),
+                 account),
             ).fetchone()
             entry_id = row[0] if row else None
             c.execute("INSERT INTO events (occurred_at, account_id, entry_id, kind, payload) "
@@ -101,12 +90,56 @@ class Worker(threading.Thread):
         if entry_id:
             self.max_id = max(self.max_id, entry_id)
 
-    def op_update(self, c):
+    def update(self, c):
         c.execute("UPDATE entries SET metadata = metadata || jsonb_build_object('touched', now()), "
                   "updated_at = now() WHERE id = %s", (random.randint(1, self.max_id),))
 
-    def op_knn(self, c):
-        c.execute("SELECT id FROM entries ORDER BY embedding <=> %s::vector LIMIT 10", (vec(),)).fetchall()
+    def knn(self, c):
+        c.execute("SELECT id FROM entries ORDER BY embedding <=> %s::vector LIMIT 10", (vec(384),)).fetchall()
+
+
+class Ledger:
+    """The second profile: customers and partitioned postings in schema ledger, documents with a vector(64)
+    summary_vec in schema search."""
+
+    def facts(self, c):
+        self.max_customer = c.execute("SELECT coalesce(max(customer_no), 1) FROM ledger.customers").fetchone()[0]
+
+    def point_read(self, c):
+        c.execute("SELECT customer_no, legal_name, reference FROM ledger.customers WHERE customer_no = %s",
+                  (random.randint(1, self.max_customer),)).fetchall()
+
+    def insert(self, c):
+        c.execute("INSERT INTO ledger.postings (booked_on, customer_no, side, amount, memo) "
+                  "VALUES (current_date, %s, %s, %s, 'written by the synthetic application')",
+                  (random.randint(1, self.max_customer), random.choice(["debit", "credit"]),
+                   random.randint(100, 100000)))
+
+    def update(self, c):
+        c.execute("UPDATE search.documents SET filed_at = now() WHERE doc_key = "
+                  "(SELECT doc_key FROM search.documents WHERE customer_no = %s LIMIT 1)",
+                  (random.randint(1, self.max_customer),))
+
+    def knn(self, c):
+        c.execute("SELECT doc_key FROM search.documents ORDER BY summary_vec <-> %s::vector LIMIT 10",
+                  (vec(64),)).fetchall()
+
+
+PROFILES = {"notes": Notes, "ledger": Ledger}
+
+
+class Worker(threading.Thread):
+    def __init__(self, conninfo, rate, mix, profile):
+        super().__init__(daemon=True)
+        self.conninfo, self.rate, self.mix = conninfo, rate, mix
+        self.ops, self.weights = list(mix), list(mix.values())
+        self.conn = None
+        self.app = PROFILES[profile]()
+
+    def connect(self):
+        self.conn = psycopg.connect(self.conninfo, autocommit=True, prepare_threshold=None, connect_timeout=3)
+        self.app.facts(self.conn)
+        CONNECTED.inc()
 
     def run(self):
         interval = 1.0 / self.rate
@@ -127,7 +160,7 @@ class Worker(threading.Thread):
                     raise InjectedFault(fault.get("kind", "injected"))
                 if self.conn is None or self.conn.closed:
                     self.connect()
-                getattr(self, "op_" + op)(self.conn)
+                getattr(self.app, op)(self.conn)
             except InjectedFault as exc:
                 ERRORS.labels(op, str(exc)).inc()
             except psycopg.OperationalError:
@@ -170,8 +203,9 @@ def main():
         LATENCY.labels(op)
         for kind in ("connection", "query", "injected"):
             ERRORS.labels(op, kind)
+    profile = env.get("APP_PROFILE", "notes")
     for _ in range(workers):
-        Worker(conninfo, rate, mix).start()
+        Worker(conninfo, rate, mix, profile).start()
     while True:
         time.sleep(3600)
 
