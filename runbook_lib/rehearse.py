@@ -15,7 +15,9 @@ is a recorded policy loosening.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,14 +27,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from rich.console import Console
 
-from runbook_lib.campaign import signoffs
+from runbook_lib.campaign import signoffs, window
 from runbook_lib.clients import prometheus
 from runbook_lib.config.params import Params, load_params
+from runbook_lib.errors import RunbookError
 from runbook_lib.ops import fallback, migration
 from runbook_lib.run import archive, runinfo, runner
 from runbook_lib.run.journal import JOURNAL
+from runbook_lib.run.lock import TargetLock
 
 # stopped at the sign-off gate of a real target, before any change: people must approve
 EXIT_AWAITING_SIGNOFF = runner.EXIT_BAD_INPUT
@@ -70,6 +75,7 @@ class LegResult:
     run_id: str | None = None
     message: str = ""
     figures: dict[str, Any] = field(default_factory=dict)
+    exit_code: int = 0  # the leg's run: runner.EXIT_*
 
 
 @dataclass
@@ -127,6 +133,19 @@ def fresh_new_cluster(params: Params) -> str | None:
     return "sandbox: the new cluster held an earlier attempt's data, emptied for this one: " + "; ".join(done)
 
 
+def _before(leg: Leg, params: Params) -> str | None:
+    """A leg's preparation holds the target's lock, as a mutating run does: another operator's run is not
+    changed under it (and this one is refused while theirs runs)."""
+    assert leg.before is not None
+    lock = TargetLock(params.target.name, params.lock_spec())
+    lock.acquire({"run_id": f"rehearse-before-{leg.runbook}", "runbook": "rehearse", "operator": params.operator_name,
+                  "host": socket.gethostname(), "pid": os.getpid(), "since": datetime.now(UTC).isoformat()})
+    try:
+        return leg.before(params)
+    finally:
+        lock.release()
+
+
 def legs(params: Params, strategy: str | None = None, with_rollback: bool = False) -> list[Leg]:
     sandbox = is_sandbox(params)
     return [
@@ -144,10 +163,28 @@ def legs(params: Params, strategy: str | None = None, with_rollback: bool = Fals
     ]
 
 
+AFTER_CUTOVER = ("phase2_migration", "phase3_verification", "validation")
+
+
 def done_before(campaign_dir: Path, runbook: str) -> dict[str, Any] | None:
-    """The latest sealed, succeeded run of this runbook in the campaign, if any."""
-    found = [m for m in archive.manifests(campaign_dir) if m.get("runbook") == runbook]
-    return found[-1] if found and found[-1].get("status") == "succeeded" else None
+    """The latest succeeded run of this runbook in the campaign, when it still stands: not for phase 1 once
+    its window has closed before a cutover, and not for the cutover and what follows it once a rollback
+    succeeded after it (legacy serves again: the migration must run again)."""
+    sealed = [m for m in archive.manifests(campaign_dir) if m.get("status") != "planned"]
+    found = [i for i, m in enumerate(sealed) if m.get("runbook") == runbook]
+    if not found or sealed[found[-1]].get("status") != "succeeded":
+        return None
+    at = found[-1]
+    cutovers = [i for i, m in enumerate(sealed) if m.get("runbook") == "phase2_migration"
+                and m.get("status") == "succeeded"]
+    rolled_back = [i for i, m in enumerate(sealed) if m.get("runbook") == "rollback" and m.get("status") == "succeeded"]
+    if runbook == "phase1_pre_migration" and not cutovers and window.outside(campaign_dir):
+        return None
+    if runbook in AFTER_CUTOVER and any(r > at for r in rolled_back):
+        return None
+    if runbook == "rollback" and any(c > at for c in cutovers):
+        return None  # a later cutover: its rollback drill has not run
+    return sealed[at]
 
 
 def approve_as_rehearsal(campaign_dir: Path, params: Params) -> list[str]:
@@ -160,10 +197,11 @@ def approve_as_rehearsal(campaign_dir: Path, params: Params) -> list[str]:
 
 
 def resume_command(params_file: str, campaign: str, strategy: str | None, with_rollback: bool,
-                   overrides: list[str]) -> str:
+                   overrides: list[str], outputs_dir: Path | None = None) -> str:
     cmd = ["runbook", "rehearse", "--params", params_file, "--campaign", campaign]
     cmd += ["--strategy", strategy] if strategy else []
     cmd += ["--with-rollback"] if with_rollback else []
+    cmd += ["--outputs", str(outputs_dir)] if outputs_dir else []
     for o in overrides:
         cmd += ["-p", o]
     return shlex.join(cmd)
@@ -216,7 +254,7 @@ def rehearse(params_file: str, *, campaign: str | None = None, strategy: str | N
     campaign = campaign or params.campaign
     root = (outputs_dir or runinfo.outputs_root()).resolve()
     campaign_dir = root / campaign
-    resume = resume_command(params_file, campaign, strategy, with_rollback, overrides)
+    resume = resume_command(params_file, campaign, strategy, with_rollback, overrides, outputs_dir)
     plan = legs(params, strategy, with_rollback)
     out.print(f"[bold]Rehearsal of the rollout on {params.target.name} ({params.target.environment})[/bold], "
               f"campaign {campaign}: {len(plan)} legs -> {campaign_dir}")
@@ -235,7 +273,12 @@ def rehearse(params_file: str, *, campaign: str | None = None, strategy: str | N
             results.append(LegResult(leg.name, leg.runbook, "done-before", earlier.get("wall_seconds") or 0.0,
                                      earlier["run_id"], figures=archive.headline(earlier)))
             continue
-        note = leg.before(params) if leg.before else None
+        try:
+            note = _before(leg, params) if leg.before else None
+        except (RunbookError, psycopg.Error, OSError) as exc:
+            results.append(LegResult(leg.name, leg.runbook, "failed", message=f"before the leg: {exc}"))
+            out.print(f"[red]rehearsal stopped before {leg.name}[/red]: {exc}\n  resume with: {resume}")
+            return Rehearsal(campaign_dir, results, runner.EXIT_FAILED, resume)
         if note:
             out.print(f"[yellow]{label}: {note}[/yellow]")
         if before_leg:
@@ -246,8 +289,7 @@ def rehearse(params_file: str, *, campaign: str | None = None, strategy: str | N
             out.print(f"[red]rehearsal stopped at {leg.name}[/red]: {result.message}\n"
                       f"  the failed run: {campaign_dir / (result.run_id or '')}\n"
                       f"  fix the cause, then resume with: {resume}")
-            return Rehearsal(campaign_dir, results, 1 if result.status == "failed" else runner.EXIT_BAD_INPUT,
-                             resume)
+            return Rehearsal(campaign_dir, results, result.exit_code, resume)
     archive.write_index(campaign_dir)  # the sign-offs recorded after the last seal appear too
     return Rehearsal(campaign_dir, results, 0, resume)
 
@@ -269,11 +311,13 @@ def _run_leg(leg: Leg, label: str, params_file: str, campaign: str, root: Path, 
     figures: dict[str, Any] = {}
     if report.run_dir and (report.run_dir / runinfo.MANIFEST).exists():
         figures = archive.headline(json.loads((report.run_dir / runinfo.MANIFEST).read_text()))
-    status = {runner.EXIT_OK: "succeeded", runner.EXIT_BAD_INPUT: "refused"}.get(report.exit_code, "failed")
+    status = {runner.EXIT_OK: "succeeded", runner.EXIT_BAD_INPUT: "refused",
+              runner.EXIT_KERNEL: "kernel-died"}.get(report.exit_code, "failed")
     colour = "green" if status == "succeeded" else "red"
     out.print(f"{label}: [{colour}]{status}[/{colour}] in {clock(report.seconds)}"
               + (f" ({_figures_text(figures)})" if figures else ""))
-    return LegResult(leg.name, leg.runbook, status, report.seconds, report.run_id, report.message, figures)
+    return LegResult(leg.name, leg.runbook, status, report.seconds, report.run_id, report.message, figures,
+                     report.exit_code)
 
 
 def _signoffs(campaign_dir: Path, params: Params, params_file: str, campaign: str, out: Console,

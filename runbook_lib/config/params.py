@@ -523,6 +523,9 @@ def _read(source: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         raw = yaml.safe_load(source.read_text()) or {}
     except FileNotFoundError:
         raise ParamsError([("", f"parameters file not found: {source}")], str(source)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ParamsError([("", f"cannot read the parameters file {source}: {reason}")], str(source)) from None
     except yaml.YAMLError as exc:
         raise ParamsError([("", f"not valid YAML: {exc}")], str(source)) from None
     if not isinstance(raw, dict):
@@ -531,7 +534,8 @@ def _read(source: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if base_name is None:
         return raw
     here = source.resolve()
-    if not isinstance(base_name, str) or Path(base_name).name != base_name:
+    if not isinstance(base_name, str) or not base_name or Path(base_name).name != base_name \
+            or (here.parent / base_name).is_dir():
         raise ParamsError([("extends", "expected the name of a parameters file in the same folder")], str(source))
     base = here.parent / base_name
     if base in (*chain, here) or len(chain) >= EXTENDS_DEPTH:

@@ -100,6 +100,8 @@ class SecretRef(str):
                 value = path.read_text().rstrip("\n")
             except OSError as exc:
                 raise SecretError(f"{self}: cannot read {path}: {exc.strerror}") from None
+            except UnicodeDecodeError:
+                raise SecretError(f"{self}: {path} is not UTF-8 text") from None
         if len(value) < 8:
             raise SecretError(f"{self}: the secret is shorter than 8 characters; too short to use, or to mask "
                               "reliably in outputs")

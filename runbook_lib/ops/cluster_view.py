@@ -42,12 +42,13 @@ def snapshot(params: Params) -> dict[str, Any]:
         spec = primaries[0]
         try:
             with postgres.connect(spec) as conn:
-                row = postgres.query(conn, "SELECT inet_server_port() AS port, pg_is_in_recovery() AS in_recovery")[0]
-            member = next((m["name"] for m in view["members"] if m.get("port") == row["port"]), None)
+                row = postgres.query(conn, "SELECT host(inet_server_addr()) AS addr, inet_server_port() AS port, "
+                                           "pg_is_in_recovery() AS in_recovery")[0]
+            member = _member_at(view["members"], row["addr"], row["port"])
             view["write_endpoint"] = {"endpoint": spec.name, "lands_on_port": row["port"], "member": member,
                                       "in_recovery": row["in_recovery"]}
             leader = next((m["name"] for m in view["members"] if m["role"] == "leader"), None)
-            if row["in_recovery"] or (view["members"] and member != leader):
+            if row["in_recovery"] or (member is not None and member != leader):
                 problems.append(f"the write endpoint {spec.name} lands on {member or row['port']}, not the leader "
                                 f"{leader}")
         except Exception as exc:  # noqa: BLE001
@@ -61,3 +62,13 @@ def snapshot(params: Params) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001
             problems.append(f"PgBouncer: {type(exc).__name__}: {str(exc).strip()[:200]}")
     return view
+
+
+def _member_at(members: list[dict[str, Any]], addr: str | None, port: int) -> str | None:
+    """The member a connection landed on: by port when only one member listens on it (the sandbox), else by
+    address and port; None when that cannot tell (then only in_recovery is judged)."""
+    on_port = [m for m in members if m.get("port") == port]
+    if len(on_port) == 1:
+        return str(on_port[0]["name"])
+    exact = [m for m in on_port if addr and m.get("host") == addr]
+    return str(exact[0]["name"]) if len(exact) == 1 else None

@@ -193,9 +193,14 @@ def _clear_schema_objects(r: Route) -> list[str]:
     return done
 
 
+# schemas that hold only what a schema copy creates: none owned by or holding an extension's objects (an
+# `extensions` schema with vector in it), none holding functions (a pooler's auth_query lookup)
 _APP_SCHEMAS = """SELECT n.nspname AS n FROM pg_namespace n WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-                  AND n.nspname NOT LIKE 'pg\\_%' AND NOT EXISTS (SELECT 1 FROM pg_depend d
-                  WHERE d.classid = 'pg_namespace'::regclass AND d.objid = n.oid AND d.deptype = 'e')"""
+    AND n.nspname NOT LIKE 'pg\\_%'
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass AND d.objid = n.oid
+                    AND d.deptype = 'e')
+    AND NOT EXISTS (SELECT 1 FROM pg_extension e WHERE e.extnamespace = n.oid)
+    AND NOT EXISTS (SELECT 1 FROM pg_proc f WHERE f.pronamespace = n.oid)"""
 
 
 def clear_new(r: Route) -> list[str]:

@@ -12,6 +12,7 @@ import secrets
 import shlex
 from pathlib import Path
 
+from runbook_lib.run import runinfo
 from runbook_lib.run.journal import JOURNAL, step_records
 
 TAG = "outcome-panel"
@@ -19,7 +20,7 @@ COLOURS = {"succeeded": "#1a7f37", "planned": "#0969da"}
 
 
 def text(*, runbook: str, run_id: str, campaign: str, outcome: str, message: str, seconds: float,
-         params_path: str, run_dir: Path) -> str:
+         params_path: str, run_dir: Path, overrides: list[str] | None = None) -> str:
     steps = step_records(run_dir / JOURNAL)
     failed = next((s for s in steps if s.get("status") == "failed"), None)
     done = sum(s.get("status") in ("ok", "skipped", "waived") for s in steps)
@@ -34,6 +35,9 @@ def text(*, runbook: str, run_id: str, campaign: str, outcome: str, message: str
         lines.append(f"cause: {_escape(message)}<br>")
     if outcome not in COLOURS:
         resume = shlex.join(["runbook", "run", runbook, "--params", params_path, "--campaign", campaign,
+                             *[a for o in overrides or [] for a in ("-p", o)],
+                             *(["--outputs", str(run_dir.parent.parent)]
+                               if run_dir.parent.parent != runinfo.outputs_root() else []),
                              "--resume", run_id])
         lines.append(f"resume (completed steps are not repeated): <code>{_escape(resume)}</code>")
     lines.append("</div>")

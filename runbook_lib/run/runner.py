@@ -111,7 +111,8 @@ def run(name: str, params_path: str, *, campaign: str | None = None, overrides: 
     try:
         outcome_panel.insert(output, outcome_panel.text(
             runbook=info.runbook, run_id=info.run_id, campaign=info.campaign, outcome=outcome, message=message,
-            seconds=time.monotonic() - started, params_path=params_path, run_dir=run_dir))
+            seconds=time.monotonic() - started, params_path=params_path, run_dir=run_dir,
+            overrides=list(overrides or [])))
     except Exception as exc:  # noqa: BLE001 - a broken notebook file must not keep the run from being sealed
         message += f" (outcome panel not written: {type(exc).__name__})"
     sealed = archive.seal(run_dir, params=params, info=info, outcome=outcome, message=message,

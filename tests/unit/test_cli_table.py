@@ -22,6 +22,7 @@ def exit_code(argv: list[str]) -> int:
 
 @pytest.mark.parametrize(("argv", "code"), [
     (["--version"], 0),
+    (["params", "check", SANDBOX, "-p", "campaign", "other"], 0),  # papermill's -p KEY VALUE taken as KEY=VALUE
     (["run", "status", "--param", SANDBOX], 2),  # an abbreviation is not taken for --params
     (["run", "status"], 2),  # no parameters file
     (["run", "no_such_runbook", "-f", SANDBOX], 2),

@@ -173,3 +173,20 @@ def test_extends_is_confined_and_bounded(tmp_path: Path, extends: str, error: st
     (tmp_path / "self.yaml").write_text(f"extends: {extends}\ncampaign: x\n")
     with pytest.raises(ParamsError, match=error):
         load_params(tmp_path / "self.yaml")
+
+
+def test_extends_refuses_an_empty_name_and_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    for value in ('""', "sub"):
+        (tmp_path / "p.yaml").write_text(f"extends: {value}\n")
+        with pytest.raises(ParamsError, match="a parameters file in the same folder"):
+            load_params(tmp_path / "p.yaml")
+
+
+def test_a_secret_file_that_is_not_text_is_named_without_its_bytes(tmp_path: Path) -> None:
+    from runbook_lib.config.secrets import SecretError, SecretRef
+
+    (tmp_path / "s").write_bytes(b"\xff\xfe\xfa secret-bytes")
+    with pytest.raises(SecretError, match="is not UTF-8 text") as err:
+        SecretRef(f"file:{tmp_path / 's'}").resolve()
+    assert "secret-bytes" not in str(err.value) and "\\xff" not in str(err.value)

@@ -5,6 +5,7 @@ target other than the sandbox."""
 from __future__ import annotations
 
 import io
+import json
 import shlex
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,3 +75,51 @@ def test_rehearsal_approvals_count_on_the_sandbox_only(tmp_path: Path) -> None:
     assert all(s.rehearsal for s in signoffs.status(campaign, params.policy, accept_rehearsal=True))
     page = archive.write_index(campaign).read_text()
     assert page.count("rehearsal approval (sandbox)") == len(roles)
+
+
+def sealed_campaign(tmp_path: Path, runs: list[tuple[str, str]]) -> Path:
+    """A campaign whose chain lists these (runbook, status) runs in order (only what done_before reads)."""
+    campaign = tmp_path / "chain"
+    campaign.mkdir(parents=True)
+    lines = []
+    for n, (runbook, status) in enumerate(runs):
+        run_id = f"r{n}-{runbook}"
+        (campaign / run_id).mkdir()
+        (campaign / run_id / "manifest.json").write_text(json.dumps({"run_id": run_id, "runbook": runbook,
+                                                                      "status": status}))
+        lines.append(json.dumps({"run_id": run_id, "manifest_sha256": str(n)}))
+    (campaign / "chain.jsonl").write_text("\n".join(lines) + "\n")
+    return campaign
+
+
+def test_a_leg_is_done_only_while_its_success_still_stands(tmp_path: Path) -> None:
+    campaign = sealed_campaign(tmp_path, [
+        ("load_test", "succeeded"), ("phase1_pre_migration", "succeeded"), ("phase2_migration", "succeeded"),
+        ("phase3_verification", "succeeded"), ("rollback", "succeeded"), ("phase2_migration", "planned"),
+        ("readiness", "failed")])
+    assert rehearse.done_before(campaign, "load_test")["run_id"] == "r0-load_test"
+    assert rehearse.done_before(campaign, "readiness") is None  # its latest run failed
+    # a rollback after the cutover: legacy serves again, the cutover and what follows must run again
+    assert rehearse.done_before(campaign, "phase2_migration") is None
+    assert rehearse.done_before(campaign, "phase3_verification") is None
+    assert rehearse.done_before(campaign, "rollback") is not None
+    # phase 1 with no window locked and no cutover since: its window is gone, it runs again
+    again = sealed_campaign(tmp_path / "b", [("phase1_pre_migration", "succeeded")])
+    assert rehearse.done_before(again, "phase1_pre_migration") is None
+
+
+def test_the_resume_command_keeps_the_archive_root() -> None:
+    cmd = rehearse.resume_command("p.yaml", "c", None, False, [], Path("/tmp/elsewhere"))
+    assert shlex.split(cmd)[-2:] == ["--outputs", "/tmp/elsewhere"]
+
+
+def test_the_outcome_panels_resume_command_repeats_the_runs_overrides(tmp_path: Path) -> None:
+    from runbook_lib.run import outcome
+
+    run_dir = tmp_path / "out" / "c" / "r1"
+    run_dir.mkdir(parents=True)
+    panel = outcome.text(runbook="phase2_migration", run_id="r1", campaign="c", outcome="failed", message="boom",
+                         seconds=1.0, params_path="p.yaml", run_dir=run_dir,
+                         overrides=["migration.strategy=dump-restore"])
+    assert "-p migration.strategy=dump-restore" in panel and f"--outputs {tmp_path / 'out'}" in panel
+    assert "--resume r1" in panel
