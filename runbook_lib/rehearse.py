@@ -315,7 +315,7 @@ def _run_leg(leg: Leg, label: str, params_file: str, campaign: str, root: Path, 
               runner.EXIT_KERNEL: "kernel-died"}.get(report.exit_code, "failed")
     colour = "green" if status == "succeeded" else "red"
     out.print(f"{label}: [{colour}]{status}[/{colour}] in {clock(report.seconds)}"
-              + (f" ({_figures_text(figures)})" if figures else ""))
+              + (f" ({archive.figures_text(figures)})" if figures else ""))
     return LegResult(leg.name, leg.runbook, status, report.seconds, report.run_id, report.message, figures,
                      report.exit_code)
 
@@ -345,10 +345,6 @@ def clock(seconds: float) -> str:
     return f"{int(seconds // 60)}m{seconds % 60:04.1f}s" if seconds >= 60 else f"{seconds:.1f}s"
 
 
-def _figures_text(figures: dict[str, Any]) -> str:
-    return ", ".join(f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}" for k, v in figures.items())
-
-
 def summary(rehearsal: Rehearsal) -> str:
     """One line per leg (outcome, duration, headline figures): readable at any terminal width and in a log."""
     width = max((len(r.leg) for r in rehearsal.results), default=0)
@@ -356,5 +352,5 @@ def summary(rehearsal: Rehearsal) -> str:
     for r in rehearsal.results:
         colour = {"succeeded": "green", "done-before": "green", "approved": "yellow"}.get(r.status, "red")
         lines.append(f"  {r.leg:<{width}}  [{colour}]{r.status:<16}[/{colour}] {clock(r.seconds) if r.seconds else '-':>8}"
-                     f"  {_figures_text(r.figures)}" + (f"  ({r.run_id})" if r.run_id else ""))
+                     f"  {archive.figures_text(r.figures)}" + (f"  ({r.run_id})" if r.run_id else ""))
     return "\n".join(lines)

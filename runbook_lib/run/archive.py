@@ -277,9 +277,13 @@ def headline(manifest: dict[str, Any]) -> dict[str, Any]:
             if key in metrics.get(step, {})}
 
 
+def figures_text(figures: dict[str, Any]) -> str:
+    """Headline figures as one line: 'label: value, ...' (floats without trailing noise)."""
+    return ", ".join(f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}" for k, v in figures.items())
+
+
 def _key_figures(manifest: dict[str, Any], limit: int = 6) -> str:
-    figures = [f"{label}: {value:g}" if isinstance(value, float) else f"{label}: {value}"
-               for label, value in headline(manifest).items()]
+    figures = [figures_text({label: value}) for label, value in headline(manifest).items()]
     for step_record in manifest.get("steps", []) if not figures else []:
         for key, value in (step_record.get("metrics") or {}).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -305,13 +309,13 @@ def _reason(manifest: dict[str, Any]) -> str:
     return f"<span style='color:#cf222e'>{html.escape(str(manifest['message'])[:400])}</span><br>"
 
 
-def _glance(campaign_dir: Path) -> str:
+def _glance(sealed: list[dict[str, Any]]) -> str:
     """The latest run of each runbook with its headline figures, in the rollout's order."""
-    latest = {m["runbook"]: m for m in manifests(campaign_dir)}
+    latest = {m["runbook"]: m for m in sealed}
     items = []
     for book in [b for b in HEADLINES if b in latest] + [b for b in latest if b not in HEADLINES]:
         m = latest[book]
-        figures = ", ".join(f"{k}: {v}" for k, v in headline(m).items())
+        figures = figures_text(headline(m))
         items.append(f"<li><b>{html.escape(book)}</b> {html.escape(m.get('status', ''))} "
                      f"({m.get('wall_seconds') or 0:.0f} s){': ' + html.escape(figures) if figures else ''}</li>")
     return f"<h2>At a glance (latest run of each)</h2><ul>{''.join(items)}</ul>" if items else ""
@@ -337,7 +341,7 @@ def _signoff_rows(campaign_dir: Path) -> str:
 def write_index(campaign_dir: Path) -> Path:
     """index.html: the campaign at a glance, its runs in order (status, duration, key figures, links) and
     its sign-offs."""
-    rows = []
+    rows, sealed = [], []  # each manifest read once, for the rows and the glance
     for entry in chain_entries(campaign_dir):
         run_dir = campaign_dir / entry["run_id"]
         try:
@@ -345,6 +349,7 @@ def write_index(campaign_dir: Path) -> Path:
         except (OSError, json.JSONDecodeError):
             rows.append(f"<tr><td colspan=8>{html.escape(entry['run_id'])}: manifest unreadable</td></tr>")
             continue
+        sealed.append(m)
         colour = {"succeeded": "#1a7f37", "planned": "#0969da"}.get(m.get("status"), "#cf222e")
         links = " ".join(f"<a href='{html.escape(entry['run_id'])}/{html.escape(f)}'>{html.escape(f.rsplit('.', 1)[-1])}</a>"
                          for f in (f"{m['runbook']}.html", f"{m['runbook']}.ipynb", runinfo.MANIFEST, JOURNAL)
@@ -360,7 +365,7 @@ def write_index(campaign_dir: Path) -> Path:
 padding:4px 10px;text-align:left;vertical-align:top}}</style></head><body>
 <h1>Campaign {html.escape(campaign_dir.name)}</h1><p>{len(rows)} sealed runs, oldest first. Generated {now().isoformat()[:19]}Z.
 Check integrity with <code>runbook archive verify {html.escape(campaign_dir.name)}</code>.</p>
-{_glance(campaign_dir)}<h2>Runs</h2>
+{_glance(sealed)}<h2>Runs</h2>
 <table><tr><th>started (UTC)</th><th>run</th><th>runbook</th><th>operator</th><th>status</th><th>duration</th>
 <th>key figures</th><th>files</th></tr>{''.join(rows)}</table>{_signoff_rows(campaign_dir)}</body></html>"""
     path = campaign_dir / INDEX
