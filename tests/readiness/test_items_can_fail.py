@@ -315,13 +315,15 @@ def test_sec02_application_role_with_too_much_power(sandbox_params: Params) -> N
 
 def test_sec07_literal_password_in_a_service_environment(sandbox_params: Params) -> None:
     service = swarm.for_target(sandbox_params.target.swarm).services.get("monitoring_webhook")
-    subprocess.run(["docker", "service", "update", "--detach", "--env-add", "PROBE_PASSWORD=hunter2-literal",
-                    service.name], check=True, capture_output=True)
+    # not --detach: each update restarts the receiver, and a restart landing in a later test's MON-04
+    # (CI saw one) loses what the receiver had received and its refuse switch
+    subprocess.run(["docker", "service", "update", "--env-add", "PROBE_PASSWORD=hunter2-literal", service.name],
+                   check=True, capture_output=True, timeout=300)
     try:
         assert decide(sandbox_params, "SEC-07")["SEC-07"] == "fail"
     finally:
-        subprocess.run(["docker", "service", "update", "--detach", "--env-rm", "PROBE_PASSWORD", service.name],
-                       check=True, capture_output=True)
+        subprocess.run(["docker", "service", "update", "--env-rm", "PROBE_PASSWORD", service.name],
+                       check=True, capture_output=True, timeout=300)
     assert decide(sandbox_params, "SEC-07")["SEC-07"] == "pass"
 
 
@@ -365,6 +367,7 @@ def test_mon04_proves_an_email_receiver_and_fails_when_it_gets_nothing(sandbox_p
     http.call("PUT", mailbox, params={"refuse": "1"})
     try:
         result = mon04(with_overrides(sandbox_params_file, "readiness.item_timeout_s=14"))
+        assert http.get(mailbox)["refusing"], "the receiver restarted during the test (its refuse switch was reset)"
     finally:
         http.call("PUT", mailbox, params={"refuse": "0"})
     assert result.outcome == "fail"
