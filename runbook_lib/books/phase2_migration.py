@@ -4,7 +4,7 @@ rollback plan. The steps that open the cutover also refuse outside the locked wi
 finishing (or going back) is safer than stopping halfway, so the later steps do not.
 
 **Strategies** (`migration.strategy`):
-- `logical` (default): the new cluster is filled by logical replication *before* the write pause; the pause is only the cutover (pause the pool, legacy read-only, wait for the last write to apply, copy sequences, validate, repoint PgBouncer, resume). Reverse replication then keeps legacy a current fallback.
+- `logical` (default): the new cluster is filled by logical replication *before* the write pause, and every table's checksum compared at a consistent cut; the pause is one step in straight code (pause the pool, legacy read-only, wait for its last write to apply, copy sequences, reload PgBouncer's staged backend, resume), bounded by `migration.critical_section_max`. Reverse replication then keeps legacy a current fallback.
 - `dump-restore`: the classic path (applications down, dump, restore, validate, switch).
 
 A write probe writes through PgBouncer every 50 ms for the whole phase; the last step plots it and reports the
@@ -23,11 +23,11 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from runbook_lib.campaign import records, signoffs, window
-from runbook_lib.clients import patroni, pgbouncer, prometheus, swarm
+from runbook_lib.clients import patroni, pgbouncer, postgres, prometheus, swarm
 from runbook_lib.config import names
 from runbook_lib.config.endpoints import PgSpec
 from runbook_lib.config.params import Patroni
-from runbook_lib.ops import backup, migration, survey, tools, wayback, writeprobe
+from runbook_lib.ops import backup, cutover, migration, survey, tools, wayback, writeprobe
 from runbook_lib.run.book import Book
 from runbook_lib.run.session import Session
 from runbook_lib.run.step import Clock, Guard, Outcome, requires, step, would
@@ -249,25 +249,28 @@ CUT_APPLY_TIMEOUT = 10.0  # the new side is caught up before the pause; inside i
 def _compare_at_cut(session: Session) -> tuple[str, list[migration.TableCheck]]:
     """Both sides still for a moment (pool paused, the new side caught up), a snapshot on each, pool resumed.
 
-    The new side catches up before the pool pauses, so the pause waits only for the writes of the last
-    moment; a pool that was paused already (a re-run after writes_off) is left paused.
+    The new side catches up and both connections open before the pool pauses, so the pause lasts only
+    while the writes of the last moment apply; a pool that was paused already (a re-run after a cut
+    short) is left paused.
     """
     m, r = _m(session), migration.route_of(session)
     tables = migration.moved_tables(r)
+    cutover.set_apply_commit(cutover.forward(r), "on")  # the subscriber reports an applied write at once
     migration.catch_up(r.source, names.SUBSCRIPTION, m.apply_timeout)
-    paused = True  # until PAUSE says the pool was paused already: an interrupted PAUSE is undone too
-    try:
-        paused = _pause(session)
-        with migration.snapshot(r.source) as src:
-            lsn, _ = migration.catch_up(r.source, names.SUBSCRIPTION, min(m.apply_timeout, CUT_APPLY_TIMEOUT))
-            with migration.snapshot(r.target) as dst:
-                if paused:
-                    _resume(session)  # the snapshots hold the cut; the application writes again meanwhile
-                    paused = False
-                return lsn, migration.compare(src, dst, tables)
-    finally:
-        if paused:
-            _resume(session)
+    with postgres.connect(r.source) as src, postgres.connect(r.target) as dst, \
+            pgbouncer.console(r.pooler) as admin:
+        paused = True  # until PAUSE says the pool was paused already: an interrupted PAUSE is undone too
+        try:
+            paused = admin.pause(r.pooler_database)
+            lsn = postgres.scalar(src, "SELECT pg_current_wal_lsn()::text")
+            migration.wait_applied_on(src, names.SUBSCRIPTION, lsn,
+                                      time.monotonic() + min(m.apply_timeout, CUT_APPLY_TIMEOUT))
+            migration.begin_snapshot(src)
+            migration.begin_snapshot(dst)
+        finally:
+            if paused:
+                admin.resume(r.pooler_database)  # the snapshots hold the cut; the application writes meanwhile
+        return lsn, migration.compare(src, dst, tables)
 
 
 @step("validate_cut", "Validate at a consistent cut (before the pause): checksums of every table", mutating=True,
@@ -299,14 +302,84 @@ def validate_cut(session: Session) -> Outcome:
                                    state={"cut_lsn": lsn}))
 
 
+def _probe_around(session: Session, cut: cutover.Cut) -> dict[str, float | int | None]:
+    """The write probe's view of the pause: the longest span without a completed write around it, and the
+    writes that failed in it (waits, bounded, for the probe's first write after the resume)."""
+    if session.held(PROBE) is None:
+        return {}
+    frame = writeprobe.load(session.run_dir)
+    deadline = time.monotonic() + 5
+    while (frame.empty or frame["end"].max() < cut.resumed_at + 0.2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        frame = writeprobe.load(session.run_dir)
+    around = frame[(frame["end"] >= cut.pause_sent - 2) & (frame["start"] <= cut.resumed_at + 2)]
+    if around.empty:
+        return {}
+    figures = writeprobe.figures(around, _m(session).probe_interval)
+    return {"probe_longest_gap_s": figures["write_unavailable_s"], "probe_failed_writes": figures["failed_writes"]}
+
+
+@step("cutover", "The cutover in one critical section (logical): pause, last write applied, switch, resume",
+      mutating=True, plan=would("stage PgBouncer's new backend and the reverse slot; then, in one pause bounded by "
+                                "migration.critical_section_max: legacy read-only, its last write applied on the "
+                                "new cluster, sequences copied, PgBouncer reloaded, resumed; then reverse "
+                                "replication"), guards=OPENING)
+def cutover_step(session: Session) -> Outcome:
+    """Logical strategy: the write pause is this one step. Before it, PgBouncer's config file gets the new
+    backend (not yet reloaded), the new cluster gets the reverse slot and catches up. Inside it, in straight
+    code: PAUSE, legacy read-only and drained, its final LSN applied on the new cluster, sequences copied,
+    the reverse slot moved to the cut, RELOAD, RESUME. Past `migration.critical_section_max` (or on any
+    error) before the switch, legacy is writable again and the pool resumed on it: nothing switched. After
+    the resume, reverse replication (new -> legacy) starts from the cut.
+    """
+    m, r = _m(session), migration.route_of(session)
+    if m.strategy != "logical":
+        return _timer(session, Outcome(summary="dump-restore: the write pause is the steps that follow"))
+    if pgbouncer.backend(r.pooler, r.pooler_database) == r.new_backend:  # a re-run after the switch
+        resumed = pgbouncer.resume(r.pooler, r.pooler_database)
+        done = cutover.finish_forward(r)
+        return _timer(session, Outcome(summary="the switch was done already (a re-run)"
+                                               + ("; the pool resumed" if resumed else "")
+                                               + "".join(f"; {d}" for d in done)))
+    serving, leg = cutover.staged(r), cutover.forward(r)
+    prepared = cutover.prepare(r, leg, m.apply_timeout)
+    try:
+        cut = cutover.cut(r, leg, m.critical_section_max, large_objects=m.large_objects == "copy")
+    except cutover.CutoverAborted as exc:
+        cutover.unstage(r, leg, serving)
+        return _timer(session, Outcome(summary=f"cutover not done: {exc}; legacy serving, writable, the pool "
+                                               "resumed on it, nothing switched", failed=True,
+                                       evidence=[{"before the pause": d} for d in prepared]))
+    after = cutover.finish_forward(r)
+    host, port = r.new_backend
+    metrics = {"pool_paused_s": round(cut.paused_s, 4), "apply_wait_s": cut.apply_wait_s,
+               "cutover_lsn": cut.lsn, "sequences": cut.sequences, **_probe_around(session, cut)}
+    evidence = [{"when": "before the pause", "what": d} for d in prepared]
+    evidence += [{"when": f"+{t:.3f} s", "what": name} for name, t in cut.marks.items()]
+    evidence += [{"when": "after the resume", "what": d} for d in after]
+    gap = (f"; the write probe's longest gap {metrics['probe_longest_gap_s']} s"
+           if metrics.get("probe_longest_gap_s") is not None else "")
+    return _timer(session, Outcome(
+        summary=f"PgBouncer sends {m.pooler_database} to {host}:{port}; pool paused {cut.paused_s * 1000:.0f} ms "
+                f"(legacy's LSN {cut.lsn} applied after {cut.apply_wait_s * 1000:.0f} ms, {cut.sequences} sequences"
+                + (f", {cut.large_objects} large objects" if cut.large_objects else "") + f"){gap}; "
+                "reverse replication new -> legacy running", evidence=evidence, metrics=metrics,
+        state={"cutover_lsn": cut.lsn, "cut": cut.to_dict()}))
+
+
+LOGICAL_DONE = "logical: done inside the cutover's critical section above"
+
+
 @step("writes_off", "Writes off: pause the pool, legacy read-only for the application", mutating=True,
       plan=would("PAUSE the application's pool in PgBouncer and make legacy read-only for the application role"),
       guards=OPENING)
 def writes_off(session: Session) -> Outcome:
-    """The write pause starts here: PgBouncer pauses the application's pool; legacy becomes read-only for the
-    application role.
+    """Dump-restore: the write pause starts here: PgBouncer pauses the application's pool; legacy becomes
+    read-only for the application role.
     """
     m = _m(session)
+    if m.strategy == "logical":
+        return _timer(session, Outcome(summary=LOGICAL_DONE))
     _pause(session)
     r = migration.route_of(session)
     ended = migration.set_read_only(r.source, r.app_role, True)
@@ -318,9 +391,11 @@ def writes_off(session: Session) -> Outcome:
 @step("drain_connections", "Drain the application's connections to legacy", mutating=True,
       plan=would("end every remaining session of the application role on legacy"), guards=GUARDS)
 def drain_connections(session: Session) -> Outcome:
-    """As the policy says, every non-admin session on legacy's database is ended (the application role's and
+    """Dump-restore: as the policy says, every non-admin session on legacy's database is ended (the application role's and
     every other one), so no write can land there after the pause; superusers and replication stay.
     """
+    if _m(session).strategy == "logical":
+        return _timer(session, Outcome(summary=LOGICAL_DONE))
     r = migration.route_of(session)
     ended = migration.set_read_only(r.source, r.app_role, True) + migration.drain(r.source)
     return _timer(session, Outcome(summary=f"{ended} remaining non-admin sessions ended on legacy",
@@ -345,23 +420,13 @@ def app_down(session: Session) -> Outcome:
                                    state={"app_replicas": before}))
 
 
-@step("move_data", "Move the data", mutating=True,
-      plan=would("wait until the new cluster applied legacy's last write and copy the sequences (logical), "
-                 "or dump legacy and restore into the new cluster (dump-restore)"), guards=GUARDS)
+@step("move_data", "Move the data (dump-restore)", mutating=True,
+      plan=would("dump legacy and restore into the new cluster (dump-restore)"), guards=GUARDS)
 def move_data(session: Session) -> Outcome:
-    """Logical: wait until the new cluster applied legacy's last LSN, copy sequence values. Dump-restore:
-    dump and restore.
-    """
+    """Dump-restore: dump legacy and restore it into the new cluster."""
     m, r = _m(session), migration.route_of(session)
     if m.strategy == "logical":
-        lsn, waited = migration.catch_up(r.source, names.SUBSCRIPTION, m.apply_timeout)
-        sequences = migration.copy_sequences(r.source, r.target)
-        objects = migration.copy_large_objects(r.source, r.target) if m.large_objects == "copy" else 0
-        return _timer(session, Outcome(summary=f"new cluster applied legacy's LSN {lsn} after {waited:.2f} s; "
-                                               f"{sequences} sequences copied"
-                                               + (f"; {objects} large objects copied" if objects else ""),
-                                       metrics={"cutover_lsn": lsn, "apply_wait_s": round(waited, 3)},
-                                       state={"cutover_lsn": lsn}))
+        return _timer(session, Outcome(summary=LOGICAL_DONE))
     started = time.monotonic()
     if migration.user_tables(r.target):
         counts = {c.table: c.equal for c in migration.validate(r.source, r.target, tables=migration.moved_tables(r))}
@@ -384,52 +449,46 @@ def _back_to_legacy(session: Session) -> str:
 @step("validate_new", "Validate: per-table row count and checksum on both sides", guards=GUARDS)
 def validate_new(session: Session) -> Outcome:
     """Dump-restore: row count and an order-independent checksum of every row (vector columns included) per
-    table on both sides. Logical: the checksums were compared at the cut above; here the row counts are
-    compared again at the cutover LSN. Any difference stops the cutover, names the table and leaves legacy
-    serving.
+    table on both sides. Any difference stops the cutover, names the table and leaves legacy serving.
+    (Logical: the checksums were compared at a consistent cut before the pause, and the cutover waits until
+    the new cluster applied legacy's final LSN.)
     """
-    m = _m(session)
-    cut = session.state.get("cut_lsn") if m.strategy == "logical" else None
+    if _m(session).strategy == "logical":
+        return _timer(session, Outcome(summary=LOGICAL_DONE))
     r = migration.route_of(session)
-    checks = migration.validate(r.source, r.target, counts_only=cut is not None, tables=migration.moved_tables(r),
-                                large_objects=m.large_objects == "copy" and m.strategy == "logical")
+    checks = migration.validate(r.source, r.target, tables=migration.moved_tables(r))
     rows = _checks_table(checks)
     bad = [c.table for c in checks if not c.equal]
     if bad:
         fallback = _back_to_legacy(session)
         return _timer(session, Outcome(summary=f"cutover stopped: {', '.join(bad)} differ; {fallback}",
                                        evidence=rows, failed=True))
-    what = (f"row counts equal at the cutover (checksums compared at LSN {cut})" if cut else
-            "row counts and checksums equal")
-    return _timer(session, Outcome(summary=f"{len(checks)} tables: {what}",
+    return _timer(session, Outcome(summary=f"{len(checks)} tables: row counts and checksums equal",
                                    evidence=rows, metrics={"tables_validated": len(checks)}))
 
 
-@step("switch_traffic", "Point PgBouncer at the new cluster; reverse replication keeps legacy current",
-      mutating=True, plan=would("repoint PgBouncer to the new write endpoint and replicate new -> legacy"),
+@step("switch_traffic", "Point PgBouncer at the new cluster (dump-restore)",
+      mutating=True, plan=would("repoint PgBouncer to the new write endpoint"),
       guards=GUARDS)
 def switch_traffic(session: Session) -> Outcome:
-    """PgBouncer now sends the application to the new cluster's write endpoint; reverse replication from the
-    new cluster keeps legacy current for the rollback plan.
+    """Dump-restore: PgBouncer now sends the application to the new cluster's write endpoint. There is no
+    reverse replication: legacy stays the pre-cutover copy.
     """
     m, r = _m(session), migration.route_of(session)
+    if m.strategy == "logical":
+        return _timer(session, Outcome(summary=LOGICAL_DONE))
     host, port = r.new_backend
     if pgbouncer.backend(r.pooler, r.pooler_database) != (host, port):
         pgbouncer.repoint(r.pooler, r.swarm, r.pooler_database, host, port)
-    reverse = "no reverse replication (dump-restore): legacy is the pre-cutover copy"
-    if m.strategy == "logical":
-        migration.thaw_ddl(r.source)  # the cutover: legacy's schema may change again (and takes the subscription)
-        migration.drop_subscription(r.target, names.SUBSCRIPTION)
-        migration.ensure_publication(r.target, names.REVERSE_PUBLICATION)
-        migration.ensure_subscription(r.source, r.target, names.REVERSE_SUBSCRIPTION,
-                                      names.REVERSE_PUBLICATION, copy_data=False, failover=True)
-        reverse = "reverse replication new -> legacy running"
-    return _timer(session, Outcome(summary=f"PgBouncer sends {m.pooler_database} to {host}:{port}; {reverse}"))
+    return _timer(session, Outcome(summary=f"PgBouncer sends {m.pooler_database} to {host}:{port}; no reverse "
+                                           "replication (dump-restore): legacy is the pre-cutover copy"))
 
 
 @step("writes_on", "Writes on: resume the pool", mutating=True, plan=would("RESUME the pool"), guards=GUARDS)
 def writes_on(session: Session) -> Outcome:
-    """The pool resumes: the write pause ends."""
+    """Dump-restore: the pool resumes; the write pause ends."""
+    if _m(session).strategy == "logical":
+        return _timer(session, Outcome(summary=LOGICAL_DONE))
     _resume(session)
     paused = time.time() - session.state["writes_off_at"] if session.state.get("writes_off_at") else None
     return _timer(session, Outcome(summary="pool resumed" + (f" after {paused:.2f} s" if paused else ""),
@@ -526,6 +585,6 @@ def _app_impact(session: Session, seconds: float) -> dict[str, float | None]:
 
 BOOK = Book("phase2_migration", "Phase 2: the maintenance window", mutating=True, steps=(
     signoff_gate, window_check, preflight, probe_start, deploy_new_stack, prepare_replication, final_backup,
-    validate_cut, writes_off, drain_connections, app_down, move_data, validate_new, switch_traffic,
+    validate_cut, cutover_step, writes_off, drain_connections, app_down, move_data, validate_new, switch_traffic,
     writes_on, app_up, way_back, probe_report,
 ))

@@ -21,11 +21,14 @@ without making it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
+
+import psycopg
 
 from runbook_lib.campaign import records
 from runbook_lib.clients import pgbouncer, postgres
-from runbook_lib.ops import fallback, migration, notify, smoke, wayback
+from runbook_lib.ops import cutover, fallback, migration, notify, smoke, wayback
 from runbook_lib.promql import triggers
 from runbook_lib.run.book import Book
 from runbook_lib.run.session import Session
@@ -79,31 +82,77 @@ def rollback_decision(session: Session) -> Outcome:
                                    state={"rollback_started": time.time(), "rollback_why": why}))
 
 
-def _hold_cut(session: Session) -> None:
-    """Snapshots of both sides while they are level and still, kept open for the consistency check."""
+def _hold_cut(session: Session) -> Callable[[], None]:
+    """Two connections opened now (before the pause) and kept for the consistency check; the callable
+    returned starts a snapshot on each, both sides level and still (inside the pause: two round trips)."""
     r = migration.route_of(session)
     with ExitStack() as stack:
-        legacy = stack.enter_context(migration.snapshot(r.source))
-        new = stack.enter_context(migration.snapshot(r.target))
+        legacy = stack.enter_context(postgres.connect(r.source))
+        new = stack.enter_context(postgres.connect(r.target))
         held = stack.pop_all()
     session.hold(CUT, (legacy, new), held.close)
 
+    def begin() -> None:
+        for conn in (legacy, new):
+            migration.begin_snapshot(conn)
+    return begin
 
-@step("stop_or_detach_new", "Stop writes on the new cluster; legacy applies its last write", mutating=True,
-      plan=would("pause the pool, make the new cluster read-only for the application, wait until legacy applied "
-                 "its last write, copy the sequences, snapshot both sides, drop reverse replication"),
+
+def _one_critical_section(session: Session) -> Outcome:
+    """Reverse replication runs and PgBouncer leads to the new cluster: the way back is the cutover mirrored."""
+    r = migration.route_of(session)
+    serving, leg = cutover.staged(r), cutover.back(r)
+    try:
+        prepared = cutover.prepare(r, leg, r.apply_timeout)
+    except (psycopg.Error, migration.MigrationError) as exc:
+        cutover.unstage(r, leg, serving)
+        raise fallback.not_level(exc) from exc
+    at_cut = _hold_cut(session)
+    try:
+        cut = cutover.cut(r, leg, r.critical_section_max, at_cut=at_cut)
+    except cutover.CutoverAborted as exc:
+        session.drop(CUT)  # the new cluster takes writes again: no transaction may stay open on it
+        cutover.unstage(r, leg, serving)
+        return _clock(session, Outcome(summary=f"rollback not done: {exc}; the new cluster serving, writable, the "
+                                               "pool resumed on it, nothing switched", failed=True,
+                                       evidence=[{"when": "before the pause", "what": d} for d in prepared]))
+    after = cutover.finish_back(r)
+    wayback.expect(session.target.pushgateway, False)
+    evidence = [{"when": "before the pause", "what": d} for d in prepared]
+    evidence += [{"when": f"+{t:.3f} s", "what": name} for name, t in cut.marks.items()]
+    evidence += [{"when": "after the resume", "what": d} for d in after]
+    return _clock(session, Outcome(
+        summary=f"PgBouncer sends {r.pooler_database} to legacy; pool paused {cut.paused_s * 1000:.0f} ms (the new "
+                f"cluster's LSN {cut.lsn} applied on legacy after {cut.apply_wait_s * 1000:.0f} ms, {cut.sequences} "
+                "sequences copied, both sides snapshotted at the cut)" + "".join(f"; {d}" for d in after),
+        evidence=evidence, metrics={"reverse_applied_lsn": cut.lsn, "sequences": cut.sequences,
+                                    "pool_paused_s": round(cut.paused_s, 4), "apply_wait_s": cut.apply_wait_s},
+        state={"rollback_cut_lsn": cut.lsn, "pool_paused_s": round(cut.paused_s, 4), "rollback_loss": None}))
+
+
+@step("stop_or_detach_new", "The way back in one critical section: pause, legacy level with the new cluster, "
+                            "switched, resumed", mutating=True,
+      plan=would("stage PgBouncer's legacy backend; then, in one pause bounded by migration.critical_section_max: "
+                 "the new cluster read-only for the application, its last write applied on legacy, sequences "
+                 "copied, both sides snapshotted, legacy writable, PgBouncer reloaded, resumed; then reverse "
+                 "replication dropped"),
       guards=(HAS_MIGRATION,))
 def stop_or_detach_new(session: Session) -> Outcome:
-    """The write pause starts: the pool pauses, the new cluster becomes read-only for the application, legacy
-    applies the new cluster's last write and gets its sequence values. Both sides are snapshotted at that
-    cut, then reverse replication is dropped. If this fails, the new cluster is writable again and the
-    pool resumes: nothing changed.
+    """With reverse replication running, the write pause is this one step, the cutover mirrored: PgBouncer's
+    config file gets legacy's address beforehand (not reloaded); inside the pause, in straight code, the
+    new cluster becomes read-only for the application, legacy applies its last write and gets its sequence
+    values, both sides are snapshotted at that cut, legacy becomes writable, PgBouncer reloads, the pool
+    resumes. Past `migration.critical_section_max` (or on any error) before the switch, the new cluster is
+    writable again and the pool resumed on it: nothing changed. Without reverse replication (or with the
+    loss accepted and the new cluster unreachable) the pool is paused here and resumed on legacy below.
     """
-    p = session.params
+    p, r = session.params, migration.route_of(session)
+    if fallback.reverse_replication(r) and not fallback.on_legacy(r) and not p.rollback.accept_loss:
+        return _one_critical_section(session)
     paused_at = time.time()
     try:
-        report = fallback.detach_new(migration.route_of(session), p.rollback.accept_loss,
-                                     migration.route_of(session).apply_timeout, at_cut=lambda: _hold_cut(session))
+        report = fallback.detach_new(r, p.rollback.accept_loss, r.apply_timeout,
+                                     at_cut=lambda: _hold_cut(session)())
     except BaseException:
         session.drop(CUT)  # the new cluster takes writes again: no transaction may stay open on it
         raise
@@ -119,11 +168,13 @@ def stop_or_detach_new(session: Session) -> Outcome:
       mutating=True, plan=would("make legacy writable for the application, point PgBouncer at it and resume"),
       guards=(HAS_MIGRATION,))
 def restore_legacy_traffic(session: Session) -> Outcome:
-    """Legacy becomes writable for the application, PgBouncer points at it, the pool resumes: the write pause
-    ends.
+    """Legacy writable for the application, PgBouncer pointed at it, the pool resumed: done inside the critical
+    section above when reverse replication ran (checked again here), done here otherwise.
     """
     done = fallback.restore_traffic(migration.route_of(session))
-    paused = time.time() - session.state["pool_paused_at"] if session.state.get("pool_paused_at") else None
+    paused = session.state.get("pool_paused_s")
+    if paused is None and session.state.get("pool_paused_at"):
+        paused = time.time() - session.state["pool_paused_at"]
     return _clock(session, Outcome(summary="; ".join(done) + "; pool resumed" +
                                    (f" after {paused:.2f} s" if paused is not None else ""),
                                    metrics={"pool_paused_s": round(paused, 3) if paused is not None else None}))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -38,49 +40,92 @@ def show(conn: psycopg.Connection[Any], what: str) -> list[dict[str, Any]]:
 
 def command(spec: PgBouncerSpec, verb: str, database: str | None = None) -> None:
     """PAUSE / RESUME / RELOAD / RECONNECT on the admin console, for one database or all."""
-    if verb not in COMMANDS:
-        raise ValueError(f"{verb}: not an allowed admin command")
-    with connect(spec) as conn, conn.cursor() as cur:
-        if database:
-            cur.execute(sql.SQL("{} {}").format(sql.SQL(verb), sql.Identifier(database)))
-        else:
-            cur.execute(sql.SQL(verb))
+    with console(spec) as admin:
+        admin.run(verb, database)
+
+
+class Console:
+    """One admin-console connection for several commands: inside a write pause a new connection per command
+    (TLS, authentication) would cost more than the commands themselves."""
+
+    def __init__(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
+        self.conn = conn
+
+    def run(self, verb: str, database: str | None = None) -> None:
+        if verb not in COMMANDS:
+            raise ValueError(f"{verb}: not an allowed admin command")
+        with self.conn.cursor() as cur:
+            if database:
+                cur.execute(sql.SQL("{} {}").format(sql.SQL(verb), sql.Identifier(database)))
+            else:
+                cur.execute(sql.SQL(verb))
+
+    def pause(self, database: str) -> bool:
+        """PAUSE a pool; False when it was paused already (so a caller undoes only its own pause)."""
+        return self._unless_already("PAUSE", database, "already")
+
+    def resume(self, database: str) -> bool:
+        """RESUME a pool; one that is not paused is already what was wanted (False)."""
+        return self._unless_already("RESUME", database, "not paused")
+
+    def _unless_already(self, verb: str, database: str, already: str) -> bool:
+        try:
+            self.run(verb, database)
+        except psycopg.Error as exc:
+            if already not in str(exc).lower():
+                raise
+            return False
+        return True
+
+    def entry(self, database: str) -> dict[str, Any]:
+        row = next((r for r in show(self.conn, "DATABASES") if r["name"] == database), None)
+        if row is None:
+            raise PgBouncerError(f"PgBouncer has no database entry {database!r}")
+        return row
+
+    def backend(self, database: str) -> tuple[str, int]:
+        """Where PgBouncer sends `database` right now (SHOW DATABASES)."""
+        row = self.entry(database)
+        return row["host"], int(row["port"])
+
+
+@contextmanager
+def console(spec: PgBouncerSpec) -> Iterator[Console]:
+    with connect(spec) as conn:
+        yield Console(conn)
 
 
 def pause(spec: PgBouncerSpec, database: str) -> bool:
     """PAUSE a pool; False when it was paused already (so a caller undoes only its own pause)."""
-    return _unless_already(spec, "PAUSE", database, "already")
+    with console(spec) as admin:
+        return admin.pause(database)
 
 
 def resume(spec: PgBouncerSpec, database: str) -> bool:
     """RESUME a pool; one that is not paused is already what was wanted (False)."""
-    return _unless_already(spec, "RESUME", database, "not paused")
-
-
-def _unless_already(spec: PgBouncerSpec, verb: str, database: str, already: str) -> bool:
-    try:
-        command(spec, verb, database)
-    except psycopg.Error as exc:
-        if already not in str(exc).lower():
-            raise
-        return False
-    return True
+    with console(spec) as admin:
+        return admin.resume(database)
 
 
 def backend(spec: PgBouncerSpec, database: str) -> tuple[str, int]:
     """Where PgBouncer sends `database` right now (SHOW DATABASES)."""
-    with connect(spec) as conn:
-        row = next((r for r in show(conn, "DATABASES") if r["name"] == database), None)
-    if row is None:
-        raise PgBouncerError(f"PgBouncer has no database entry {database!r}")
-    return row["host"], int(row["port"])
+    with console(spec) as admin:
+        return admin.backend(database)
 
 
-def repoint(spec: PgBouncerSpec, swarm_spec: Swarm | None, database: str, host: str, port: int) -> None:
-    """Rewrite the [databases] entry in the running PgBouncer's config, then RELOAD and RECONNECT.
+def paused(spec: PgBouncerSpec, database: str) -> bool:
+    with console(spec) as admin:
+        return bool(admin.entry(database).get("paused"))
 
-    The config file lives in the PgBouncer task (target.pgbouncer.service, .config_path); the
-    change holds until the task restarts, so the stack definition must be updated as well.
+
+def stage(spec: PgBouncerSpec, swarm_spec: Swarm | None, database: str, host: str, port: int) -> None:
+    """Rewrite the [databases] entry in the running PgBouncer's config file, without RELOAD: the running
+    PgBouncer keeps its current backend until a RELOAD, so the slow part (a container exec) can happen
+    before a write pause and only the RELOAD inside it.
+
+    The config file lives in the PgBouncer task (target.pgbouncer.service, .config_path); the change
+    holds until the task restarts (a restarted task reads its deployed config), so the stack definition
+    must be updated as well.
     """
     if not spec.service:
         raise PgBouncerError("target.pgbouncer.service is not set: cannot reach PgBouncer's configuration")
@@ -95,5 +140,16 @@ def repoint(spec: PgBouncerSpec, swarm_spec: Swarm | None, database: str, host: 
                                                     spec.config_path])
     if code != 0 or f"port={int(port)}" not in out:
         raise PgBouncerError(f"could not rewrite the {database} entry of {spec.config_path}: {out.strip()[:200]}")
-    command(spec, "RELOAD")
-    command(spec, "RECONNECT", database)
+
+
+def switch(admin: Console, database: str) -> None:
+    """Apply a staged config: RELOAD, then RECONNECT so no server connection to the old backend is reused."""
+    admin.run("RELOAD")
+    admin.run("RECONNECT", database)
+
+
+def repoint(spec: PgBouncerSpec, swarm_spec: Swarm | None, database: str, host: str, port: int) -> None:
+    """Stage the new backend in the config file, then RELOAD and RECONNECT."""
+    stage(spec, swarm_spec, database, host, port)
+    with console(spec) as admin:
+        switch(admin, database)

@@ -243,6 +243,9 @@ class Migration(_Model):
     app_service: str | None = Field(None, description="Swarm service of the application (dump-restore scales it)")
     copy_timeout: Duration = 1800.0
     apply_timeout: Duration = 60.0
+    critical_section_max: Duration = Field(2.0, gt=0, description="bound on the logical cutover's write pause: "
+                                                                  "past it the pool resumes on legacy, nothing "
+                                                                  "switched")
     probe_interval: Duration = 0.05
     probe_endpoint: str | None = Field(None, description="endpoint the write probe uses (default: the pooler)")
     exclude: list[Exclusion] = Field(default_factory=list, description="tables left out of the move, each with "

@@ -21,7 +21,7 @@ from psycopg import sql
 from runbook_lib.clients import pgbouncer, postgres
 from runbook_lib.config import names
 from runbook_lib.config.endpoints import PgSpec
-from runbook_lib.errors import RunbookError
+from runbook_lib.errors import RunbookError, first_line
 from runbook_lib.ops import migration
 from runbook_lib.ops.migration import Route
 
@@ -98,13 +98,10 @@ def detach_new(r: Route, accept_loss: bool = False, timeout: float = 60.0,
             report.sequences = migration.copy_sequences(r.target, r.source)
         except (psycopg.Error, migration.MigrationError) as exc:
             if not (accept_loss and _unreachable(r.target)):
-                raise RollbackError(
-                    f"legacy could not be brought level with the new cluster ({_first_line(exc)}); nothing was "
-                    "switched. Only if the new cluster is lost (unreachable), roll back with the loss accepted "
-                    "(rollback.accept_loss): writes not yet on legacy are then lost") from exc
+                raise not_level(exc) from exc
             report.sequences = migration.advance_sequences(r.source)
             migration.drop_subscription(r.source, names.REVERSE_SUBSCRIPTION, keep_slot=True)
-            report.loss = (f"the new cluster is unreachable ({_first_line(exc)}): legacy keeps what reverse "
+            report.loss = (f"the new cluster is unreachable ({first_line(exc)}): legacy keeps what reverse "
                            "replication delivered (loss accepted)")
             report.steps.append(f"{report.loss}; {report.sequences} sequences moved past the highest ids legacy "
                                 "holds; its replication slot is left on the new cluster")
@@ -129,16 +126,18 @@ def detach_new(r: Route, accept_loss: bool = False, timeout: float = 60.0,
     return report
 
 
+def not_level(exc: BaseException) -> RollbackError:
+    return RollbackError(f"legacy could not be brought level with the new cluster ({first_line(exc)}); nothing was "
+                         "switched. Only if the new cluster is lost (unreachable), roll back with the loss accepted "
+                         "(rollback.accept_loss): writes not yet on legacy are then lost")
+
+
 def _unreachable(endpoint: PgSpec) -> bool:
     try:
         postgres.connect(endpoint).close()
     except psycopg.OperationalError:
         return True
     return False
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def restore_traffic(r: Route) -> list[str]:

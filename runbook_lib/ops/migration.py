@@ -41,6 +41,7 @@ class Route:
     swarm: Swarm | None
     apply_timeout: float
     exclude: frozenset[str] = frozenset()  # schema.table left behind on purpose (migration.exclude)
+    critical_section_max: float = 2.0  # the bound on a switch's write pause (migration.critical_section_max)
 
     @property
     def legacy_backend(self) -> tuple[str, int]:
@@ -60,7 +61,7 @@ def route(params: Params) -> Route:
     return Route(source=endpoints.db(m.source), target=endpoints.db(m.target), pooler=endpoints.admin(),
                  pooler_database=m.pooler_database, new_backend=(m.new_backend.host, m.new_backend.port),
                  app_role=t.app.role, swarm=t.swarm, apply_timeout=m.apply_timeout,
-                 exclude=frozenset(e.table for e in m.exclude))
+                 exclude=frozenset(e.table for e in m.exclude), critical_section_max=m.critical_section_max)
 
 
 def route_of(run: Any) -> Route:
@@ -269,18 +270,23 @@ def current_lsn(endpoint: PgSpec) -> str:
 
 def wait_applied(publisher: PgSpec, subscription: str, lsn: str, timeout: float) -> float:
     """Seconds until the subscription's walsender reports `lsn` replayed on the subscriber."""
-    started = time.monotonic()
     with _conn(publisher) as conn:
-        while True:
-            behind = postgres.scalar(conn, """SELECT min(pg_wal_lsn_diff(%s::pg_lsn, replay_lsn))
-                                              FROM pg_stat_replication WHERE application_name = %s""",
-                                     [lsn, subscription])
-            if behind is not None and behind <= 0:
-                return time.monotonic() - started
-            if time.monotonic() - started > timeout:
-                raise MigrationError(f"the new cluster did not apply {lsn} within {timeout:g} s "
-                                     f"({behind} bytes behind)")
-            time.sleep(0.05)
+        return wait_applied_on(conn, subscription, lsn, time.monotonic() + timeout)
+
+
+def wait_applied_on(conn: psycopg.Connection[Any], subscription: str, lsn: str, deadline: float) -> float:
+    """wait_applied on an open connection to the publisher, until a monotonic deadline."""
+    started = time.monotonic()
+    while True:
+        behind = postgres.scalar(conn, """SELECT min(pg_wal_lsn_diff(%s::pg_lsn, replay_lsn))
+                                          FROM pg_stat_replication WHERE application_name = %s""",
+                                 [lsn, subscription])
+        if behind is not None and behind <= 0:
+            return time.monotonic() - started
+        if time.monotonic() > deadline:
+            raise MigrationError(f"the new cluster did not apply {lsn} within {time.monotonic() - started:.2f} s "
+                                 f"({behind} bytes behind)")
+        time.sleep(0.005 if deadline - time.monotonic() < 5 else 0.05)
 
 
 def catch_up(publisher: PgSpec, subscription: str, timeout: float) -> tuple[str, float]:
@@ -289,15 +295,26 @@ def catch_up(publisher: PgSpec, subscription: str, timeout: float) -> tuple[str,
     return lsn, wait_applied(publisher, subscription, lsn, timeout)
 
 
+def sequence_values(conn: psycopg.Connection[Any]) -> tuple[list[str], list[int]]:
+    """Every sequence that was used, as quoted schema.name (quoted by the server), and its last value."""
+    rows = postgres.query(conn, "SELECT format('%I.%I', schemaname, sequencename) AS name, last_value "
+                                "FROM pg_sequences WHERE last_value IS NOT NULL")
+    return [r["name"] for r in rows], [r["last_value"] for r in rows]
+
+
+def set_sequences(conn: psycopg.Connection[Any], values: tuple[list[str], list[int]]) -> int:
+    """Set every sequence in one statement (inside a write pause each round trip counts)."""
+    if not values[0]:
+        return 0
+    return int(postgres.scalar(conn, "SELECT count(setval(n::regclass, v, true)) "
+                                     "FROM unnest(%s::text[], %s::bigint[]) AS t(n, v)", list(values)))
+
+
 def copy_sequences(source: PgSpec, target: PgSpec) -> int:
     with _conn(source) as conn:
-        seqs = postgres.query(conn, "SELECT schemaname, sequencename, last_value FROM pg_sequences "
-                                    "WHERE last_value IS NOT NULL")
+        values = sequence_values(conn)
     with _conn(target) as conn:
-        for s in seqs:
-            postgres.query(conn, "SELECT setval(%s::regclass, %s, true)",
-                           [sql.Identifier(s["schemaname"], s["sequencename"]).as_string(conn), s["last_value"]])
-    return len(seqs)
+        return set_sequences(conn, values)
 
 
 def advance_sequences(endpoint: PgSpec) -> int:
@@ -407,12 +424,16 @@ def validate(source: PgSpec, target: PgSpec, counts_only: bool = False, tables: 
 def snapshot(endpoint: PgSpec) -> Iterator[psycopg.Connection[Any]]:
     """A connection inside a read-only REPEATABLE READ transaction whose snapshot is already taken."""
     with _conn(endpoint) as conn:
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        conn.execute("SELECT 1")  # the snapshot is fixed at the first statement
+        begin_snapshot(conn)
         try:
             yield conn
         finally:
             conn.execute("ROLLBACK")
+
+
+def begin_snapshot(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    conn.execute("SELECT 1")  # the snapshot is fixed at the first statement
 
 
 def drop_subscription(subscriber: PgSpec, name: str, keep_slot: bool = False) -> bool:
@@ -441,25 +462,32 @@ def drain(endpoint: PgSpec) -> int:
     """End every non-admin session on the endpoint's database (the policy's drain): only superusers' sessions,
     replication and the server's own processes stay."""
     with _conn(endpoint) as conn:
-        ended = postgres.query(conn, """SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a
-                                        JOIN pg_roles r ON r.oid = a.usesysid
-                                        WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
-                                          AND a.backend_type = 'client backend' AND NOT r.rolsuper""")
+        return drain_on(conn)
+
+
+def drain_on(conn: psycopg.Connection[Any]) -> int:
+    ended = postgres.query(conn, """SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a
+                                    JOIN pg_roles r ON r.oid = a.usesysid
+                                    WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+                                      AND a.backend_type = 'client backend' AND NOT r.rolsuper""")
     return len(ended)
 
 
 def set_read_only(endpoint: PgSpec, role: str, read_only: bool) -> int:
     """Writes off (or on) for the application role on a server; its open sessions are ended when turning off."""
     with _conn(endpoint) as conn:
-        if read_only:
-            postgres.query(conn, sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on")
-                           .format(sql.Identifier(role)))
-            ended = postgres.query(conn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                         "WHERE usename = %s AND pid <> pg_backend_pid()", [role])
-            return len(ended)
-        postgres.query(conn, sql.SQL("ALTER ROLE {} RESET default_transaction_read_only")
+        return set_read_only_on(conn, role, read_only)
+
+
+def set_read_only_on(conn: psycopg.Connection[Any], role: str, read_only: bool) -> int:
+    if read_only:
+        postgres.query(conn, sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on")
                        .format(sql.Identifier(role)))
-        return 0
+        ended = postgres.query(conn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                     "WHERE usename = %s AND pid <> pg_backend_pid()", [role])
+        return len(ended)
+    postgres.query(conn, sql.SQL("ALTER ROLE {} RESET default_transaction_read_only").format(sql.Identifier(role)))
+    return 0
 
 
 # ---------------------------------------------------------------- what logical replication does not carry
@@ -468,14 +496,18 @@ def set_read_only(endpoint: PgSpec, role: str, read_only: bool) -> int:
 def copy_large_objects(source: PgSpec, target: PgSpec) -> int:
     """Every large object of legacy onto the new cluster, same oid and owner (the target's are replaced)."""
     with _conn(source) as src, _conn(target) as dst:
-        oids = [r["oid"] for r in postgres.query(src, "SELECT oid FROM pg_largeobject_metadata ORDER BY oid")]
-        postgres.query(dst, "SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
-        for oid in oids:
-            row = postgres.query(src, """SELECT lo_get(m.oid) AS data, r.rolname AS owner FROM pg_largeobject_metadata m
-                                         JOIN pg_roles r ON r.oid = m.lomowner WHERE m.oid = %s""", [oid])[0]
-            postgres.query(dst, "SELECT lo_from_bytea(%s, %s)", [oid, row["data"]])
-            postgres.query(dst, sql.SQL("ALTER LARGE OBJECT {} OWNER TO {}").format(sql.Literal(oid),
-                                                                                    sql.Identifier(row["owner"])))
+        return copy_large_objects_on(src, dst)
+
+
+def copy_large_objects_on(src: psycopg.Connection[Any], dst: psycopg.Connection[Any]) -> int:
+    oids = [r["oid"] for r in postgres.query(src, "SELECT oid FROM pg_largeobject_metadata ORDER BY oid")]
+    postgres.query(dst, "SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
+    for oid in oids:
+        row = postgres.query(src, """SELECT lo_get(m.oid) AS data, r.rolname AS owner FROM pg_largeobject_metadata m
+                                     JOIN pg_roles r ON r.oid = m.lomowner WHERE m.oid = %s""", [oid])[0]
+        postgres.query(dst, "SELECT lo_from_bytea(%s, %s)", [oid, row["data"]])
+        postgres.query(dst, sql.SQL("ALTER LARGE OBJECT {} OWNER TO {}").format(sql.Literal(oid),
+                                                                                sql.Identifier(row["owner"])))
     return len(oids)
 
 

@@ -260,6 +260,8 @@ HEADLINES: dict[str, list[tuple[str, str, str]]] = {
                              ("restore_test", "passed", "restore test passed")],
     "phase2_migration": [("preflight", "strategy", "strategy"),
                          ("probe_report", "write_unavailable_s", "write-unavailable s"),
+                         ("cutover", "pool_paused_s", "pool paused s"),
+                         ("validate_cut", "tables_validated", "tables compared"),
                          ("validate_new", "tables_validated", "tables compared"),
                          ("probe_report", "failed_writes", "failed writes")],
     "phase3_verification": [("watch_metrics", "error_rate", "error rate"),

@@ -22,7 +22,7 @@ from papermill.exceptions import PapermillExecutionError
 
 from runbook_lib.config import redact
 from runbook_lib.config.params import ParamsError, load_params
-from runbook_lib.errors import RunbookError
+from runbook_lib.errors import RunbookError, first_line
 from runbook_lib.run import archive, runinfo
 from runbook_lib.run import outcome as outcome_panel
 from runbook_lib.run.journal import read_events
@@ -101,9 +101,9 @@ def run(name: str, params_path: str, *, campaign: str | None = None, overrides: 
         outcome, code, message = "failed", EXIT_FAILED, f"{exc.ename}: {exc.evalue}"
     except (DeadKernelError, CellTimeoutError, RuntimeError, TimeoutError) as exc:
         kind = "timed out" if isinstance(exc, (CellTimeoutError, TimeoutError)) else "kernel died"
-        outcome, code, message = "kernel-died", EXIT_KERNEL, f"{kind}: {_first_line(exc)}"
+        outcome, code, message = "kernel-died", EXIT_KERNEL, f"{kind}: {first_line(exc)}"
     except Exception as exc:  # anything else from the execution machinery: the run still gets sealed
-        outcome, code, message = "kernel-died", EXIT_KERNEL, f"execution error: {type(exc).__name__}: {_first_line(exc)}"
+        outcome, code, message = "kernel-died", EXIT_KERNEL, f"execution error: {type(exc).__name__}: {first_line(exc)}"
     finally:
         os.environ.pop("RUNBOOK_LOCK_HELD", None)
         lock.release()
@@ -122,11 +122,6 @@ def run(name: str, params_path: str, *, campaign: str | None = None, overrides: 
         message = "secret scan found resolved secret values in: " + ", ".join(sealed.secret_hits)
     return RunReport(code, info.run_id, run_dir, outcome, message, time.monotonic() - started,
                      sealed.step_seconds)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _check_kernel(name: str) -> None:

@@ -1,7 +1,9 @@
-"""Write-unavailable seconds at cutover: both phase 2 strategies at two data sizes, median of N runs.
+"""Write unavailability at cutover: both phase 2 strategies at two data sizes, median of N runs.
 
-Targets: logical under 5 s, and at 10x no more than 1.5 times its 1x figure; dump-restore is the
-baseline (it is expected to grow with the data). Each size re-creates the sandbox's data
+Targets (logical): the write probe's longest gap over the whole window (the validation cut's pause and
+the cutover's) at most 0.2 s at every size, the 10x figure within 1.2 times the 1x one, no failed
+probe write and no error in the application's own metrics. Dump-restore is the baseline, printed
+beside it with the ratio (it is expected to grow with the data). Each size re-creates the sandbox's data
 (`reset` + `up --scale N`), each run is rolled back and the new cluster emptied afterwards.
 
 The gates are not what is measured here: each run gets a campaign whose readiness and phase 1
@@ -58,11 +60,14 @@ def one_cutover(params_file: str, outputs: Path, strategy: str, i: int) -> dict:
             raise SystemExit(f"phase 2 ({strategy}) failed: {report.message}")
         steps = {s["name"]: s for s in json.loads((report.run_dir / "manifest.json").read_text())["steps"]}
         probe = steps["probe_report"]["metrics"]
-        return {"write_unavailable_s": probe["write_unavailable_s"], "failed_writes": probe["failed_writes"],
+        cut = steps["cutover"].get("metrics") or {}
+        return {"longest_write_gap_s": probe["write_unavailable_s"], "failed_writes": probe["failed_writes"],
                 "write_unavailable_total_s": probe["write_unavailable_total_s"],
-                "unavailable_spans": probe["unavailable_spans"],
-                "attempts": probe["attempts"], "run_s": round(report.seconds, 1),
-                "move_data_s": steps["move_data"]["seconds"]}
+                "unavailable_spans": probe["unavailable_spans"], "attempts": probe["attempts"],
+                "app_errors": probe.get("app_errors"), "app_requests": probe.get("app_requests"),
+                "pool_paused_s": cut.get("pool_paused_s"), "probe_gap_at_cutover_s": cut.get("probe_longest_gap_s"),
+                "run_s": round(report.seconds, 1),
+                "dump_restore_s": (steps["move_data"].get("metrics") or {}).get("dump_restore_s")}
     finally:
         fallback.to_legacy(migration.route(params), accept_loss=True)
         fallback.clear_new(migration.route(params))
@@ -73,7 +78,7 @@ def main() -> int:
     parser.add_argument("--scales", default="1,10")
     args = parser.parse_args()
     outputs = Path(tempfile.mkdtemp(prefix="runbook-bench-cutover-"))
-    figures: dict = {"runs": {}, "median_write_unavailable_s": {}}
+    figures: dict = {"runs": {}, "median_longest_write_gap_s": {}, "median_pool_paused_s": {}}
     scales = [int(s) for s in args.scales.split(",")]
     for scale in scales:
         sb = context.load(args.params)
@@ -84,19 +89,27 @@ def main() -> int:
             key = f"{strategy}@{scale}x"
             runs = [one_cutover(args.params, outputs, strategy, f"{scale}-{i}") for i in range(args.runs)]
             figures["runs"][key] = runs
-            figures["median_write_unavailable_s"][key] = median([r["write_unavailable_s"] for r in runs])
-            print(f"{key}: write-unavailable {[r['write_unavailable_s'] for r in runs]} s, "
-                  f"median {figures['median_write_unavailable_s'][key]} s")
+            figures["median_longest_write_gap_s"][key] = median([r["longest_write_gap_s"] for r in runs])
+            if strategy == "logical":
+                figures["median_pool_paused_s"][key] = median([r["pool_paused_s"] for r in runs])
+            print(f"{key}: longest write gap {[r['longest_write_gap_s'] for r in runs]} s, "
+                  f"median {figures['median_longest_write_gap_s'][key]} s; failed writes "
+                  f"{[r['failed_writes'] for r in runs]}, application errors {[r['app_errors'] for r in runs]}")
     if scales != [1]:
         sb = context.load(args.params)
         lifecycle.down(sb, volumes=True)
         lifecycle.up(sb, scale=1)
-    med = figures["median_write_unavailable_s"]
-    logical = [med.get(f"logical@{s}x") for s in scales]
-    figures["targets"] = {"logical_max_s": 5.0, "logical_growth_max": 1.5}
+    med = figures["median_longest_write_gap_s"]
+    logical = [med[f"logical@{s}x"] for s in scales]
+    figures["dump_restore_over_logical"] = {f"{s}x": round(med[f"dump-restore@{s}x"] / max(med[f"logical@{s}x"], 1e-3), 1)
+                                            for s in scales}
+    logical_runs = [r for s in scales for r in figures["runs"][f"logical@{s}x"]]
+    figures["targets"] = {"logical_longest_gap_max_s": 0.2, "logical_growth_max": 1.2}
     figures["within_target"] = {
-        "logical_under_5s": all(v is not None and v < 5.0 for v in logical),
-        "logical_growth": (logical[-1] <= 1.5 * max(logical[0], 0.05)) if len(logical) > 1 else None}
+        "logical_gap": all(v <= 0.2 for v in logical),
+        "logical_growth": (logical[-1] <= 1.2 * logical[0]) if len(logical) > 1 else None,
+        "no_failed_writes": all(r["failed_writes"] == 0 for r in logical_runs),
+        "no_application_errors": all(not r["app_errors"] for r in logical_runs)}
     save("cutover", figures)
     return 0 if all(v is not False for v in figures["within_target"].values()) else 1
 

@@ -26,7 +26,7 @@ from runbook_lib.campaign import records
 from runbook_lib.clients import pgbouncer, postgres
 from runbook_lib.config import names
 from runbook_lib.config.params import Params, load_params
-from runbook_lib.ops import fallback, migration, writeprobe
+from runbook_lib.ops import cutover, fallback, migration, writeprobe
 from runbook_lib.run import runner, session
 from runbook_lib.run.step import StepFailed
 from tests.phase2.conftest import (
@@ -124,7 +124,12 @@ def test_logical_cutover_loses_nothing_and_keeps_legacy_current(sandbox_params_f
     steps = manifest_steps(report.run_dir)
     assert all(s["status"] == "ok" for s in steps.values()), {k: s["summary"] for k, s in steps.items()}
     assert steps["validate_cut"]["metrics"]["tables_validated"] >= 8
-    assert steps["validate_new"]["metrics"]["tables_validated"] >= 8
+    cut = steps["cutover"]["metrics"]  # one critical section, bounded
+    assert cut["pool_paused_s"] < load_params(sandbox_params_file).migration.critical_section_max, cut
+    assert cut["probe_longest_gap_s"] is not None and cut["probe_failed_writes"] == 0, cut
+    assert [e["what"] for e in step_evidence(report.run_dir, "cutover") if e["when"].startswith("+")] == [
+        "paused", "legacy read-only", "last write applied", "sequences copied", "reverse slot at the cut",
+        "switched", "resumed"]
     probe = steps["probe_report"]["metrics"]
     assert probe["attempts"] > 20 and probe["write_unavailable_s"] < 30, probe
     # the application kept running behind the paused pool: its error rate is reported and bounded
@@ -146,10 +151,15 @@ def test_logical_cutover_loses_nothing_and_keeps_legacy_current(sandbox_params_f
         assert newest and not set(newest) - set(ids(sandbox_params, "legacy", table, newest)), table
 
 
+def cut_over(params_file: Path, signed: Path) -> None:
+    """A logical phase 2 run, all of it, into the signed campaign."""
+    report = runner.run("phase2_migration", str(params_file), outputs_dir=signed.parent, echo=False, campaign=signed.name)
+    assert report.exit_code == 0, report.message
+
+
 def test_rollback_runbook_after_a_logical_cutover(sandbox_params_file: Path, sandbox_params: Params, signed: Path,
                                                   restore_legacy: None) -> None:
-    assert runner.run("phase2_migration", str(sandbox_params_file), outputs_dir=signed.parent, echo=False,
-                      campaign=signed.name).exit_code == 0
+    cut_over(sandbox_params_file, signed)
     new_rw = ("127.0.0.1", 25500)
     # no trigger holds (Prometheus unreachable: never taken as a trigger) and no reason: nothing changes
     calm = rollback_run(sandbox_params_file, signed, "target.prometheus.url=http://127.0.0.1:9")
@@ -201,11 +211,31 @@ def test_rollback_runbook_after_a_logical_cutover(sandbox_params_file: Path, san
     assert "critical_security_issue" in notices[-1].read_text()
 
 
+def test_rollback_is_one_bounded_critical_section_and_loses_nothing(sandbox_params_file: Path,
+                                                                    sandbox_params: Params, signed: Path,
+                                                                    restore_legacy: None) -> None:
+    cut_over(sandbox_params_file, signed)
+    marker = f"one-cut-{signed.name}-{time.time():.0f}"
+    write_through_pool(sandbox_params, marker)  # on the new cluster, and not waited for on legacy
+    report = rollback_run(sandbox_params_file, signed, "rollback.reason=drill")
+    assert report.exit_code == 0, report.message
+    steps = manifest_steps(report.run_dir)
+    detach = steps["stop_or_detach_new"]["metrics"]
+    assert detach["pool_paused_s"] < load_params(sandbox_params_file).migration.critical_section_max, detach
+    marks = [e["what"] for e in step_evidence(report.run_dir, "stop_or_detach_new") if e["when"].startswith("+")]
+    assert marks == ["paused", "dpg-rw read-only", "last write applied", "sequences copied",
+                     "both sides held at the cut", "legacy writable", "switched", "resumed"], marks
+    assert steps["consistency_check"]["metrics"]["tables_differing"] == 0
+    assert pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == LEGACY
+    assert count_marker(sandbox_params, "legacy", marker) == 1
+    write_through_pool(sandbox_params, f"{marker}-after")
+    assert count_marker(sandbox_params, "legacy", f"{marker}-after") == 1
+
+
 def test_rollback_with_the_new_cluster_lost_needs_the_loss_accepted(sandbox_params_file: Path,
                                                                      sandbox_params: Params, signed: Path,
                                                                      restore_legacy: None) -> None:
-    assert runner.run("phase2_migration", str(sandbox_params_file), outputs_dir=signed.parent, echo=False,
-                      campaign=signed.name).exit_code == 0
+    cut_over(sandbox_params_file, signed)
     marker = f"lost-{signed.name}-{time.time():.0f}"
     write_through_pool(sandbox_params, marker)
     wait_until("reverse replication to legacy", lambda: count_marker(sandbox_params, "legacy", marker) == 1)
@@ -299,21 +329,31 @@ def test_mismatch_at_the_cut_stops_before_the_pause_with_legacy_serving(sandbox_
     assert_legacy_serves_writes(sandbox_params, f"cut-{rb.info.run_id}")
 
 
-def test_mismatch_at_the_cutover_stops_it_with_legacy_serving(sandbox_params_file: Path, sandbox_params: Params,
-                                                              signed: Path, restore_legacy: None) -> None:
-    writeprobe.ensure_table(sandbox_params.endpoints.db("legacy"), sandbox_params.target.app.role)  # what the test writes to
+def test_a_subscriber_slower_than_the_bound_leaves_legacy_serving(sandbox_params_file: Path, sandbox_params: Params,
+                                                                  signed: Path, restore_legacy: None) -> None:
+    legacy, new = sandbox_params.endpoints.db("legacy"), sandbox_params.endpoints.db("dpg-rw")
+    writeprobe.ensure_table(legacy, sandbox_params.target.app.role)  # published, so copied and streamed
     rb = filled(sandbox_params_file, signed)
+    r = migration.route(sandbox_params)
     try:
-        assert rb.run(phase2.validate_cut).status == "ok"
-        with postgres.connect(sandbox_params.endpoints.db("dpg-rw")) as conn:  # the new side drifts after the cut
-            postgres.query(conn, "DELETE FROM sandbox_seed")
-        rb.run(phase2.writes_off)
-        rb.run(phase2.move_data)
-        with pytest.raises(StepFailed, match=r"cutover stopped: public\.sandbox_seed differ"):
-            rb.run(phase2.validate_new)
+        serving, leg = cutover.staged(r), cutover.forward(r)
+        cutover.prepare(r, leg, 60)
+        with postgres.connect(new, autocommit=False) as blocker:
+            # the new side's apply worker waits on this lock from legacy's next write on: the subscriber is slow
+            blocker.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(names.PROBE_TABLE)))
+            writeprobe.mark(legacy, f"delayed-{rb.info.run_id}")
+            started = time.monotonic()
+            with pytest.raises(cutover.CutoverAborted, match="stopped before the switch: the new cluster did not "
+                                                             "apply"):
+                cutover.cut(r, leg, 1.5)
+            assert time.monotonic() - started < 15  # the bound, not the apply timeout
+            blocker.rollback()
+        cutover.unstage(r, leg, serving)
+        assert not pgbouncer.paused(sandbox_params.endpoints.admin(), "app")
+        pgbouncer.command(sandbox_params.endpoints.admin(), "RELOAD")  # the config file says legacy again
     finally:
         rb.release()
-    assert_legacy_serves_writes(sandbox_params, f"mismatch-{rb.info.run_id}")
+    assert_legacy_serves_writes(sandbox_params, f"slow-{rb.info.run_id}")
 
 
 def test_a_failover_after_the_copy_is_survived(sandbox, sandbox_params_file: Path, sandbox_params: Params,  # noqa: ANN001
@@ -325,10 +365,9 @@ def test_a_failover_after_the_copy_is_survived(sandbox, sandbox_params_file: Pat
         moved = sandboxes.failover(sandbox, timeout=90)  # the subscriber's leader goes away while legacy takes writes
         assert moved["new_leader"] != moved["old_leader"]
         sandboxes.wait_cluster_healthy(sandbox, 180)
-        rb.run(phase2.writes_off)
-        rb.run(phase2.move_data)  # the subscription resumed on the new leader and applied legacy's last LSN
-        assert rb.run(phase2.validate_new).status == "ok"
-        phase2._back_to_legacy(rb)
+        assert rb.run(phase2.validate_cut).status == "ok"  # every table's checksum equal at a consistent cut
+        cut = rb.run(phase2.cutover_step)  # the subscription resumed on the new leader and applied legacy's last LSN
+        assert cut.status == "ok", cut.summary
     finally:
         rb.release()
 
@@ -380,11 +419,9 @@ def test_a_failover_during_the_initial_copy_is_survived(sandbox, sandbox_params_
         assert not filler.is_alive() and "error" not in outcome, outcome.get("error")
         print(outcome["result"].summary)
         sandboxes.wait_cluster_healthy(sandbox, 180)
-        rb.run(phase2.writes_off)
-        rb.run(phase2.move_data)
-        validated = rb.run(phase2.validate_new)  # every table, the ballast included, equal on both sides
+        validated = rb.run(phase2.validate_cut)  # every table, the ballast included, equal on both sides
         assert validated.status == "ok", validated.summary
-        phase2._back_to_legacy(rb)
+        assert rb.run(phase2.cutover_step).status == "ok"
     finally:
         rb.release()
 
@@ -421,5 +458,5 @@ def test_resume_after_a_killed_kernel_continues_without_repeating(sandbox_params
     assert resumed.exit_code == 0, resumed.message
     steps = manifest_steps(resumed.run_dir)
     assert steps["prepare_replication"]["status"] == "skipped"
-    assert steps["validate_new"]["status"] == "ok" and steps["app_up"]["status"] == "ok"
+    assert steps["cutover"]["status"] == "ok" and steps["app_up"]["status"] == "ok"
     assert pgbouncer.backend(load_params(sandbox_params_file).endpoints.admin(), "app") == ("127.0.0.1", 25500)

@@ -1,0 +1,215 @@
+"""The logical cutover as one critical section: pool paused, legacy's last write applied, switched, resumed.
+
+Why one straight sequence: a write pause spread over notebook cells lasts as long as the kernel's round
+trips plus every slow thing done inside it (a container exec to repoint PgBouncer, a replication slot
+created while transactions run). So everything slow happens before the pause (`prepare`): PgBouncer's new
+backend written to its config file but not reloaded, the reverse publication and slot on the new cluster,
+the new side caught up. Inside (`cut`) only SQL on connections opened beforehand and admin-console commands
+run, under a bound: past it the pool resumes on legacy with nothing switched. After the resume (`finish`)
+reverse replication starts from the slot, which has kept every write the new cluster took since the cut.
+
+Equality needs no recount inside the pause: every table's checksum was compared at a consistent cut before
+it (phase 2's validate_cut), and the new cluster has applied legacy's final LSN here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from runbook_lib.clients import pgbouncer, postgres
+from runbook_lib.config import names
+from runbook_lib.config.endpoints import PgSpec
+from runbook_lib.errors import first_line
+from runbook_lib.ops import migration
+from runbook_lib.ops.migration import MigrationError, Route
+
+
+class CutoverAborted(MigrationError):
+    """The critical section stopped before the switch: legacy serves, writable, the pool resumed."""
+
+
+@dataclass
+class Cut:
+    """The critical section as it happened; times are epoch seconds, marks are seconds after PAUSE was sent."""
+
+    lsn: str  # the origin's final LSN, applied on the destination
+    reverse_from: str | None  # where the reverse slot starts: the destination's LSN at the cut
+    pause_sent: float
+    resumed_at: float
+    apply_wait_s: float
+    sequences: int
+    large_objects: int
+    sessions_ended: int
+    marks: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def paused_s(self) -> float:
+        """From PAUSE sent to RESUME answered: as long as the pool held the application's queries."""
+        return self.resumed_at - self.pause_sent
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "paused_s": round(self.paused_s, 4)}
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One direction of the switch: writes stop on `origin`, `destination` applies its last write through
+    `subscription` (which lives on the destination), then the pool leads to `backend`."""
+
+    origin: PgSpec
+    destination: PgSpec
+    subscription: str
+    backend: tuple[str, int]
+    reverse_slot: str | None  # on the destination: moved to the cut, where the way back starts
+    reopen: bool  # the destination was read-only for the application (legacy after a cutover)
+
+
+def forward(r: Route) -> Leg:
+    """The cutover: legacy -> the new cluster, the reverse slot on the new side moved to the cut."""
+    return Leg(r.source, r.target, names.SUBSCRIPTION, r.new_backend, names.REVERSE_SLOT, reopen=False)
+
+
+def back(r: Route) -> Leg:
+    """The rollback: the new cluster -> legacy, made writable again inside the pause."""
+    return Leg(r.target, r.source, names.REVERSE_SUBSCRIPTION, r.legacy_backend, None, reopen=True)
+
+
+def staged(r: Route) -> tuple[str, int]:
+    """Where PgBouncer sends the application now (its config file may already say otherwise)."""
+    return pgbouncer.backend(r.pooler, r.pooler_database)
+
+
+def prepare(r: Route, leg: Leg, apply_timeout: float) -> list[str]:
+    """Everything slow, before the pause; safe to repeat. Returns what it did."""
+    done = []
+    pgbouncer.stage(r.pooler, r.swarm, r.pooler_database, *leg.backend)
+    done.append(f"PgBouncer's config file says {leg.backend[0]}:{leg.backend[1]} (not reloaded: the application "
+                "still goes where it went)")
+    if leg.reverse_slot:
+        migration.ensure_publication(leg.destination, names.REVERSE_PUBLICATION)
+        if migration.ensure_failover_slot(leg.destination, leg.reverse_slot):
+            done.append(f"reverse slot {leg.reverse_slot} created on {leg.destination.name}")
+    # the subscriber reports an applied write once it is flushed there; with a subscription's default
+    # (synchronous_commit off) that waits for the WAL writer (200 ms), inside the pause
+    set_apply_commit(leg, "on")
+    lsn, waited = migration.catch_up(leg.origin, leg.subscription, apply_timeout)
+    done.append(f"{leg.destination.name} applied {leg.origin.name}'s LSN {lsn} ({waited:.2f} s)")
+    return done
+
+
+def unstage(r: Route, leg: Leg, backend: tuple[str, int]) -> None:
+    """After an aborted cut: PgBouncer's config file back to the backend it serves, the subscription's
+    commits asynchronous again."""
+    pgbouncer.stage(r.pooler, r.swarm, r.pooler_database, *backend)
+    set_apply_commit(leg, "off")
+
+
+def set_apply_commit(leg: Leg, value: str) -> None:
+    """synchronous_commit of the subscription's apply worker (it rereads it without a restart)."""
+    with postgres.connect(leg.destination) as conn:
+        postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} SET (synchronous_commit = {})").format(
+            sql.Identifier(leg.subscription), sql.Literal(value)))
+
+
+def cut(r: Route, leg: Leg, budget: float, large_objects: bool = False,
+        at_cut: Callable[[], None] | None = None) -> Cut:
+    """PAUSE; the origin read-only for the application and drained; its last LSN applied on the destination;
+    sequences (and large objects) copied; `at_cut` run with both sides level and still; the reverse slot
+    moved to the cut; the destination writable if it was not; RELOAD; RESUME.
+
+    Past `budget` seconds (or on any error) before the switch, the origin is made writable again and the
+    pool resumed on it, and CutoverAborted says why. After the switch only RESUME remains; should it fail,
+    the error says so and a re-run resumes the pool.
+    """
+    with postgres.connect(leg.origin) as origin, postgres.connect(leg.destination) as destination, \
+            pgbouncer.console(r.pooler) as admin:
+        pause_sent = time.time()
+        started = time.monotonic()
+        deadline = started + budget
+        marks: dict[str, float] = {}
+
+        def mark(name: str) -> None:
+            marks[name] = round(time.monotonic() - started, 4)
+            if time.monotonic() > deadline:
+                raise CutoverAborted(f"the critical section passed its bound of {budget:g} s at '{name}'")
+
+        admin.pause(r.pooler_database)
+        try:
+            mark("paused")
+            ended = migration.set_read_only_on(origin, r.app_role, True) + migration.drain_on(origin)
+            mark(f"{leg.origin.name} read-only")
+            lsn = postgres.scalar(origin, "SELECT pg_current_wal_lsn()::text")
+            waited = migration.wait_applied_on(origin, leg.subscription, lsn, deadline)
+            mark("last write applied")
+            sequences = migration.set_sequences(destination, migration.sequence_values(origin))
+            objects = 0
+            if large_objects:  # not replicated: copied here from the origin, still now, and compared
+                objects = migration.copy_large_objects_on(origin, destination)
+                if not migration.large_object_check(origin, destination).equal:
+                    raise CutoverAborted("the large objects differ after the copy")
+            mark("sequences copied")
+            if at_cut:
+                at_cut()
+                mark("both sides held at the cut")
+            reverse_from = None
+            if leg.reverse_slot:
+                reverse_from = postgres.scalar(destination, "SELECT end_lsn::text FROM pg_replication_slot_advance("
+                                                            "%s, pg_current_wal_lsn())", [leg.reverse_slot])
+                mark("reverse slot at the cut")
+            if leg.reopen:
+                migration.set_read_only_on(destination, r.app_role, False)
+                mark(f"{leg.destination.name} writable")
+        except BaseException as exc:
+            _reopen_origin(origin, admin, r, exc)
+            if isinstance(exc, CutoverAborted):
+                raise
+            if isinstance(exc, MigrationError | psycopg.Error):
+                raise CutoverAborted(f"the critical section stopped before the switch: {first_line(exc)}") from exc
+            raise
+        pgbouncer.switch(admin, r.pooler_database)  # the point of no return: the pool leads to the destination
+        marks["switched"] = round(time.monotonic() - started, 4)
+        admin.resume(r.pooler_database)
+        resumed_at = time.time()
+        marks["resumed"] = round(time.monotonic() - started, 4)
+    return Cut(lsn=lsn, reverse_from=reverse_from, pause_sent=pause_sent, resumed_at=resumed_at,
+               apply_wait_s=round(waited, 4), sequences=sequences, large_objects=objects, sessions_ended=ended,
+               marks=marks)
+
+
+def _reopen_origin(origin: psycopg.Connection[Any], admin: pgbouncer.Console, r: Route, exc: BaseException) -> None:
+    """Undo the critical section's first half: the origin writable, the pool resumed (still leading there)."""
+    for action in (lambda: migration.set_read_only_on(origin, r.app_role, False),
+                   lambda: admin.resume(r.pooler_database)):
+        try:
+            action()
+        except Exception as undo_exc:  # noqa: BLE001 - the first failure is the one to raise
+            exc.add_note(f"undoing the cut also failed: {undo_exc}")
+
+
+def finish_forward(r: Route) -> list[str]:
+    """After the cutover's resume: legacy's schema may change again, the forward subscription goes, reverse replication
+    starts at the slot's position (the cut). Safe to repeat."""
+    done = []
+    if migration.thaw_ddl(r.source):
+        done.append("DDL on legacy thawed")
+    if migration.drop_subscription(r.target, names.SUBSCRIPTION):  # before the reverse: no loop between them
+        done.append("forward subscription dropped")
+    if migration.ensure_subscription(r.source, r.target, names.REVERSE_SUBSCRIPTION, names.REVERSE_PUBLICATION,
+                                     copy_data=False, failover=True):
+        done.append("reverse replication new -> legacy started from the cut")
+    return done
+
+
+def finish_back(r: Route) -> list[str]:
+    """After the rollback's resume: reverse replication dropped (legacy leads again), its DDL free. Safe to
+    repeat."""
+    done = ["DDL on legacy thawed"] if migration.thaw_ddl(r.source) else []
+    if migration.drop_subscription(r.source, names.REVERSE_SUBSCRIPTION):
+        done.append("reverse replication dropped")
+    return done
