@@ -14,12 +14,12 @@ from pathlib import Path
 sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+from rich.table import Column, Table  # noqa: E402
 
 from runbook_lib import __version__  # noqa: E402
 from runbook_lib.config.params import ParamsError, load_params  # noqa: E402
 from runbook_lib.config.policy import format_duration, parse_duration  # noqa: E402
-from runbook_lib.run import archive, runinfo, runner, schedule  # noqa: E402
+from runbook_lib.run import archive, history, runinfo, runner, schedule  # noqa: E402
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -205,6 +205,51 @@ def _cmd_archive_add(args: argparse.Namespace) -> int:
         console.print(f"[red]secret scan: values found and masked in {', '.join(sealed.secret_hits)}[/red]")
         return 1
     console.print(f"[green]sealed[/green] {run_dir} ({sealed.manifest['status']})", highlight=False)
+    return 0
+
+
+def _cmd_runs_list(args: argparse.Namespace) -> int:
+    try:
+        found = history.rows(_campaign_dir(args))
+    except history.NoSuchRun as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        return runner.EXIT_BAD_INPUT
+    if args.o == "json":
+        print(json.dumps(found, indent=2))
+        return 0
+    table = Table(Column("run id", no_wrap=True), "runbook", "status", "started (UTC)", "s",
+                  "figures, or why it failed")
+    for row in found:
+        style = "green" if row["status"] == "succeeded" else "red" if row["status"] != "planned" else ""
+        table.add_row(row["run_id"], row["runbook"], f"[{style}]{row['status']}[/{style}]" if style else row["status"],
+                      row["started"].replace("T", " "), f"{row['seconds']:.0f}" if row["seconds"] else "",
+                      row["figures"][:160])
+    Console().print(table)
+    return 0
+
+
+def _cmd_runs_show(args: argparse.Namespace) -> int:
+    root = Path(args.outputs) if args.outputs else runinfo.outputs_root()
+    try:
+        run = history.detail(history.find(root, args.run_id, args.campaign))
+    except history.NoSuchRun as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        return runner.EXIT_BAD_INPUT
+    if args.o == "json":
+        print(json.dumps(run, indent=2))
+        return 0
+    out = Console()
+    out.print(f"{run['runbook']} {run['run_id']} in {run['campaign']}: {run['status']} "
+              f"({run['seconds'] or 0:.0f} s, by {run['operator']})", highlight=False)
+    if run["message"] and run["status"] != "succeeded":
+        out.print(f"[red]{run['message']}[/red]", highlight=False)
+    if run["figures"]:
+        out.print(archive.figures_text(run["figures"]), highlight=False)
+    table = Table("step", "status", "s", "summary")
+    for step in run["steps"]:
+        table.add_row(step["name"], step["status"] or "", f"{step['seconds']:.1f}" if step["seconds"] else "",
+                      step["summary"][:200])
+    out.print(table)
     return 0
 
 
@@ -421,6 +466,20 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("notebook")
     add.add_argument("--outputs", help="archive root (default outputs/)")
     add.set_defaults(func=_cmd_archive_add)
+
+    runs = sub.add_parser("runs", help="a campaign's runs in the terminal").add_subparsers(dest="runs_cmd",
+                                                                                         required=True)
+    runs_list = runs.add_parser("list", help="every sealed run of a campaign: status, figures or why it failed")
+    runs_list.add_argument("campaign", help="campaign folder under the archive root")
+    runs_list.add_argument("--outputs", help="archive root (default outputs/)")
+    runs_list.add_argument("-o", choices=("table", "json"), default="table", help="output format")
+    runs_list.set_defaults(func=_cmd_runs_list)
+    runs_show = runs.add_parser("show", help="one run: outcome, why, and each step's status and summary")
+    runs_show.add_argument("run_id", help="the run id (runbook runs list shows them)")
+    runs_show.add_argument("--campaign", help="look in this campaign only (default: every campaign)")
+    runs_show.add_argument("--outputs", help="archive root (default outputs/)")
+    runs_show.add_argument("-o", choices=("table", "json"), default="table", help="output format")
+    runs_show.set_defaults(func=_cmd_runs_show)
 
     lab = sub.add_parser("lab", help="open the runbooks in JupyterLab")
     lab.add_argument("--ip", default="127.0.0.1")

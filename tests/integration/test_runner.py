@@ -107,6 +107,19 @@ def test_failed_step_exit_1_then_resume_skips_completed(params_file: Path, outpu
     assert steps["maybe_fail"]["status"] == "ok"
     # state recorded by a skipped step is restored for later steps
     assert steps["pause"]["summary"].startswith("state carried: 15") or "state carried: 1" in steps["pause"]["summary"]
+    # the campaign's history in the terminal: both runs, why the first failed, its steps
+    listed = cli("runs", "list", failed.run_dir.parent.name, "--outputs", str(outputs), "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["run_id"]: r for r in json.loads(listed.stdout)}
+    assert list(rows) == [failed.run_id, resumed.run_id]
+    assert rows[failed.run_id]["status"] == "failed" and "told to fail" in rows[failed.run_id]["figures"]
+    assert rows[resumed.run_id]["status"] == "succeeded"
+    shown = cli("runs", "show", failed.run_id, "--outputs", str(outputs), "-o", "json")
+    assert shown.returncode == 0, shown.stderr
+    detail = json.loads(shown.stdout)
+    assert {s["name"]: s["status"] for s in detail["steps"]}["maybe_fail"] == "failed"
+    assert cli("runs", "show", "no-such-run", "--outputs", str(outputs)).returncode == 2
+    assert cli("runs", "list", "no-such-campaign", "--outputs", str(outputs)).returncode == 2
 
 
 def test_plan_mode_changes_nothing(params_file: Path, outputs: Path, drill: Path) -> None:
