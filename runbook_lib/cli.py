@@ -302,6 +302,31 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_describe(args: argparse.Namespace) -> int:
+    """A runbook's parameters, steps and what each changes, without running it (papermill's --help-notebook)."""
+    from runbook_lib import books
+    from runbook_lib.run.book import describe
+
+    if args.name not in books.BOOKS:
+        console.print(f"[red]no runbook {args.name!r}: one of {', '.join(books.BOOKS)}[/red]", highlight=False)
+        return runner.EXIT_BAD_INPUT
+    about = describe(books.load(args.name))
+    if args.o == "json":
+        print(json.dumps(about, indent=2))
+        return 0
+    out = Console()
+    out.print(f"[bold]{about['name']}[/bold]: {about['title']} ({'changes the target' if about['mutating'] else 'reads only'})",
+              highlight=False)
+    out.print(about["about"], highlight=False)
+    out.print(f"parameters read: {', '.join(about['parameters']) or '(none beyond the target)'}", highlight=False)
+    table = Table("step", "title", "changes", "needs first")
+    for step in about["steps"]:
+        table.add_row(step["name"], step["title"], "yes" if step["changes"] else ("gate" if step["gate"] else ""),
+                      "; ".join(step["needs"]))
+    out.print(table)
+    return 0
+
+
 def _cmd_notebooks(args: argparse.Namespace) -> int:
     """Write each runbook's notebook from its book (steps, titles, docstrings); --check only compares."""
     from runbook_lib import books
@@ -488,6 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
     lab.set_defaults(func=_cmd_lab)
 
     sub.add_parser("list", help="list the runbooks").set_defaults(func=_cmd_list)
+    desc = sub.add_parser("describe", help="a runbook's parameter sections, steps and what each changes")
+    desc.add_argument("name", help="runbook name (runbook list shows them)")
+    desc.add_argument("-o", choices=("table", "json"), default="table", help="output format")
+    desc.set_defaults(func=_cmd_describe)
     notebooks = sub.add_parser("notebooks", help="write runbooks/*.ipynb from runbook_lib/books (or --check them)")
     notebooks.add_argument("--check", action="store_true", help="exit 1 when a notebook differs from its book")
     notebooks.set_defaults(func=_cmd_notebooks)

@@ -7,6 +7,7 @@ module's docstring is the notebook's introduction; each step's docstring the tex
 
 from __future__ import annotations
 
+import ast
 import inspect
 import json
 from dataclasses import dataclass
@@ -65,3 +66,33 @@ def notebook(module: ModuleType) -> dict[str, Any]:
 
 def render(module: ModuleType) -> str:
     return json.dumps(notebook(module), indent=1, ensure_ascii=False) + "\n"
+
+
+def parameters_read(module: ModuleType) -> list[str]:
+    """The parameter sections a book reads, found in its source: `<x>.params.<section>`, `<x>.target.<part>`,
+    `requires("<section>", ...)`, and `_m(session)` (the migration section). Sections read only inside
+    the operations a book calls are not seen; each step's guards name what it needs."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute):
+            if node.value.attr == "params" and not node.attr.startswith("_"):
+                found.add(node.attr)
+            elif node.value.attr == "target" and not node.attr.startswith("_"):
+                found.add(f"target.{node.attr}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id == "requires" and node.args and isinstance(node.args[0], ast.Constant):
+                found.add(str(node.args[0].value))
+            elif node.func.id == "_m":
+                found.add("migration")
+    return sorted(found - {"endpoints"})
+
+
+def describe(module: ModuleType) -> dict[str, Any]:
+    """What `runbook describe` prints: the book's title, whether it changes the target, the parameter
+    sections it reads, and each step with what it changes and what it needs first."""
+    book: Book = module.BOOK
+    intro = inspect.cleandoc(module.__doc__ or "").split("\n\n")[0].replace("\n", " ")
+    return {"name": book.name, "title": book.title, "mutating": book.mutating, "about": intro,
+            "parameters": parameters_read(module),
+            "steps": [{"name": s.name, "title": s.title, "changes": s.mutating, "gate": s.always_run,
+                       "needs": [g.description for g in s.guards]} for s in book.steps]}

@@ -36,6 +36,8 @@ def exit_code(argv: list[str]) -> int:
     (["signoff", "-f", SANDBOX, "--campaign", "c", "--role", "Nobody", "--name", "x"], 2),
     (["signoff", "-f", SANDBOX, "--campaign", "c"], 2),  # neither a sign-off nor --status
     (["no-such-command"], 2),
+    (["describe", "no_such_runbook"], 2),
+    (["describe", "status", "-o", "json"], 0),
 ])
 def test_bad_invocations_exit_with_the_tables_code(argv: list[str], code: int, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,3 +73,16 @@ def test_params_check_resolve_names_a_reference_that_does_not_resolve(tmp_path: 
                       f"target.databases.legacy.password=file:{missing}"]) == 2
     err = capsys.readouterr().err
     assert f"target.databases.legacy.password: file:{missing}: cannot read" in err
+
+
+def test_describe_names_the_sections_a_runbook_reads_and_what_each_step_changes() -> None:
+    from runbook_lib import books
+    from runbook_lib.run.book import describe
+
+    phase2 = describe(books.load("phase2_migration"))
+    assert phase2["mutating"] and {"migration", "backup", "target.patroni"} <= set(phase2["parameters"])
+    steps = {s["name"]: s for s in phase2["steps"]}
+    assert steps["cutover"]["changes"] and "parameters name the migration" in steps["cutover"]["needs"]
+    assert steps["signoff_gate"]["gate"] and not steps["signoff_gate"]["changes"]
+    status = describe(books.load("status"))
+    assert not status["mutating"] and not any(s["changes"] for s in status["steps"])
