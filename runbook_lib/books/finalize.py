@@ -28,7 +28,7 @@ def _patroni(session: Session) -> Patroni:
     return session.target.patroni
 
 
-@step("verdict_gate", "The 72-hour validation passed (or an override is recorded)", always_run=True,
+@step("verdict_gate", "The 72-hour validation passed (or an override is recorded)", gate=True,
       guards=(HAS_MIGRATION,))
 def verdict_gate(session: Session) -> Outcome:
     """The campaign's validation must have given its final PASS; without it, only a recorded override with

@@ -125,7 +125,7 @@ def swarm_state(session: Session) -> Outcome:
                            f"{path.name}", evidence=table, state={"swarm_snapshot_sha256": record["data"]["sha256"]})
 
 
-@step("readiness_gate", "Readiness gate", always_run=True)
+@step("readiness_gate", "Readiness gate", gate=True)
 def readiness_gate(session: Session) -> Outcome:
     """Uses the campaign's readiness record when it is younger than `phase1.readiness_max_age`, else checks
     now. As the policy says, phase 1 goes on only on a "ready" verdict: a failing blocker, a score under the

@@ -59,7 +59,7 @@ def _timer(session: Session, outcome: Outcome) -> Outcome:
 # ---------------------------------------------------------------- gates
 
 
-@step("signoff_gate", "Sign-off gate", always_run=True)
+@step("signoff_gate", "Sign-off gate", gate=True)
 def signoff_gate(session: Session) -> Outcome:
     """All five sign-offs, bound to the current readiness and phase 1 records. Refused otherwise, before any
     change. A sandbox rehearsal's own approvals count on the sandbox only.
@@ -82,7 +82,7 @@ def signoff_gate(session: Session) -> Outcome:
                    state={"window_started": started})
 
 
-@step("window_check", "Inside the maintenance window", always_run=True)
+@step("window_check", "Inside the maintenance window", gate=True)
 def window_check(session: Session) -> Outcome:
     """Inside the window phase 1 locked."""
     reason = window.outside(session.run_dir.parent)
@@ -91,7 +91,7 @@ def window_check(session: Session) -> Outcome:
 
 
 @step("preflight", "Preflight: strategy, tables logical replication cannot carry, both sides reachable",
-      guards=(HAS_MIGRATION,), always_run=True)
+      guards=(HAS_MIGRATION,), gate=True)
 def preflight(session: Session) -> Outcome:
     """Everything legacy holds that the move must carry or refuse is named here, before anything changes:
     tables without a key or unlogged (refused unless excluded with a reason), large objects (refused, or copied

@@ -25,7 +25,7 @@ from runbook_lib.config.params import ParamsError, load_params
 from runbook_lib.errors import RunbookError, first_line
 from runbook_lib.run import archive, runinfo
 from runbook_lib.run import outcome as outcome_panel
-from runbook_lib.run.journal import read_events
+from runbook_lib.run.journal import JOURNAL, read_events
 from runbook_lib.run.lock import TargetLock, TargetLocked
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_KERNEL = 0, 1, 2, 3
@@ -99,6 +99,8 @@ def run(name: str, params_path: str, *, campaign: str | None = None, overrides: 
             outcome = "planned"
     except PapermillExecutionError as exc:
         outcome, code, message = "failed", EXIT_FAILED, f"{exc.ename}: {exc.evalue}"
+        if refused_before_any_change(run_dir):
+            code, message = EXIT_BAD_INPUT, f"refused before any change: {message}"
     except (DeadKernelError, CellTimeoutError, RuntimeError, TimeoutError) as exc:
         kind = "timed out" if isinstance(exc, (CellTimeoutError, TimeoutError)) else "kernel died"
         outcome, code, message = "kernel-died", EXIT_KERNEL, f"{kind}: {first_line(exc)}"
@@ -122,6 +124,16 @@ def run(name: str, params_path: str, *, campaign: str | None = None, overrides: 
         message = "secret scan found resolved secret values in: " + ", ".join(sealed.secret_hits)
     return RunReport(code, info.run_id, run_dir, outcome, message, time.monotonic() - started,
                      sealed.step_seconds)
+
+
+def refused_before_any_change(run_dir: Path) -> bool:
+    """The run stopped at a gate or a guard, and no step that changes the target ran in it (or in the run it
+    resumed): the target is as it was, so the exit code says refused (2), not failed (1)."""
+    steps = [e for e in read_events(run_dir / JOURNAL) if e.get("event") == "step"]
+    failed = [e for e in steps if e.get("status") == "failed"]
+    changed = [e for e in steps if e.get("mutating") and e.get("status") in ("ok", "failed", "skipped")
+               and not e.get("refusal")]
+    return bool(failed) and bool(failed[-1].get("refusal")) and not changed
 
 
 def _check_kernel(name: str) -> None:

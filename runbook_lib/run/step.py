@@ -62,6 +62,7 @@ class StepResult:
     mutating: bool = False
     recorded_in: str | None = None  # run id whose result was reused on resume
     state: dict[str, Any] = field(default_factory=dict)
+    refusal: bool = False  # failed as a gate or by a guard: it changed nothing
 
     @property
     def seconds(self) -> float:
@@ -82,7 +83,7 @@ class StepResult:
             "seconds": round(self.seconds, 3), "summary": self.summary, "metrics": json_safe(self.metrics),
             "error": self.error, "evidence": evidence, "mutating": self.mutating,
             "figures": [f.to_json() for f in self.figures if hasattr(f, "to_json")],
-            "recorded_in": self.recorded_in, "state": json_safe(self.state),
+            "recorded_in": self.recorded_in, "state": json_safe(self.state), "refusal": self.refusal,
         })
 
     @classmethod
@@ -96,6 +97,7 @@ class StepResult:
             summary=record["summary"], evidence=evidence, metrics=record.get("metrics", {}),
             error=record.get("error"), mutating=record.get("mutating", False),
             figures=[pio.from_json(f) for f in record.get("figures", [])], state=record.get("state") or {},
+            refusal=record.get("refusal", False),
         )
 
 
@@ -156,7 +158,8 @@ class Step:
     mutating: bool = False
     plan: Callable[[Any], Outcome] | None = None
     guards: tuple[Guard, ...] = ()
-    always_run: bool = False  # gates: decided afresh on resume, never taken from an earlier run
+    always_run: bool = False  # decided afresh on resume, never taken from an earlier run
+    gate: bool = False  # a go/no-go before any change: its failure is a refusal (exit 2 when nothing changed)
     doc: str = ""  # what the operator reads above the step's cell (the function's docstring)
     clock: Clock | None = None  # the phase budget this step runs on
 
@@ -166,14 +169,14 @@ class Step:
 
 
 def step(name: str, title: str, *, mutating: bool = False, plan: Callable[[Any], Outcome] | None = None,
-         guards: tuple[Guard, ...] = (), always_run: bool = False,
+         guards: tuple[Guard, ...] = (), always_run: bool = False, gate: bool = False,
          clock: Clock | None = None) -> Callable[[Callable[[Any], Outcome]], Step]:
     """Decorator form: `@step("backup", "Take the backup", mutating=True, plan=...)`. A book whose steps all run
     on one phase budget binds it once: `step = functools.partial(step, clock=CLOCK)`."""
 
     def wrap(fn: Callable[[Any], Outcome]) -> Step:
         return Step(name=name, title=title, run=fn, mutating=mutating, plan=plan, guards=guards,
-                    always_run=always_run, doc=inspect.cleandoc(fn.__doc__ or ""), clock=clock)
+                    always_run=always_run or gate, gate=gate, doc=inspect.cleandoc(fn.__doc__ or ""), clock=clock)
 
     return wrap
 
@@ -234,4 +237,5 @@ def execute(session: Context, spec: Step) -> StepResult:
         name=spec.name, title=spec.title, status=kind, started=started, finished=now(),
         summary=redact.text(outcome.summary), evidence=evidence, metrics=outcome.metrics,
         figures=outcome.figures, error=error, mutating=spec.mutating, state=outcome.state,
+        refusal=kind == "failed" and (error == "guard refused" or (spec.gate and error is None)),
     )

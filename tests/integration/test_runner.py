@@ -217,3 +217,11 @@ def test_cell_timeout_stops_kernel_exit_3(params_file: Path, outputs: Path, dril
     assert report.exit_code == 3 and "timed out" in report.message, report
     manifest = json.loads((report.run_dir / "manifest.json").read_text())
     assert manifest["status"] == "kernel-died" and [s["name"] for s in manifest["steps"]] == ["count_one", "mutate"]
+
+
+def test_a_gate_refusal_before_any_change_exits_2(params_file: Path, outputs: Path) -> None:
+    refused = runner.run("phase2_migration", str(params_file), outputs_dir=outputs, echo=False, campaign="unsigned")
+    assert refused.exit_code == 2 and refused.message.startswith("refused before any change:"), refused.message
+    steps = json.loads((refused.run_dir / "manifest.json").read_text())["steps"]
+    assert [(s["name"], s["status"]) for s in steps] == [("signoff_gate", "failed")]
+    assert runner.refused_before_any_change(refused.run_dir)

@@ -47,7 +47,7 @@ def test_finalize_is_refused_before_pass_then_ends_the_campaign(sandbox_params_f
                replication_objects(sandbox_params)["pg2"] + replication_objects(sandbox_params)["pg3"])
     refused = runner.run("finalize", str(sandbox_params_file), outputs_dir=signed.parent, echo=False,
                          campaign=signed.name)
-    assert refused.exit_code == 1
+    assert refused.exit_code == 2, refused.message  # a gate said no before any change
     steps = manifest_steps(refused.run_dir)
     assert list(steps) == ["verdict_gate"] and "has not passed" in steps["verdict_gate"]["summary"]
     assert any("subscription rollout_reverse" in o for o in replication_objects(sandbox_params)["legacy"])

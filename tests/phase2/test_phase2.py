@@ -45,7 +45,7 @@ def test_refused_without_signoffs_before_any_change(sandbox_params_file: Path, s
                                                      tmp_path: Path) -> None:
     report = runner.run("phase2_migration", str(sandbox_params_file), outputs_dir=tmp_path, echo=False,
                         campaign="unsigned")
-    assert report.exit_code == 1
+    assert report.exit_code == 2 and report.message.startswith("refused before any change"), report.message
     steps = manifest_steps(report.run_dir)
     assert steps["signoff_gate"]["status"] == "failed" and "missing sign-offs" in steps["signoff_gate"]["summary"]
     assert list(steps) == ["signoff_gate"]
@@ -79,7 +79,7 @@ def test_preflight_refuses_what_the_move_cannot_carry_and_changes_nothing(sandbo
     report = runner.run("phase2_migration", str(sandbox_params_file), outputs_dir=signed.parent, echo=False,
                         campaign=signed.name)
     try:
-        assert report.exit_code == 1
+        assert report.exit_code == 2, report.message  # refused before any change
         steps = manifest_steps(report.run_dir)
         assert list(steps)[-1] == "preflight" and steps["preflight"]["status"] == "failed"
         summary = steps["preflight"]["summary"]

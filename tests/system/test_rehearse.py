@@ -42,10 +42,10 @@ def test_a_rehearsal_stops_at_phase2_then_resumes_to_a_complete_campaign(sandbox
         first = rehearse.rehearse(str(sandbox_params_file), campaign="rehearsal", outputs_dir=tmp_path,
                                   with_rollback=True, console=console, before_leg=unlogged_table_before_phase2)
         printed = terminal.getvalue()
-        assert first.exit_code == 1, printed
+        assert first.exit_code == 2, printed  # phase 2's preflight refused it before any change
         assert [(r.leg, r.status) for r in first.results] == [
             ("load test", "succeeded"), ("failover drill", "succeeded"), ("readiness", "succeeded"),
-            ("phase 1", "succeeded"), ("sign-offs", "approved"), ("phase 2", "failed")], printed
+            ("phase 1", "succeeded"), ("sign-offs", "approved"), ("phase 2", "refused")], printed
         assert f"public.{FAULT} (unlogged" in first.results[-1].message
         assert f"resume with: {first.resume}" in printed and "--campaign rehearsal" in first.resume
         # stopped with legacy serving and the new cluster untouched

@@ -86,3 +86,20 @@ def test_describe_names_the_sections_a_runbook_reads_and_what_each_step_changes(
     assert steps["signoff_gate"]["gate"] and not steps["signoff_gate"]["changes"]
     status = describe(books.load("status"))
     assert not status["mutating"] and not any(s["changes"] for s in status["steps"])
+
+
+@pytest.mark.parametrize(("steps", "refused"), [
+    ([("signoff_gate", False, "failed", True)], True),  # a gate said no: nothing ran
+    ([("gate", False, "ok", False), ("change", True, "failed", True)], True),  # a guard refused the first change
+    ([("change", True, "ok", False), ("later", False, "failed", True)], False),  # something changed before
+    ([("change", True, "skipped", False), ("gate", False, "failed", True)], False),  # ... in the resumed run
+    ([("check", False, "failed", False)], False),  # a finding, not a refusal
+])
+def test_refused_means_a_gate_or_guard_said_no_before_any_change(steps: list[tuple[str, bool, str, bool]],
+                                                                  refused: bool, tmp_path: Path) -> None:
+    from runbook_lib.run import runner
+
+    (tmp_path / "journal.jsonl").write_text("".join(
+        json.dumps({"event": "step", "name": n, "mutating": m, "status": s, "refusal": r}) + "\n"
+        for n, m, s, r in steps))
+    assert runner.refused_before_any_change(tmp_path) is refused
