@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -24,12 +25,41 @@ from runbook_lib.run import archive, history, runinfo, runner, schedule  # noqa:
 console = Console(stderr=True, soft_wrap=True)
 
 
+def _notify_failure(args: argparse.Namespace, report: runner.RunReport) -> None:
+    """A failed mutating or scheduled run tells the configured channels (and the campaign's outbox): nobody
+    watches a timer at 3 a.m., and a failed change must not wait for someone to look."""
+    from runbook_lib.ops import notify
+
+    if report.exit_code == runner.EXIT_OK:
+        return
+    if not (args.every or args.notify_on_failure):  # unscheduled: mutating runs that failed or died only
+        if report.exit_code == runner.EXIT_BAD_INPUT or args.plan or \
+                not runinfo.runbook_meta(args.name).get("mutating"):
+            return
+    try:
+        params = load_params(args.params, args.p)
+    except ParamsError:
+        return  # the run was refused for its parameters: the terminal said so, no channel can be read
+    campaign_dir = report.run_dir.parent if report.run_dir else \
+        (Path(args.outputs) if args.outputs else runinfo.outputs_root()) / (args.campaign or params.campaign)
+    subject = f"runbook {args.name} {report.outcome or 'refused'} on {params.target.name} (exit {report.exit_code})"
+    body = [report.message or "(no message)"]
+    if report.run_id:
+        body += [f"run: {report.run_id}", f"folder: {report.run_dir}",
+                 "resume: " + shlex.join(["runbook", "run", args.name, "--params", args.params, "--campaign",
+                                          campaign_dir.name, "--resume", report.run_id])]
+    deliveries = notify.send(params.notifications, params.base_dir, campaign_dir, subject,
+                             "\n".join(body))
+    console.print(f"failure notice {notify.summary(deliveries)}", highlight=False)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     def show(report: runner.RunReport) -> None:
         style = "green" if report.exit_code == 0 else "red"
         console.print(f"[{style}]{runner.summary_line(report)}[/{style}]", highlight=False)
         if args.json:
             print(json.dumps(runner.as_json(report)), flush=True)
+        _notify_failure(args, report)
 
     kw = dict(campaign=args.campaign, overrides=args.p, plan=args.plan, resume=args.resume,
               outputs_dir=Path(args.outputs) if args.outputs else None)
@@ -451,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the run report as JSON on stdout")
     run.add_argument("--every", metavar="DURATION", help="repeat the run on this schedule, e.g. 6h (with --until)")
     run.add_argument("--until", metavar="DURATION", help="how long the schedule lasts from the first run, e.g. 72h")
+    run.add_argument("--notify-on-failure", action="store_true",
+                     help="send a notice through parameters.notifications when the run does not succeed (always "
+                          "on for mutating runbooks and --every; `runbook schedule` entries set it)")
     run.set_defaults(func=_cmd_run)
 
     rh = sub.add_parser("rehearse", help="rehearse the whole rollout in the policy's order, one archived run per "

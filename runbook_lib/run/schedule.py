@@ -87,7 +87,7 @@ def week_one(params: Params, params_path: str, campaign: str, start: datetime, r
             else:
                 overrides += ["-p", f"target.workload.concurrency={math.ceil(params.target.workload.concurrency * 1.5)}"]
         argv = (runbook, "run", book, "--params", str(Path(params_path).resolve()), "--campaign", campaign,
-                *overrides) if book else ()
+                "--notify-on-failure", *overrides) if book else ()
         entries.append(Entry(f"runbook-week1-day{day.day}-{day.drill.replace('_', '-')}", (at,), argv,
                              f"day {day.day}: {note}"))
     return entries
@@ -99,7 +99,7 @@ def every(name: str, params_path: str, campaign: str, start: datetime, interval:
     count = math.floor(until / interval) + 1
     times = tuple(start + timedelta(seconds=interval * i) for i in range(count))
     return Entry(f"runbook-{name}-every", times, (runbook, "run", name, "--params", str(Path(params_path).resolve()),
-                                                 "--campaign", campaign), f"{name} {count} times")
+                                                 "--campaign", campaign, "--notify-on-failure"), f"{name} {count} times")
 
 
 def systemd_units(entry: Entry) -> dict[str, str]:

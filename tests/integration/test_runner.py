@@ -225,3 +225,25 @@ def test_a_gate_refusal_before_any_change_exits_2(params_file: Path, outputs: Pa
     steps = json.loads((refused.run_dir / "manifest.json").read_text())["steps"]
     assert [(s["name"], s["status"]) for s in steps] == [("signoff_gate", "failed")]
     assert runner.refused_before_any_change(refused.run_dir)
+
+
+def test_a_failed_scheduled_run_notifies_the_channels(params_file: Path, outputs: Path, drill: Path) -> None:
+    from tests import receivers
+
+    (drill / "fail").touch()
+    with receivers.webhook() as (url, posted):
+        os.environ["RB_TEST_FAILURE_HOOK"] = url
+        try:
+            failed = cli("run", str(DRILL), "--params", str(params_file), "--outputs", str(outputs),
+                         "--notify-on-failure", "-p", "notifications.webhook_url=env:RB_TEST_FAILURE_HOOK")
+            ok_run = cli("run", "status", "--params", str(params_file), "--outputs", str(outputs),
+                         "--notify-on-failure", "-p", "notifications.webhook_url=env:RB_TEST_FAILURE_HOOK")
+        finally:
+            del os.environ["RB_TEST_FAILURE_HOOK"]
+    assert failed.returncode == 1 and "failure notice sent to 2 of 2 channels" in failed.stderr, failed.stderr[-2000:]
+    assert ok_run.returncode == 0, ok_run.stderr[-2000:]
+    assert len(posted) == 1, posted  # the run that succeeded told nobody
+    text = posted[0]["text"]
+    assert "failed on localtest (exit 1)" in text and "told to fail" in text and "--resume" in text, text
+    notices = list((outputs / "test" / "outbox").glob("*-notice.txt"))
+    assert len(notices) == 1 and "told to fail" in notices[0].read_text()
