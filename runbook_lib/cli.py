@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -314,13 +315,36 @@ def _cmd_signoff(args: argparse.Namespace) -> int:
     return 0 if not args.status or all(r.present for r in rows) else 1
 
 
+LAB_QUIET = ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+
+
 def _cmd_lab(args: argparse.Namespace) -> int:
-    """JupyterLab in the runbooks folder, using this environment's kernel."""
+    """JupyterLab in the runbooks folder, using this environment's kernel; it stops when `runbook lab` stops.
+
+    No news or update prompt on the first screen (the announcements plugin is disabled in this environment
+    only); extra arguments go to JupyterLab as they are.
+    """
+    subprocess.run([sys.executable, "-m", "jupyter", "labextension", "disable", "--level=sys_prefix",
+                    "@jupyterlab/apputils-extension:announcements"], capture_output=True, check=False)
     cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={runinfo.runbooks_dir()}",
-           f"--ServerApp.ip={args.ip}", f"--ServerApp.port={args.port}", "--no-browser"]
+           f"--ServerApp.ip={args.ip}", f"--ServerApp.port={args.port}", "--no-browser", *LAB_QUIET]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
-    return subprocess.call(cmd + args.extra)
+    lab = subprocess.Popen(cmd + args.extra)
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        return lab.wait()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: JupyterLab is stopped too, not left serving
+        lab.terminate()
+        try:
+            return lab.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            lab.kill()
+            return lab.wait()
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -542,7 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("lab", help="open the runbooks in JupyterLab")
     lab.add_argument("--ip", default="127.0.0.1")
     lab.add_argument("--port", default="8888")
-    lab.add_argument("extra", nargs=argparse.REMAINDER)
+    lab.add_argument("extra", nargs=argparse.REMAINDER, help="passed to JupyterLab as they are (e.g. "
+                                                            "--ServerApp.token=...), after `--` or not")
     lab.set_defaults(func=_cmd_lab)
 
     sub.add_parser("list", help="list the runbooks").set_defaults(func=_cmd_list)
@@ -634,7 +659,12 @@ def papermill_habits(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     _no_abbreviations(parser)
-    args = parser.parse_args(papermill_habits(list(sys.argv[1:] if argv is None else argv)))
+    argv = papermill_habits(list(sys.argv[1:] if argv is None else argv))
+    if argv[:1] == ["lab"]:  # everything `runbook lab` does not know goes to JupyterLab, with or without `--`
+        args, unknown = parser.parse_known_args(argv)
+        args.extra = [a for a in [*args.extra, *unknown] if a != "--"]
+    else:
+        args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 
 

@@ -47,3 +47,43 @@ def test_interactive_run_journals_as_it_goes_and_seals(params_file: Path, output
     again = subprocess.run([sys.executable, "-m", "runbook_lib.cli", "archive", "add", str(saved), "--outputs",
                             str(outputs)], capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "already sealed" in again.stderr
+
+
+def test_runbook_lab_takes_jupyterlab_arguments_and_stops_with_it() -> None:
+    import signal
+    import time
+
+    import psutil
+    import requests
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    lab = subprocess.Popen([sys.executable, "-m", "runbook_lib.cli", "lab", "--port", str(port),
+                            "--ServerApp.token=lab-test-token", "--", "--ServerApp.password="],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/api/status"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(url, params={"token": "lab-test-token"}, timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert lab.poll() is None and time.monotonic() < deadline, "JupyterLab never answered"
+            time.sleep(0.5)
+        assert requests.get(url, timeout=5).status_code == 403  # the token given after `lab` reached JupyterLab
+        children = psutil.Process(lab.pid).children(recursive=True)
+        assert children, "no JupyterLab process under runbook lab"
+    finally:
+        lab.send_signal(signal.SIGTERM)
+        lab.wait(timeout=60)
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"JupyterLab left running: {[p.pid for p in alive]}"
+    try:
+        requests.get(url, timeout=2)
+        answered = True
+    except requests.ConnectionError:
+        answered = False
+    assert not answered, "the JupyterLab port still answers after runbook lab stopped"
