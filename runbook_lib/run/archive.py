@@ -26,7 +26,7 @@ from runbook_lib.config import redact
 from runbook_lib.config.params import Params
 from runbook_lib.config.secrets import SecretError, SecretRef
 from runbook_lib.errors import RunbookError
-from runbook_lib.run import htmlexport, runinfo
+from runbook_lib.run import htmlexport, runinfo, timeline
 from runbook_lib.run.journal import JOURNAL, read_events
 from runbook_lib.values import now
 
@@ -340,6 +340,17 @@ def _signoff_rows(campaign_dir: Path) -> str:
             f"<th>readiness record</th><th>phase 1 record</th></tr>{''.join(rows)}</table>")
 
 
+def _timeline(sealed: list[dict[str, Any]]) -> str:
+    """The runs on one time axis (each a bar, coloured by outcome), the moves of traffic marked, and the
+    readiness score over time."""
+    bars = timeline.svg(sealed, list(HEADLINES))
+    scores = timeline.trend([(m.get("started", ""), v) for m in sealed if m.get("runbook") == "readiness"
+                             for v in [headline(m).get("readiness score")] if isinstance(v, (int, float))],
+                            "readiness-trend")
+    return ((f"<h2>Timeline</h2>{bars}" if bars else "") +
+            (f"<h3>Readiness score over time</h3>{scores}" if scores else ""))
+
+
 def write_index(campaign_dir: Path) -> Path:
     """index.html: the campaign at a glance, its runs in order (status, duration, key figures, links) and
     its sign-offs."""
@@ -367,7 +378,7 @@ def write_index(campaign_dir: Path) -> Path:
 padding:4px 10px;text-align:left;vertical-align:top}}</style></head><body>
 <h1>Campaign {html.escape(campaign_dir.name)}</h1><p>{len(rows)} sealed runs, oldest first. Generated {now().isoformat()[:19]}Z.
 Check integrity with <code>runbook archive verify {html.escape(campaign_dir.name)}</code>.</p>
-{_glance(sealed)}<h2>Runs</h2>
+{_glance(sealed)}{_timeline(sealed)}<h2>Runs</h2>
 <table><tr><th>started (UTC)</th><th>run</th><th>runbook</th><th>operator</th><th>status</th><th>duration</th>
 <th>key figures</th><th>files</th></tr>{''.join(rows)}</table>{_signoff_rows(campaign_dir)}</body></html>"""
     path = campaign_dir / INDEX

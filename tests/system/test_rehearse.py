@@ -18,6 +18,8 @@ from runbook_lib.clients import pgbouncer, postgres
 from runbook_lib.config.params import Params
 from runbook_lib.ops import fallback, migration
 from runbook_lib.run import archive
+from tests.conftest import ARTIFACTS
+from tests.system.test_html_export import CHROMIUM, chromium
 
 pytestmark = pytest.mark.sandbox
 
@@ -93,3 +95,24 @@ def test_a_rehearsal_stops_at_phase2_then_resumes_to_a_complete_campaign(sandbox
     assert page.count("rehearsal approval (sandbox)") == len(approvals)
     assert f"public.{FAULT} (unlogged" in page  # the failed attempt shows its reason
     assert json.loads((campaign / sealed[-1]["run_id"] / "manifest.json").read_text())["status"] == "succeeded"
+
+    # opened in a real browser: the page's timeline (a bar per run, the failed attempt red, both moves of
+    # traffic marked) and each run's outcome panel; screenshots kept under tests/artifacts
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed (.ci/run and make demo install it)")
+    dom = chromium("--dump-dom", (campaign / archive.INDEX).as_uri()).stdout
+    assert dom.count('class="run-bar"') == len(sealed), dom[:2000]
+    assert "#cf222e" in dom and 'class="mark-cutover"' in dom and 'class="mark-rollback"' in dom
+    failed = next(m for m in sealed if m["status"] != "succeeded")
+    succeeded = next(m for m in sealed if m["runbook"] == "phase2_migration" and m["status"] == "succeeded")
+    for m, words in ((failed, ("FAILED", "--resume", "preflight")), (succeeded, ("SUCCEEDED",))):
+        run_page = (campaign / m["run_id"] / f"{m['runbook']}.html").as_uri()
+        shown = chromium("--dump-dom", run_page).stdout
+        assert all(w in shown for w in words), (m["run_id"], words)
+    ARTIFACTS.mkdir(exist_ok=True)
+    for name, uri in (("campaign-page.png", (campaign / archive.INDEX).as_uri()),
+                      ("run-failed.png", (campaign / failed["run_id"] / "phase2_migration.html").as_uri()),
+                      ("run-succeeded.png", (campaign / succeeded["run_id"] / "phase2_migration.html").as_uri())):
+        chromium(f"--screenshot={ARTIFACTS / name}", "--window-size=1300,1400", uri)
+        assert (ARTIFACTS / name).stat().st_size > 10_000, name
+
