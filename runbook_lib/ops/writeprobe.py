@@ -147,3 +147,18 @@ def figures(frame: pd.DataFrame, interval: float = 0.05) -> dict[str, Any]:
             "write_unavailable_total_s": round(sum(spans), 3),
             "unavailable_spans": len(spans),
             "max_write_latency_ms": round(float((frame["end"] - frame["start"]).max() * 1000), 1)}
+
+
+def gap_across(frame: pd.DataFrame, paused: float, resumed: float, interval: float = 0.05) -> dict[str, Any]:
+    """The probe's view of one pause: the longest span without a completed write from the last write done
+    before `paused` to the first done after `resumed` (less one interval), and the writes that failed in it.
+    Empty when the probe has no write on one side of the pause."""
+    done = sorted(float(e) for e in frame[frame["ok"]]["end"])
+    before = [e for e in done if e <= paused]
+    after = [e for e in done if e >= resumed]
+    if not before or not after:
+        return {}
+    span = [e for e in done if before[-1] <= e <= after[0]]
+    longest = max(b - a for a, b in zip(span, span[1:], strict=False)) if len(span) > 1 else 0.0
+    failed = frame[(~frame["ok"]) & (frame["start"] >= before[-1]) & (frame["start"] <= after[0])]
+    return {"probe_longest_gap_s": round(max(0.0, longest - interval), 3), "probe_failed_writes": int(len(failed))}

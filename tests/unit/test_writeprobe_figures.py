@@ -33,3 +33,13 @@ def test_jitter_is_not_an_outage() -> None:
 def test_no_data_is_reported_as_none() -> None:
     figures = writeprobe.figures(timeline([]))
     assert figures["write_unavailable_s"] is None and figures["unavailable_spans"] == 0
+
+
+def test_the_gap_across_a_pause_is_measured_from_the_writes_on_each_side() -> None:
+    ends = [i * 0.05 for i in range(20)] + [1.25 + i * 0.05 for i in range(20)]  # 0.95 .. 1.25: a 0.30 s gap
+    frame = timeline(ends, failed=1)  # the failed write started at 1.0, inside the gap
+    assert writeprobe.gap_across(frame, paused=1.0, resumed=1.2) == {"probe_longest_gap_s": 0.25,
+                                                                      "probe_failed_writes": 1}
+    assert writeprobe.gap_across(frame, paused=0.4, resumed=0.45) == {"probe_longest_gap_s": 0.0,
+                                                                       "probe_failed_writes": 0}
+    assert writeprobe.gap_across(frame, paused=2.5, resumed=2.6) == {}  # no write after it yet
