@@ -344,7 +344,11 @@ def cutover_step(session: Session) -> Outcome:
                                                + ("; the pool resumed" if resumed else "")
                                                + "".join(f"; {d}" for d in done)))
     serving, leg = cutover.staged(r), cutover.forward(r)
-    prepared = cutover.prepare(r, leg, m.apply_timeout)
+    try:
+        prepared = cutover.prepare(r, leg, m.apply_timeout)
+    except BaseException as exc:
+        cutover.unstage_after(r, leg, serving, exc)  # a later RELOAD must not find the new backend staged
+        raise
     try:
         cut = cutover.cut(r, leg, m.critical_section_max, large_objects=m.large_objects == "copy")
     except cutover.CutoverAborted as exc:

@@ -104,9 +104,11 @@ def _one_critical_section(session: Session) -> Outcome:
     serving, leg = cutover.staged(r), cutover.back(r)
     try:
         prepared = cutover.prepare(r, leg, r.apply_timeout)
-    except (psycopg.Error, migration.MigrationError) as exc:
-        cutover.unstage(r, leg, serving)
-        raise fallback.not_level(exc) from exc
+    except BaseException as exc:
+        cutover.unstage_after(r, leg, serving, exc)  # a later RELOAD must not find legacy staged
+        if isinstance(exc, psycopg.Error | migration.MigrationError):
+            raise fallback.not_level(exc) from exc
+        raise
     at_cut = _hold_cut(session)
     try:
         cut = cutover.cut(r, leg, r.critical_section_max, at_cut=at_cut)

@@ -110,6 +110,15 @@ def unstage(r: Route, leg: Leg, backend: tuple[str, int]) -> None:
     set_apply_commit(leg, "off")
 
 
+def unstage_after(r: Route, leg: Leg, backend: tuple[str, int], exc: BaseException) -> None:
+    """unstage while another error is on its way up: its own failure is added to that error, not raised."""
+    try:
+        unstage(r, leg, backend)
+    except Exception as undo_exc:  # noqa: BLE001 - the first failure is the one to raise
+        exc.add_note(f"PgBouncer's config file may still name {leg.backend[0]}:{leg.backend[1]} (not loaded): "
+                     f"put {backend[0]}:{backend[1]} back before any RELOAD ({undo_exc})")
+
+
 def set_apply_commit(leg: Leg, value: str) -> None:
     """synchronous_commit of the subscription's apply worker (it rereads it without a restart)."""
     with postgres.connect(leg.destination) as conn:
@@ -172,9 +181,29 @@ def cut(r: Route, leg: Leg, budget: float, large_objects: bool = False,
             if isinstance(exc, MigrationError | psycopg.Error):
                 raise CutoverAborted(f"the critical section stopped before the switch: {first_line(exc)}") from exc
             raise
-        pgbouncer.switch(admin, r.pooler_database)  # the point of no return: the pool leads to the destination
+        try:  # RELOAD takes the staged backend; until it has, the origin can be given back
+            admin.run("RELOAD")
+            now_at = admin.backend(r.pooler_database)
+            if now_at != leg.backend:
+                raise CutoverAborted(f"PgBouncer reloaded {now_at[0]}:{now_at[1]}, not the staged "
+                                     f"{leg.backend[0]}:{leg.backend[1]} (its task restarted with its deployed "
+                                     "config?)")
+        except BaseException as exc:
+            _reopen_origin(origin, admin, r, exc)
+            if isinstance(exc, CutoverAborted):
+                raise
+            raise CutoverAborted(f"the critical section stopped at the switch: {first_line(exc)}") from exc
+        # the point of no return: the pool leads to the destination
+        try:
+            admin.run("RECONNECT", r.pooler_database)
+        except psycopg.Error:
+            pass  # its server connections to the origin were ended with the application's sessions there
         marks["switched"] = round(time.monotonic() - started, 4)
-        admin.resume(r.pooler_database)
+        try:
+            admin.resume(r.pooler_database)
+        except BaseException as exc:
+            raise MigrationError(f"the switch is done (PgBouncer leads to {leg.destination.name}) but RESUME failed: "
+                                 f"{first_line(exc)}; run the step again: it resumes the pool") from exc
         resumed_at = time.time()
         marks["resumed"] = round(time.monotonic() - started, 4)
     return Cut(lsn=lsn, reverse_from=reverse_from, pause_sent=pause_sent, resumed_at=resumed_at,

@@ -146,10 +146,12 @@ def restore_traffic(r: Route) -> list[str]:
         migration.thaw_ddl(r.source)
         migration.set_read_only(r.source, r.app_role, False)
         done = [f"legacy writable for {r.app_role}"]
+        legacy = r.legacy_backend
         if not on_legacy(r):
-            legacy = r.legacy_backend
             pgbouncer.repoint(r.pooler, r.swarm, r.pooler_database, *legacy)
             done.append(f"PgBouncer sends {r.pooler_database} to {legacy[0]}:{legacy[1]}")
+        elif r.pooler.service:  # a switch cut short may have left the new backend staged: a RELOAD keeps legacy
+            pgbouncer.stage(r.pooler, r.swarm, r.pooler_database, *legacy)
     finally:
         pgbouncer.resume(r.pooler, r.pooler_database)
     return done
