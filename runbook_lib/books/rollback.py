@@ -48,7 +48,8 @@ def _clock(session: Session, outcome: Outcome) -> Outcome:
 
 # Not re-run on --resume: after the detach the triggers are calm and reverse replication is gone, so
 # a second decision would refuse a rollback that is half done; its recorded state (start, why) is reused.
-@step("rollback_decision", "Decision: a rollback trigger holds, or the operator's reason", guards=(HAS_MIGRATION,))
+@step("rollback_decision", "Decision: a rollback trigger holds, or the operator's reason", guards=(HAS_MIGRATION,),
+      gate=True, always_run=False)
 def rollback_decision(session: Session) -> Outcome:
     """Each rollback trigger of the policy, read now from Prometheus (a trigger with a `for` window must have
     held for all of it). No trigger and no `rollback.reason`: nothing changes. A rollback that would lose

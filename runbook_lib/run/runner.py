@@ -100,7 +100,8 @@ def run(name: str, params_path: str, *, campaign: str | None = None, overrides: 
     except PapermillExecutionError as exc:
         outcome, code, message = "failed", EXIT_FAILED, f"{exc.ename}: {exc.evalue}"
         if refused_before_any_change(run_dir):
-            code, message = EXIT_BAD_INPUT, f"refused before any change: {message}"
+            code = EXIT_BAD_INPUT
+            message = message if "refused before any change" in message else f"refused before any change: {message}"
     except (DeadKernelError, CellTimeoutError, RuntimeError, TimeoutError) as exc:
         kind = "timed out" if isinstance(exc, (CellTimeoutError, TimeoutError)) else "kernel died"
         outcome, code, message = "kernel-died", EXIT_KERNEL, f"{kind}: {first_line(exc)}"

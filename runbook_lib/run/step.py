@@ -169,14 +169,15 @@ class Step:
 
 
 def step(name: str, title: str, *, mutating: bool = False, plan: Callable[[Any], Outcome] | None = None,
-         guards: tuple[Guard, ...] = (), always_run: bool = False, gate: bool = False,
+         guards: tuple[Guard, ...] = (), always_run: bool | None = None, gate: bool = False,
          clock: Clock | None = None) -> Callable[[Callable[[Any], Outcome]], Step]:
     """Decorator form: `@step("backup", "Take the backup", mutating=True, plan=...)`. A book whose steps all run
-    on one phase budget binds it once: `step = functools.partial(step, clock=CLOCK)`."""
+    on one phase budget binds it once: `step = functools.partial(step, clock=CLOCK)`. A gate is decided afresh
+    on resume unless always_run=False says otherwise (a decision that a half-done rollback must not retake)."""
 
     def wrap(fn: Callable[[Any], Outcome]) -> Step:
         return Step(name=name, title=title, run=fn, mutating=mutating, plan=plan, guards=guards,
-                    always_run=always_run or gate, gate=gate, doc=inspect.cleandoc(fn.__doc__ or ""), clock=clock)
+                    always_run=gate if always_run is None else always_run, gate=gate, doc=inspect.cleandoc(fn.__doc__ or ""), clock=clock)
 
     return wrap
 

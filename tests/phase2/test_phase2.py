@@ -163,7 +163,7 @@ def test_rollback_runbook_after_a_logical_cutover(sandbox_params_file: Path, san
     new_rw = ("127.0.0.1", 25500)
     # no trigger holds (Prometheus unreachable: never taken as a trigger) and no reason: nothing changes
     calm = rollback_run(sandbox_params_file, signed, "target.prometheus.url=http://127.0.0.1:9")
-    assert calm.exit_code == 1 and pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == new_rw
+    assert calm.exit_code == 2 and pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == new_rw
     decision = manifest_steps(calm.run_dir)["rollback_decision"]
     assert "no trigger holds (5 unreadable" in decision["summary"], decision["summary"]
 
@@ -241,7 +241,7 @@ def test_rollback_with_the_new_cluster_lost_needs_the_loss_accepted(sandbox_para
     wait_until("reverse replication to legacy", lambda: count_marker(sandbox_params, "legacy", marker) == 1)
     lost = "target.databases.dpg-rw.port=1"  # the new cluster's write endpoint answers no more
     refused = rollback_run(sandbox_params_file, signed, lost, "rollback.reason=new cluster lost")
-    assert refused.exit_code == 1
+    assert refused.exit_code == 1, refused.message  # the detach failed, and undid itself
     detach = manifest_steps(refused.run_dir)["stop_or_detach_new"]
     assert "rollback.accept_loss" in detach["summary"], detach["summary"]
     assert pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == ("127.0.0.1", 25500)
@@ -287,7 +287,7 @@ def test_dump_restore_cutover(sandbox_params_file: Path, sandbox_params: Params,
     with pytest.raises(fallback.RollbackError, match="no reverse replication"):
         fallback.to_legacy(migration.route(sandbox_params))
     refused = rollback_run(sandbox_params_file, signed, "rollback.reason=drill")
-    assert refused.exit_code == 1 and pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == ("127.0.0.1", 25500)
+    assert refused.exit_code == 2 and pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == ("127.0.0.1", 25500)
     assert "refused before any change: no reverse replication" in \
         manifest_steps(refused.run_dir)["rollback_decision"]["summary"]
 
