@@ -32,7 +32,7 @@ class Delivery:
 def _outbox(campaign_dir: Path, subject: str, body: str) -> Delivery:
     folder = campaign_dir / "outbox"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{now().strftime('%Y%m%dT%H%M%SZ')}-notice.txt"
+    path = folder / f"{now().strftime('%Y%m%dT%H%M%S%fZ')}-notice.txt"  # two notices in one second both kept
     path.write_text(f"Subject: {subject}\n\n{body}\n")
     return Delivery("outbox", True, str(path))
 

@@ -17,7 +17,7 @@ from tests.integration.conftest import DRILL
 
 
 def only_run(outputs: Path, campaign: str = "test") -> Path:
-    runs = [p for p in (outputs / campaign).iterdir() if p.is_dir()]
+    runs = [p for p in (outputs / campaign).iterdir() if (p / "journal.jsonl").exists()]  # not the outbox
     assert len(runs) == 1, runs
     return runs[0]
 
@@ -178,6 +178,9 @@ def test_killed_kernel_exit_3_keeps_partial_notebook(params_file: Path, outputs:
     outputs_text = json.dumps([c.get("outputs") for c in nb["cells"]])
     assert "server" in outputs_text  # the completed cells' outputs survived
     assert archive.verify(outputs / "test") == []
+    # a changing run whose kernel died is told to the channels (here only the outbox), with its resume command
+    notice = next((outputs / "test" / "outbox").glob("*-notice.txt")).read_text()
+    assert "kernel-died" in notice and f"--resume {run_dir.name}" in notice, notice
 
 
 def test_second_mutating_run_is_refused_naming_holder(params_file: Path, outputs: Path, drill: Path) -> None:
