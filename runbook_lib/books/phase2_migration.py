@@ -356,6 +356,10 @@ def cutover_step(session: Session) -> Outcome:
         return _timer(session, Outcome(summary=f"cutover not done: {exc}; legacy serving, writable, the pool "
                                                "resumed on it, nothing switched", failed=True,
                                        evidence=[{"before the pause": d} for d in prepared]))
+    except BaseException as exc:
+        if cutover.switched(r, leg) is False:  # a later RELOAD must not find the new backend staged
+            cutover.unstage_after(r, leg, serving, exc)
+        raise
     after = cutover.finish_forward(r)
     host, port = r.new_backend
     metrics = {"pool_paused_s": round(cut.paused_s, 4), "apply_wait_s": cut.apply_wait_s,

@@ -113,8 +113,12 @@ def _one_critical_section(session: Session) -> Outcome:
     at_cut = _hold_cut(session)
     try:
         cut = cutover.cut(r, leg, r.critical_section_max, at_cut=at_cut)
-    except cutover.CutoverAborted as exc:
+    except BaseException as exc:
         session.drop(CUT)  # the new cluster takes writes again: no transaction may stay open on it
+        if not isinstance(exc, cutover.CutoverAborted):
+            if cutover.switched(r, leg) is False:  # a later RELOAD must not find legacy staged
+                cutover.unstage_after(r, leg, serving, exc)
+            raise
         cutover.unstage(r, leg, serving)
         return _clock(session, Outcome(summary=f"rollback not done: {exc}; the new cluster serving, writable, the "
                                                "pool resumed on it, nothing switched", failed=True,
@@ -150,8 +154,16 @@ def stop_or_detach_new(session: Session) -> Outcome:
     loss accepted and the new cluster unreachable) the pool is paused here and resumed on legacy below.
     """
     p, r = session.params, migration.route_of(session)
-    if fallback.reverse_replication(r) and not fallback.on_legacy(r) and not p.rollback.accept_loss:
-        return _one_critical_section(session)
+    if fallback.reverse_replication(r) and not p.rollback.accept_loss:
+        if not fallback.on_legacy(r):
+            return _one_critical_section(session)
+        if not migration.read_only_for(r.source, r.app_role):
+            # the critical section ran to its RESUME (legacy writable, serving) before this step was cut short:
+            # only what follows the resume is left; copying sequences now would move legacy's backwards
+            after = cutover.finish_back(r)
+            wayback.expect(session.target.pushgateway, False)
+            return _clock(session, Outcome(summary="the switch back was done already (a re-run): legacy serves "
+                                                   "and is writable" + "".join(f"; {d}" for d in after)))
     paused_at = time.time()
     try:
         report = fallback.detach_new(r, p.rollback.accept_loss, r.apply_timeout,

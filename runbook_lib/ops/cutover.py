@@ -148,6 +148,7 @@ def cut(r: Route, leg: Leg, budget: float, large_objects: bool = False,
             if time.monotonic() > deadline:
                 raise CutoverAborted(f"the critical section passed its bound of {budget:g} s at '{name}'")
 
+        reopened: psycopg.Connection[Any] | None = None  # the destination, once made writable inside
         admin.pause(r.pooler_database)
         try:
             mark("paused")
@@ -173,9 +174,10 @@ def cut(r: Route, leg: Leg, budget: float, large_objects: bool = False,
                 mark("reverse slot at the cut")
             if leg.reopen:
                 migration.set_read_only_on(destination, r.app_role, False)
+                reopened = destination
                 mark(f"{leg.destination.name} writable")
         except BaseException as exc:
-            _reopen_origin(origin, admin, r, exc)
+            _give_back(origin, reopened, admin, r, exc)
             if isinstance(exc, CutoverAborted):
                 raise
             if isinstance(exc, MigrationError | psycopg.Error):
@@ -189,10 +191,13 @@ def cut(r: Route, leg: Leg, budget: float, large_objects: bool = False,
                                      f"{leg.backend[0]}:{leg.backend[1]} (its task restarted with its deployed "
                                      "config?)")
         except BaseException as exc:
-            _reopen_origin(origin, admin, r, exc)
-            if isinstance(exc, CutoverAborted):
-                raise
-            raise CutoverAborted(f"the critical section stopped at the switch: {first_line(exc)}") from exc
+            if isinstance(exc, CutoverAborted) or switched(r, leg) is False:
+                _give_back(origin, reopened, admin, r, exc)
+                if isinstance(exc, CutoverAborted):
+                    raise
+                raise CutoverAborted(f"the critical section stopped at the switch: {first_line(exc)}") from exc
+            # the RELOAD took (or it cannot be told): giving the origin back could leave both sides writable, so
+            # the switch goes on; a RESUME that fails below says to re-run the step, which asks again
         # the point of no return: the pool leads to the destination
         try:
             admin.run("RECONNECT", r.pooler_database)
@@ -211,14 +216,26 @@ def cut(r: Route, leg: Leg, budget: float, large_objects: bool = False,
                marks=marks)
 
 
-def _reopen_origin(origin: psycopg.Connection[Any], admin: pgbouncer.Console, r: Route, exc: BaseException) -> None:
-    """Undo the critical section's first half: the origin writable, the pool resumed (still leading there)."""
-    for action in (lambda: migration.set_read_only_on(origin, r.app_role, False),
-                   lambda: admin.resume(r.pooler_database)):
+def _give_back(origin: psycopg.Connection[Any], reopened: psycopg.Connection[Any] | None, admin: pgbouncer.Console,
+               r: Route, exc: BaseException) -> None:
+    """Undo the critical section's first half: the destination read-only again if it was opened, the origin
+    writable, the pool resumed (still leading to the origin)."""
+    actions = [lambda: migration.set_read_only_on(reopened, r.app_role, True)] if reopened is not None else []
+    actions += [lambda: migration.set_read_only_on(origin, r.app_role, False),
+                lambda: admin.resume(r.pooler_database)]
+    for action in actions:
         try:
             action()
         except Exception as undo_exc:  # noqa: BLE001 - the first failure is the one to raise
             exc.add_note(f"undoing the cut also failed: {undo_exc}")
+
+
+def switched(r: Route, leg: Leg) -> bool | None:
+    """Whether PgBouncer leads to the leg's destination now, asked on a fresh console (None: it cannot say)."""
+    try:
+        return pgbouncer.backend(r.pooler, r.pooler_database) == leg.backend
+    except Exception:  # noqa: BLE001 - unreachable or broken console: unknown, never taken as "not switched"
+        return None
 
 
 def finish_forward(r: Route) -> list[str]:

@@ -479,6 +479,14 @@ def set_read_only(endpoint: PgSpec, role: str, read_only: bool) -> int:
         return set_read_only_on(conn, role, read_only)
 
 
+def read_only_for(endpoint: PgSpec, role: str) -> bool:
+    """Whether the role's sessions start read-only on this server (set_read_only's mark)."""
+    with _conn(endpoint) as conn:
+        return bool(postgres.query(conn, """SELECT 1 FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+                                            WHERE r.rolname = %s AND s.setdatabase = 0
+                                              AND 'default_transaction_read_only=on' = ANY(s.setconfig)""", [role]))
+
+
 def set_read_only_on(conn: psycopg.Connection[Any], role: str, read_only: bool) -> int:
     if read_only:
         postgres.query(conn, sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on")

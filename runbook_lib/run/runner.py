@@ -99,7 +99,7 @@ def run(name: str, params_path: str, *, campaign: str | None = None, overrides: 
             outcome = "planned"
     except PapermillExecutionError as exc:
         outcome, code, message = "failed", EXIT_FAILED, f"{exc.ename}: {exc.evalue}"
-        if refused_before_any_change(run_dir):
+        if refused_before_any_change(run_dir, root / info.campaign / resume if resume else None):
             code = EXIT_BAD_INPUT
             message = message if "refused before any change" in message else f"refused before any change: {message}"
     except (DeadKernelError, CellTimeoutError, RuntimeError, TimeoutError) as exc:
@@ -127,13 +127,16 @@ def run(name: str, params_path: str, *, campaign: str | None = None, overrides: 
                      sealed.step_seconds)
 
 
-def refused_before_any_change(run_dir: Path) -> bool:
-    """The run stopped at a gate or a guard, and no step that changes the target ran in it (or in the run it
-    resumed): the target is as it was, so the exit code says refused (2), not failed (1)."""
+def refused_before_any_change(run_dir: Path, resumed_dir: Path | None = None) -> bool:
+    """The run stopped at a gate or a guard, and no step that changes the target ran in it, nor began in the
+    run it resumes: the target is as it was, so the exit code says refused (2), not failed (1)."""
     steps = [e for e in read_events(run_dir / JOURNAL) if e.get("event") == "step"]
     failed = [e for e in steps if e.get("status") == "failed"]
     changed = [e for e in steps if e.get("mutating") and e.get("status") in ("ok", "failed", "skipped")
                and not e.get("refusal")]
+    if resumed_dir is not None:  # a change the earlier run began (its kernel may have died inside it)
+        changed += [e for e in read_events(resumed_dir / JOURNAL) if e.get("event") == "step_start"
+                    and e.get("mutating") and not e.get("plan")]
     return bool(failed) and bool(failed[-1].get("refusal")) and not changed
 
 

@@ -103,3 +103,17 @@ def test_refused_means_a_gate_or_guard_said_no_before_any_change(steps: list[tup
         json.dumps({"event": "step", "name": n, "mutating": m, "status": s, "refusal": r}) + "\n"
         for n, m, s, r in steps))
     assert runner.refused_before_any_change(tmp_path) is refused
+
+
+def test_a_refusal_after_a_resumed_run_began_a_change_is_not_refused_before_any_change(tmp_path: Path) -> None:
+    from runbook_lib.run import runner
+
+    earlier, now = tmp_path / "earlier", tmp_path / "now"
+    earlier.mkdir()
+    now.mkdir()
+    (earlier / "journal.jsonl").write_text(json.dumps({"event": "step_start", "name": "cutover", "mutating": True,
+                                                        "plan": False}) + "\n")  # its kernel died inside
+    (now / "journal.jsonl").write_text(json.dumps({"event": "step", "name": "window_check", "mutating": False,
+                                                    "status": "failed", "refusal": True}) + "\n")
+    assert runner.refused_before_any_change(now)
+    assert not runner.refused_before_any_change(now, earlier)
