@@ -232,6 +232,25 @@ def test_rollback_is_one_bounded_critical_section_and_loses_nothing(sandbox_para
     assert count_marker(sandbox_params, "legacy", f"{marker}-after") == 1
 
 
+def test_a_rollback_cut_short_after_its_resume_only_finishes(sandbox_params_file: Path, sandbox_params: Params,
+                                                              signed: Path, restore_legacy: None) -> None:
+    cut_over(sandbox_params_file, signed)
+    r = migration.route(sandbox_params)
+    leg = cutover.back(r)
+    cutover.prepare(r, leg, 60)
+    cutover.cut(r, leg, 2.0)  # switched back and resumed; the kernel "died" before reverse replication was dropped
+    marker = f"after-resume-{signed.name}-{time.time():.0f}"
+    for i in range(5):  # legacy takes writes: its sequences move past the new cluster's
+        write_through_pool(sandbox_params, f"{marker}-{i}")
+    report = rollback_run(sandbox_params_file, signed, "rollback.reason=drill")
+    assert report.exit_code == 0, report.message
+    detach = manifest_steps(report.run_dir)["stop_or_detach_new"]
+    assert "the switch back was done already" in detach["summary"], detach["summary"]
+    assert not fallback.reverse_replication(r)
+    write_through_pool(sandbox_params, f"{marker}-after")  # no id handed out twice: legacy's sequences kept
+    assert count_marker(sandbox_params, "legacy", f"{marker}-after") == 1
+
+
 def test_rollback_with_the_new_cluster_lost_needs_the_loss_accepted(sandbox_params_file: Path,
                                                                      sandbox_params: Params, signed: Path,
                                                                      restore_legacy: None) -> None:
