@@ -337,13 +337,13 @@ def cutover_step(session: Session) -> Outcome:
     m, r = _m(session), migration.route_of(session)
     if m.strategy != "logical":
         return _timer(session, Outcome(summary="dump-restore: the write pause is the steps that follow"))
-    if pgbouncer.backend(r.pooler, r.pooler_database) == r.new_backend:  # a re-run after the switch
+    if cutover.serving(r) == r.new_backend:  # a re-run after the switch
         resumed = pgbouncer.resume(r.pooler, r.pooler_database)
         done = cutover.finish_forward(r)
         return _timer(session, Outcome(summary="the switch was done already (a re-run)"
                                                + ("; the pool resumed" if resumed else "")
                                                + "".join(f"; {d}" for d in done)))
-    serving, leg = cutover.staged(r), cutover.forward(r)
+    serving, leg = cutover.serving(r), cutover.forward(r)
     try:
         prepared = cutover.prepare(r, leg, m.apply_timeout)
     except BaseException as exc:

@@ -102,7 +102,7 @@ def _hold_cut(session: Session) -> Callable[[], None]:
 def _one_critical_section(session: Session) -> Outcome:
     """Reverse replication runs and PgBouncer leads to the new cluster: the way back is the cutover mirrored."""
     r = migration.route_of(session)
-    serving, leg = cutover.staged(r), cutover.back(r)
+    serving, leg = cutover.serving(r), cutover.back(r)
     try:
         prepared = cutover.prepare(r, leg, r.apply_timeout)
     except BaseException as exc:

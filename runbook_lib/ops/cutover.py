@@ -80,7 +80,7 @@ def back(r: Route) -> Leg:
     return Leg(r.target, r.source, names.REVERSE_SUBSCRIPTION, r.legacy_backend, None, reopen=True)
 
 
-def staged(r: Route) -> tuple[str, int]:
+def serving(r: Route) -> tuple[str, int]:
     """Where PgBouncer sends the application now (its config file may already say otherwise)."""
     return pgbouncer.backend(r.pooler, r.pooler_database)
 
@@ -233,7 +233,7 @@ def _give_back(origin: psycopg.Connection[Any], reopened: psycopg.Connection[Any
 def switched(r: Route, leg: Leg) -> bool | None:
     """Whether PgBouncer leads to the leg's destination now, asked on a fresh console (None: it cannot say)."""
     try:
-        return pgbouncer.backend(r.pooler, r.pooler_database) == leg.backend
+        return serving(r) == leg.backend
     except Exception:  # noqa: BLE001 - unreachable or broken console: unknown, never taken as "not switched"
         return None
 

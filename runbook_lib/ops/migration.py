@@ -376,48 +376,36 @@ def _table_digest(conn: psycopg.Connection[Any], table: str) -> tuple[int, str]:
     return int(row["n"]), row["digest"]
 
 
-def _table_count(conn: psycopg.Connection[Any], table: str) -> tuple[int, str]:
-    return int(postgres.scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(_ident(table)))), ""
-
-
 def _ident(table: str) -> sql.Identifier:
     schema, name = table.split(".", 1)
     return sql.Identifier(schema.strip('"'), name.strip('"'))
 
 
-Measure = Callable[[psycopg.Connection[Any], str], tuple[int, str]]
-
-
-def _measure_all(conn: psycopg.Connection[Any], tables: list[str], measure: Measure) -> dict[str, tuple[int, str]]:
+def _measure_all(conn: psycopg.Connection[Any], tables: list[str]) -> dict[str, tuple[int, str]]:
     out: dict[str, tuple[int, str]] = {}
     for table in tables:
         present = postgres.scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", [_ident(table).as_string(conn)])
-        out[table] = measure(conn, table) if present else (-1, "missing")
+        out[table] = _table_digest(conn, table) if present else (-1, "missing")
     return out
 
 
-def compare(src: psycopg.Connection[Any], dst: psycopg.Connection[Any], tables: list[str],
-            measure: Measure = _table_digest) -> list[TableCheck]:
+def compare(src: psycopg.Connection[Any], dst: psycopg.Connection[Any], tables: list[str]) -> list[TableCheck]:
     """Measure every table on both sides at once (one thread per side: each side is its own server)."""
     with ThreadPoolExecutor(max_workers=2) as pool:
-        left = pool.submit(_measure_all, src, tables, measure)
-        right = pool.submit(_measure_all, dst, tables, measure)
+        left = pool.submit(_measure_all, src, tables)
+        right = pool.submit(_measure_all, dst, tables)
         source, target = left.result(), right.result()
     return [TableCheck(t, source[t][0], target[t][0], source[t][1], target[t][1]) for t in tables]
 
 
-def validate(source: PgSpec, target: PgSpec, counts_only: bool = False, tables: list[str] | None = None,
-             large_objects: bool = False) -> list[TableCheck]:
+def validate(source: PgSpec, target: PgSpec, tables: list[str] | None = None) -> list[TableCheck]:
     """Row count and an order-independent checksum of every row (vector columns included) on both sides
-    (`tables`, default every table of the source; large objects too when asked).
+    (`tables`, default every table of the source).
 
-    Both sides must be still (writes off, the new side caught up) for the result to mean anything;
-    counts_only is the cheap recheck at cutover after a checksum comparison at a consistent cut.
+    Both sides must be still (writes off, the new side caught up) for the result to mean anything.
     """
     with _conn(source) as src, _conn(target) as dst:
-        checks = compare(src, dst, tables if tables is not None else user_tables(source),
-                         _table_count if counts_only else _table_digest)
-        return checks + ([large_object_check(src, dst)] if large_objects else [])
+        return compare(src, dst, tables if tables is not None else user_tables(source))
 
 
 @contextmanager

@@ -36,7 +36,10 @@ def rows(campaign_dir: Path) -> list[dict[str, Any]]:
 
 def find(root: Path, run_id: str, campaign: str | None = None) -> Path:
     """The folder of a sealed run, in one campaign or in any campaign under the archive root."""
-    places = [root / campaign] if campaign else sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if campaign:
+        places = [root / campaign]
+    else:
+        places = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     for campaign_dir in places:
         if (campaign_dir / run_id / runinfo.MANIFEST).is_file():
             return campaign_dir / run_id

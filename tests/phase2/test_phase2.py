@@ -355,7 +355,7 @@ def test_a_subscriber_slower_than_the_bound_leaves_legacy_serving(sandbox_params
     rb = filled(sandbox_params_file, signed)
     r = migration.route(sandbox_params)
     try:
-        serving, leg = cutover.staged(r), cutover.forward(r)
+        serving, leg = cutover.serving(r), cutover.forward(r)
         cutover.prepare(r, leg, 60)
         with postgres.connect(new, autocommit=False) as blocker:
             # the new side's apply worker waits on this lock from legacy's next write on: the subscriber is slow
