@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import select
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.rows import dict_row
 
 from runbook_lib.clients import swarm
@@ -18,10 +20,15 @@ from runbook_lib.errors import RunbookError
 
 SHOWABLE = frozenset({"POOLS", "DATABASES", "CLIENTS", "SERVERS", "CONFIG", "STATS", "LISTS", "VERSION"})
 COMMANDS = frozenset({"PAUSE", "RESUME", "RELOAD", "RECONNECT"})
+PAUSE_WAIT_S = 30.0  # how long a PAUSE outside a critical section waits for transactions in flight
 
 
 class PgBouncerError(RunbookError):
     pass
+
+
+class PauseTimeout(PgBouncerError):
+    """PAUSE did not complete in time (a transaction through the pool stayed open); the pool was resumed."""
 
 
 def connect(spec: PgBouncerSpec) -> psycopg.Connection[dict[str, Any]]:
@@ -48,8 +55,9 @@ class Console:
     """One admin-console connection for several commands: inside a write pause a new connection per command
     (TLS, authentication) would cost more than the commands themselves."""
 
-    def __init__(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
+    def __init__(self, conn: psycopg.Connection[dict[str, Any]], spec: PgBouncerSpec) -> None:
         self.conn = conn
+        self.spec = spec
 
     def run(self, verb: str, database: str | None = None) -> None:
         if verb not in COMMANDS:
@@ -60,9 +68,46 @@ class Console:
             else:
                 cur.execute(sql.SQL(verb))
 
-    def pause(self, database: str) -> bool:
-        """PAUSE a pool; False when it was paused already (so a caller undoes only its own pause)."""
-        return self._unless_already("PAUSE", database, "already")
+    def pause(self, database: str, within: float = PAUSE_WAIT_S) -> bool:
+        """PAUSE a pool; False when it was paused already (so a caller undoes only its own pause).
+
+        PAUSE answers once every server connection of the pool is released, that is after every transaction
+        in flight through it, which an application can hold open for ever. So its answer is awaited for at
+        most `within` seconds; past that RESUME is sent on a new connection (the first one's PAUSE never
+        answers then, so that connection is closed and replaced) and PauseTimeout names what held the pool.
+        """
+        pg = self.conn.pgconn
+        pg.send_query(sql.SQL("PAUSE {}").format(sql.Identifier(database)).as_bytes(self.conn))
+        deadline = time.monotonic() + within
+        while pg.flush():  # a non-blocking connection may not have sent it all
+            select.select([], [pg.socket], [], max(deadline - time.monotonic(), 0))
+        pg.consume_input()
+        while pg.is_busy():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._abandon_pause(database, within)
+            select.select([pg.socket], [], [], remaining)
+            pg.consume_input()
+        errors = []
+        while (result := pg.get_result()) is not None:
+            if result.status == pq.ExecStatus.FATAL_ERROR:
+                errors.append((result.error_field(pq.DiagnosticField.MESSAGE_PRIMARY) or b"").decode())
+        if any("already" in e.lower() for e in errors):
+            return False
+        if errors:
+            raise PgBouncerError(f"PAUSE {database}: {'; '.join(errors)}")
+        return True
+
+    def _abandon_pause(self, database: str, within: float) -> None:
+        """RESUME on a second connection, which replaces this console's own (its PAUSE would never answer)."""
+        waiting, self.conn = self.conn, connect(self.spec)
+        self.resume(database)
+        waiting.close()
+        busy = [row for row in show(self.conn, "SERVERS") if row.get("database") == database
+                and row.get("state") == "active"]
+        raise PauseTimeout(f"PAUSE {database} waited {within:g} s for the transactions in flight through the pool "
+                           f"and {len(busy)} server connection(s) still held one (a transaction left open by a "
+                           "client?); the pool was resumed, nothing else was done")
 
     def resume(self, database: str) -> bool:
         """RESUME a pool; one that is not paused is already what was wanted (False)."""
@@ -91,14 +136,17 @@ class Console:
 
 @contextmanager
 def console(spec: PgBouncerSpec) -> Iterator[Console]:
-    with connect(spec) as conn:
-        yield Console(conn)
+    admin = Console(connect(spec), spec)
+    try:
+        yield admin
+    finally:
+        admin.conn.close()  # the console's connection now (a PAUSE given up replaced the first)
 
 
-def pause(spec: PgBouncerSpec, database: str) -> bool:
-    """PAUSE a pool; False when it was paused already (so a caller undoes only its own pause)."""
+def pause(spec: PgBouncerSpec, database: str, within: float = PAUSE_WAIT_S) -> bool:
+    """PAUSE a pool (awaited at most `within` s); False when it was paused already."""
     with console(spec) as admin:
-        return admin.pause(database)
+        return admin.pause(database, within)
 
 
 def resume(spec: PgBouncerSpec, database: str) -> bool:
@@ -133,13 +181,21 @@ def stage(spec: PgBouncerSpec, swarm_spec: Swarm | None, database: str, host: st
         raise PgBouncerError(f"refusing to write an unusual database or host name into pgbouncer.ini: "
                              f"{database!r} {host!r}")
     service = swarm.for_target(swarm_spec).services.get(spec.service)
+    running = swarm.running_tasks(service)
+    if len(running) > 1:
+        raise PgBouncerError(f"PgBouncer service {spec.service} runs {len(running)} tasks: the switch rewrites and "
+                             "reloads one of them, the others would keep sending the application to the old "
+                             f"backend; scale it to one task for the window (docker service scale {spec.service}=1)")
     # the values travel as positional arguments of the script, never spliced into its text
     script = ('sed -i -E "s/^($1[[:space:]]*=.*host=)[^ ]+( port=)[0-9]+/\\\\1$2\\\\2$3/" "$4" '
               '&& grep -E "^$1[[:space:]]*=" "$4"')
     code, out = swarm.exec_in(swarm_spec, service, ["sh", "-c", script, "repoint", database, host, str(int(port)),
                                                     spec.config_path])
-    if code != 0 or f"port={int(port)}" not in out:
-        raise PgBouncerError(f"could not rewrite the {database} entry of {spec.config_path}: {out.strip()[:200]}")
+    entries = [line.split() for line in out.splitlines() if line.strip()]
+    wanted = {f"host={host}", f"port={int(port)}"}
+    if code != 0 or not entries or any(not wanted <= set(words) for words in entries):
+        raise PgBouncerError(f"could not rewrite the {database} entry of {spec.config_path} to host={host} "
+                             f"port={int(port)} (it reads: {out.strip()[:200]!r})")
 
 
 def switch(admin: Console, database: str) -> None:

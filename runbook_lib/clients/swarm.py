@@ -46,11 +46,17 @@ def scale(spec: Swarm | None, name: str, replicas: int, attempts: int = 5) -> No
             time.sleep(0.5)
 
 
+def running_tasks(service: Service) -> list[dict[str, Any]]:
+    """The service's tasks that are running now (and meant to)."""
+    return [task for task in service.tasks(filters={"desired-state": "running"})
+            if task.get("Status", {}).get("State") == "running"]
+
+
 def running_container(spec: Swarm | None, service: Service) -> Any:
     """The container of a running task of the service (single-node sandbox, or a task on this node)."""
-    for task in service.tasks(filters={"desired-state": "running"}):
+    for task in running_tasks(service):
         container_id = task.get("Status", {}).get("ContainerStatus", {}).get("ContainerID")
-        if container_id and task.get("Status", {}).get("State") == "running":
+        if container_id:
             return for_target(spec).containers.get(container_id)
     raise LookupError(f"service {service.name} has no running task on this node")
 
