@@ -250,8 +250,7 @@ def _compare_at_cut(session: Session) -> tuple[str, list[migration.TableCheck], 
     """Both sides still for a moment (pool paused, the new side caught up), a snapshot on each, pool resumed.
 
     The new side catches up and both connections open before the pool pauses, so the pause lasts only
-    while the writes of the last moment apply; a pool that was paused already (a re-run after a cut
-    short) is left paused.
+    while the writes of the last moment apply.
     """
     m, r = _m(session), migration.route_of(session)
     tables = migration.moved_tables(r)
@@ -259,18 +258,16 @@ def _compare_at_cut(session: Session) -> tuple[str, list[migration.TableCheck], 
     migration.catch_up(r.source, names.SUBSCRIPTION, m.apply_timeout)
     with postgres.connect(r.source) as src, postgres.connect(r.target) as dst, \
             pgbouncer.console(r.pooler) as admin:
-        paused = True  # until PAUSE says the pool was paused already: an interrupted PAUSE is undone too
         pause_sent = time.time()
-        try:
-            paused = admin.pause(r.pooler_database)
+        try:  # PAUSE waits for the transactions in flight (bounded); the pool resumes in every case
+            admin.pause(r.pooler_database, within=CUT_APPLY_TIMEOUT)
             lsn = postgres.scalar(src, "SELECT pg_current_wal_lsn()::text")
             migration.wait_applied_on(src, names.SUBSCRIPTION, lsn,
                                       time.monotonic() + min(m.apply_timeout, CUT_APPLY_TIMEOUT))
             migration.begin_snapshot(src)
             migration.begin_snapshot(dst)
-        finally:
-            if paused:
-                admin.resume(r.pooler_database)  # the snapshots hold the cut; the application writes meanwhile
+        finally:  # a pool found paused was left so by an interrupted run of this phase: resumed as well
+            admin.resume(r.pooler_database)  # the snapshots hold the cut; the application writes meanwhile
         resumed_at = time.time()
         return lsn, migration.compare(src, dst, tables), (pause_sent, resumed_at)
 
@@ -339,7 +336,7 @@ def cutover_step(session: Session) -> Outcome:
         return _timer(session, Outcome(summary="dump-restore: the write pause is the steps that follow"))
     if cutover.serving(r) == r.new_backend:  # a re-run after the switch
         resumed = pgbouncer.resume(r.pooler, r.pooler_database)
-        done = cutover.finish_forward(r)
+        done = cutover.finish_forward(r, session.state.get("cut", {}).get("reverse_from"))
         return _timer(session, Outcome(summary="the switch was done already (a re-run)"
                                                + ("; the pool resumed" if resumed else "")
                                                + "".join(f"; {d}" for d in done)))
@@ -360,7 +357,7 @@ def cutover_step(session: Session) -> Outcome:
         if cutover.switched(r, leg) is False:  # a later RELOAD must not find the new backend staged
             cutover.unstage_after(r, leg, serving, exc)
         raise
-    after = cutover.finish_forward(r)
+    after = cutover.finish_forward(r, cut.reverse_from)
     host, port = r.new_backend
     metrics = {"pool_paused_s": round(cut.paused_s, 4), "apply_wait_s": cut.apply_wait_s,
                "cutover_lsn": cut.lsn, "sequences": cut.sequences,

@@ -138,6 +138,8 @@ def cut(r: Route, leg: Leg, budget: float, large_objects: bool = False,
     """
     with postgres.connect(leg.origin) as origin, postgres.connect(leg.destination) as destination, \
             pgbouncer.console(r.pooler) as admin:
+        for conn in (origin, destination):
+            _bound_statements(conn, budget)
         pause_sent = time.time()
         started = time.monotonic()
         deadline = started + budget
@@ -149,12 +151,18 @@ def cut(r: Route, leg: Leg, budget: float, large_objects: bool = False,
                 raise CutoverAborted(f"the critical section passed its bound of {budget:g} s at '{name}'")
 
         reopened: psycopg.Connection[Any] | None = None  # the destination, once made writable inside
-        admin.pause(r.pooler_database)
+        try:  # PAUSE waits for the transactions in flight through the pool: bounded too
+            admin.pause(r.pooler_database, within=budget)
+        except pgbouncer.PauseTimeout as exc:
+            raise CutoverAborted(str(exc)) from exc
         try:
             mark("paused")
             ended = migration.set_read_only_on(origin, r.app_role, True) + migration.drain_on(origin)
+            if writers := migration.writers_on(origin):
+                raise CutoverAborted(f"sessions the write stop does not cover are writing on {leg.origin.name}: "
+                                     f"{', '.join(writers)}; stop them before the cutover")
             mark(f"{leg.origin.name} read-only")
-            lsn = postgres.scalar(origin, "SELECT pg_current_wal_lsn()::text")
+            lsn = _final_lsn(origin)
             waited = migration.wait_applied_on(origin, leg.subscription, lsn, deadline)
             mark("last write applied")
             sequences = migration.set_sequences(destination, migration.sequence_values(origin))
@@ -177,7 +185,7 @@ def cut(r: Route, leg: Leg, budget: float, large_objects: bool = False,
                 reopened = destination
                 mark(f"{leg.destination.name} writable")
         except BaseException as exc:
-            _give_back(origin, reopened, admin, r, exc)
+            _give_back(origin, reopened, admin, r, leg, exc)
             if isinstance(exc, CutoverAborted):
                 raise
             if isinstance(exc, MigrationError | psycopg.Error):
@@ -192,7 +200,7 @@ def cut(r: Route, leg: Leg, budget: float, large_objects: bool = False,
                                      "config?)")
         except BaseException as exc:
             if isinstance(exc, CutoverAborted) or switched(r, leg) is False:
-                _give_back(origin, reopened, admin, r, exc)
+                _give_back(origin, reopened, admin, r, leg, exc)
                 if isinstance(exc, CutoverAborted):
                     raise
                 raise CutoverAborted(f"the critical section stopped at the switch: {first_line(exc)}") from exc
@@ -216,18 +224,57 @@ def cut(r: Route, leg: Leg, budget: float, large_objects: bool = False,
                marks=marks)
 
 
+def _bound_statements(conn: psycopg.Connection[Any], budget: float) -> None:
+    """No statement inside the pause may wait on a lock or run for longer than the whole bound, and the
+    session's commits are durable at once (the final LSN is read after one)."""
+    ms = f"{max(int(budget * 1000), 1)}ms"
+    postgres.query(conn, "SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false), "
+                         "set_config('synchronous_commit', 'on', false)", [ms, ms])
+
+
+def _final_lsn(origin: psycopg.Connection[Any]) -> str:
+    """Where the origin's WAL ends once writes have stopped, every commit in it flushed.
+
+    The application's last commits may be asynchronous (synchronous_commit off): inserted in the WAL but
+    not yet flushed, so beyond pg_current_wal_lsn() and not yet sent to any subscriber. A transaction of
+    this session that takes an xid commits synchronously, which flushes the WAL up to and past all of them;
+    the flush position after it is the LSN the destination must apply.
+    """
+    postgres.query(origin, "SELECT pg_current_xact_id()")
+    return str(postgres.scalar(origin, "SELECT pg_current_wal_flush_lsn()::text"))
+
+
 def _give_back(origin: psycopg.Connection[Any], reopened: psycopg.Connection[Any] | None, admin: pgbouncer.Console,
-               r: Route, exc: BaseException) -> None:
+               r: Route, leg: Leg, exc: BaseException) -> None:
     """Undo the critical section's first half: the destination read-only again if it was opened, the origin
-    writable, the pool resumed (still leading to the origin)."""
-    actions = [lambda: migration.set_read_only_on(reopened, r.app_role, True)] if reopened is not None else []
-    actions += [lambda: migration.set_read_only_on(origin, r.app_role, False),
-                lambda: admin.resume(r.pooler_database)]
-    for action in actions:
+    writable, the pool resumed (still leading to the origin). Should any of it fail, the error raised is no
+    longer "nothing changed" but names what is left and how to finish it by hand or by a re-run."""
+    actions: list[tuple[str, Callable[[], object]]] = []
+    if reopened is not None:
+        actions.append((f"ALTER ROLE {r.app_role} SET default_transaction_read_only = on on {leg.destination.name}",
+                        lambda: migration.set_read_only_on(reopened, r.app_role, True)))
+    actions += [(f"ALTER ROLE {r.app_role} RESET default_transaction_read_only on {leg.origin.name}",
+                 lambda: migration.set_read_only_on(origin, r.app_role, False)),
+                (f"RESUME {r.pooler_database} on PgBouncer's console", lambda: _resume(admin, r))]
+    left = []
+    for what, action in actions:
         try:
             action()
-        except Exception as undo_exc:  # noqa: BLE001 - the first failure is the one to raise
-            exc.add_note(f"undoing the cut also failed: {undo_exc}")
+        except Exception as undo_exc:  # noqa: BLE001 - every undo is tried; what failed is reported below
+            left.append(f"{what} ({first_line(undo_exc)})")
+    if left:
+        raise migration.MigrationError(
+            f"the critical section stopped before the switch ({first_line(exc)}) and undoing it failed: "
+            f"{leg.origin.name} may be read-only for the application and the pool paused. Still to do: "
+            f"{'; '.join(left)} (or run the step again: it goes on with the switch)") from exc
+
+
+def _resume(admin: pgbouncer.Console, r: Route) -> None:
+    """RESUME on the console of the cut, or on a fresh one when that one broke (PgBouncer restarted?)."""
+    try:
+        admin.resume(r.pooler_database)
+    except psycopg.Error:
+        pgbouncer.resume(r.pooler, r.pooler_database)
 
 
 def switched(r: Route, leg: Leg) -> bool | None:
@@ -238,17 +285,21 @@ def switched(r: Route, leg: Leg) -> bool | None:
         return None
 
 
-def finish_forward(r: Route) -> list[str]:
-    """After the cutover's resume: legacy's schema may change again, the forward subscription goes, reverse replication
-    starts at the slot's position (the cut). Safe to repeat."""
+def finish_forward(r: Route, reverse_from: str | None = None) -> list[str]:
+    """After the cutover's resume: legacy's schema may change again, the forward subscription goes, reverse
+    replication starts at the slot's position (the cut, `reverse_from` when known), made durable first.
+    It sends only the new cluster's own changes (origin = none, both sides on 16 or later), never legacy's
+    writes that the forward subscription applied. Safe to repeat."""
     done = []
     if migration.thaw_ddl(r.source):
         done.append("DDL on legacy thawed")
     if migration.drop_subscription(r.target, names.SUBSCRIPTION):  # before the reverse: no loop between them
         done.append("forward subscription dropped")
-    if migration.ensure_subscription(r.source, r.target, names.REVERSE_SUBSCRIPTION, names.REVERSE_PUBLICATION,
-                                     copy_data=False, failover=True):
-        done.append("reverse replication new -> legacy started from the cut")
+    if not migration.subscription_exists(r.source, names.REVERSE_SUBSCRIPTION):
+        at = migration.settle_slot(r.target, names.REVERSE_SLOT, reverse_from)
+        migration.ensure_subscription(r.source, r.target, names.REVERSE_SUBSCRIPTION, names.REVERSE_PUBLICATION,
+                                      copy_data=False, failover=True, local_only=True)
+        done.append(f"reverse replication new -> legacy started from the cut ({at}, checkpointed)")
     return done
 
 

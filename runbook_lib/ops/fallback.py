@@ -45,9 +45,7 @@ class RollbackReport:
 
 def reverse_replication(r: Route) -> bool:
     """Whether legacy subscribes to the new cluster (a logical cutover keeps it current that way)."""
-    with postgres.connect(r.source) as conn:
-        return bool(postgres.query(conn, "SELECT 1 FROM pg_subscription WHERE subname = %s",
-                                   [names.REVERSE_SUBSCRIPTION]))
+    return migration.subscription_exists(r.source, names.REVERSE_SUBSCRIPTION)
 
 
 def on_legacy(r: Route) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
@@ -145,25 +145,65 @@ def moved_tables(r: Route) -> list[str]:
 
 
 def ensure_subscription(subscriber: PgSpec, publisher: PgSpec, name: str, publication: str,
-                        copy_data: bool, failover: bool = False) -> bool:
+                        copy_data: bool, failover: bool = False, local_only: bool = False) -> bool:
     """Create the subscription unless it exists; True when created.
 
     With failover, its slot on the publisher (PostgreSQL 17) is a failover slot that the publisher's
     standbys keep a copy of. The slot is made here, on the publisher, and the subscription uses it
     (create_slot = false), so a subscriber of any version gets one; an existing subscription's slot
     without the flag is reported by the way back's checks (only a subscriber on 17 could switch it).
+    With local_only (and both sides on 16 or later) the publisher sends only the changes made on it, none
+    that a subscription of its own applied there (origin = none): the way back never carries legacy's own
+    writes back to it, wherever its slot stands.
     """
     with _conn(subscriber) as conn:
-        if postgres.query(conn, "SELECT 1 FROM pg_subscription WHERE subname = %s", [name]):
+        if subscribed_on(conn, name):
             return False
         options = sql.SQL("copy_data = {}").format(sql.Literal(copy_data))
         if failover:
             ensure_failover_slot(publisher, name)
             options = sql.SQL("{}, create_slot = false, slot_name = {}").format(options, sql.Literal(name))
+        if local_only and conn.info.server_version >= 160000 and server_version(publisher) >= 160000:
+            options = sql.SQL("{}, origin = none").format(options)
         postgres.query(conn, sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH ({})")
                        .format(sql.Identifier(name), sql.Literal(subscription_conninfo(publisher)),
                                sql.Identifier(publication), options))
         return True
+
+
+def subscribed_on(conn: psycopg.Connection[Any], name: str) -> bool:
+    return bool(postgres.query(conn, "SELECT 1 FROM pg_subscription WHERE subname = %s", [name]))
+
+
+def subscription_exists(subscriber: PgSpec, name: str) -> bool:
+    with _conn(subscriber) as conn:
+        return subscribed_on(conn, name)
+
+
+def server_version(spec: PgSpec) -> int:
+    with _conn(spec) as conn:
+        return conn.info.server_version
+
+
+def settle_slot(publisher: PgSpec, slot: str, at: str | None) -> str:
+    """A slot moved by pg_replication_slot_advance made durable where it was put, before a subscriber uses it.
+
+    The advance keeps the new position in memory until the next checkpoint: a crash (or a failover to a
+    standby whose copy of the slot was older) would bring it back before `at`, and the subscriber would be
+    sent again what came before the cut. So a slot found behind `at` is moved there again, then CHECKPOINT
+    writes it down. Returns the slot's confirmed position.
+    """
+    with _conn(publisher) as conn:
+        flushed = postgres.scalar(conn, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
+                                        "WHERE slot_name = %s", [slot])
+        if flushed is None:
+            raise MigrationError(f"replication slot {slot} is missing on {publisher.name}: reverse replication "
+                                 "cannot start from the cut")
+        if at is not None and postgres.scalar(conn, "SELECT %s::pg_lsn > %s::pg_lsn", [at, flushed]):
+            flushed = postgres.scalar(conn, "SELECT end_lsn::text FROM pg_replication_slot_advance(%s, %s::pg_lsn)",
+                                      [slot, at])
+        postgres.query(conn, "CHECKPOINT")
+        return str(flushed)
 
 
 def ensure_failover_slot(publisher: PgSpec, name: str) -> bool:
@@ -427,7 +467,7 @@ def begin_snapshot(conn: psycopg.Connection[Any]) -> None:
 def drop_subscription(subscriber: PgSpec, name: str, keep_slot: bool = False) -> bool:
     """Drop a subscription; keep_slot when its publisher is unreachable (the slot is left there, named `name`)."""
     with _conn(subscriber) as conn:
-        if not postgres.query(conn, "SELECT 1 FROM pg_subscription WHERE subname = %s", [name]):
+        if not subscribed_on(conn, name):
             return False
         postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(sql.Identifier(name)))
         if keep_slot:
@@ -454,11 +494,33 @@ def drain(endpoint: PgSpec) -> int:
 
 
 def drain_on(conn: psycopg.Connection[Any]) -> int:
-    ended = postgres.query(conn, """SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a
-                                    JOIN pg_roles r ON r.oid = a.usesysid
-                                    WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
-                                      AND a.backend_type = 'client backend' AND NOT r.rolsuper""")
-    return len(ended)
+    """drain on an open connection; the runbook's own sessions (its role's) stay, so a snapshot held for a
+    check inside a write pause survives a migration role that is not a superuser."""
+    return _terminate(conn, """SELECT a.pid FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid
+                               WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+                                 AND a.backend_type = 'client backend' AND NOT r.rolsuper
+                                 AND a.usename <> current_user""")
+
+
+TERMINATE_WAIT_MS = 1000  # how long pg_terminate_backend waits for a session to be gone (PostgreSQL 14+)
+
+
+def _terminate(conn: psycopg.Connection[Any], pids: LiteralString, params: list[Any] | None = None) -> int:
+    """pg_terminate_backend on the sessions the query `pids` selects, waiting (bounded) until each has gone,
+    so no transaction of theirs can still commit after this returns."""
+    wait = sql.SQL(", {}").format(sql.Literal(TERMINATE_WAIT_MS)) if conn.info.server_version >= 140000 else sql.SQL("")
+    return len(postgres.query(conn, sql.SQL("SELECT pg_terminate_backend(pid{}) FROM ({}) s").format(wait, sql.SQL(pids)),
+                              params))
+
+
+def writers_on(conn: psycopg.Connection[Any]) -> list[str]:
+    """Other sessions of the database holding a transaction that has written (an xid): after the write stop,
+    one of these is a writer that stop does not cover (a superuser, a role other than the application's)."""
+    rows = postgres.query(conn, """SELECT format('%s (pid %s, application %L)', usename, pid, application_name) AS w
+                                   FROM pg_stat_activity WHERE datname = current_database()
+                                     AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+                                     AND backend_xid IS NOT NULL""")
+    return [r["w"] for r in rows]
 
 
 def set_read_only(endpoint: PgSpec, role: str, read_only: bool) -> int:
@@ -479,9 +541,8 @@ def set_read_only_on(conn: psycopg.Connection[Any], role: str, read_only: bool) 
     if read_only:
         postgres.query(conn, sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on")
                        .format(sql.Identifier(role)))
-        ended = postgres.query(conn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                     "WHERE usename = %s AND pid <> pg_backend_pid()", [role])
-        return len(ended)
+        return _terminate(conn, "SELECT pid FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid() "
+                                "AND backend_type = 'client backend'", [role])
     postgres.query(conn, sql.SQL("ALTER ROLE {} RESET default_transaction_read_only").format(sql.Identifier(role)))
     return 0
 

@@ -20,6 +20,7 @@ from runbook_lib.config.endpoints import PgSpec
 from runbook_lib.config.names import SUBSCRIPTION
 from runbook_lib.config.params import Migration
 from runbook_lib.ops import catalog
+from runbook_lib.ops.migration import subscribed_on
 
 
 @dataclass
@@ -109,7 +110,7 @@ def _roles(in_use: list[str], dst: psycopg.Connection[Any]) -> list[Item]:
 
 def _target_rows(dst: psycopg.Connection[Any], excluded: dict[str, Any]) -> list[Item]:
     """A target that already holds rows would fail the copy (duplicate keys) unless this campaign is resuming."""
-    if postgres.query(dst, "SELECT 1 FROM pg_subscription WHERE subname = %s", [SUBSCRIPTION]):
+    if subscribed_on(dst, SUBSCRIPTION):
         return []  # the same campaign's copy is under way: a re-run resumes it
     items = []
     for t in catalog.tables(dst):

@@ -121,9 +121,10 @@ class LocalPostgres:
         return psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, dbname=dbname,
                                password=self.password_file.read_text(), autocommit=True)
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        """Shut down; mode "immediate" is a crash (no checkpoint: the next start recovers from the WAL)."""
         if (self.data / "postmaster.pid").exists():
-            subprocess.run([str(find_bindir() / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
+            subprocess.run([str(find_bindir() / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"],
                            capture_output=True, **self._run_as())
 
     def destroy(self) -> None:

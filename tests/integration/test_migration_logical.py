@@ -178,6 +178,26 @@ def test_logical_copy_stream_validate_and_reverse(params: Params) -> None:
     migration.drop_subscription(params.endpoints.db("legacy"), names.REVERSE_SUBSCRIPTION)
 
 
+def test_a_slot_behind_the_cut_is_moved_there_and_outlives_a_crash(params: Params, second_pg: LocalPostgres) -> None:
+    new = params.endpoints.db("new")
+    slot = f"settle_{new.dbname}"
+    sql(params, "new", f"SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')")
+    try:
+        sql(params, "new", "CREATE TABLE before_cut (id int PRIMARY KEY); INSERT INTO before_cut VALUES (1)")
+        cut = sql(params, "new", "SELECT pg_current_wal_lsn()::text AS lsn")[0]["lsn"]
+        assert migration.settle_slot(new, slot, cut) == cut  # it was behind: moved to the cut
+        assert migration.settle_slot(new, slot, None) == cut  # nothing said where: left where it is
+        second_pg.stop(mode="immediate")  # a crash: only a checkpoint kept the slot's new position
+        second_pg.start()
+        row = sql(params, "new", f"SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots "
+                                 f"WHERE slot_name = '{slot}'")
+        assert row == [{"lsn": cut}]
+    finally:
+        sql(params, "new", f"SELECT pg_drop_replication_slot('{slot}')")
+    with pytest.raises(migration.MigrationError, match=f"replication slot {slot} is missing on new"):
+        migration.settle_slot(new, slot, cut)
+
+
 def test_sequences_move_past_every_column_that_uses_them(params: Params) -> None:
     """Owned (serial, identity), a bare nextval() default, and a sequence two tables share."""
     legacy = params.endpoints.db("legacy")

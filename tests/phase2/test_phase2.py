@@ -135,6 +135,9 @@ def test_logical_cutover_loses_nothing_and_keeps_legacy_current(sandbox_params_f
     # the application kept running behind the paused pool: its error rate is reported and bounded
     assert probe["app_requests"] > 0 and probe["app_error_rate"] < 0.05, probe
     assert pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == ("127.0.0.1", 25500)
+    with postgres.connect(sandbox_params.endpoints.db("legacy")) as conn:  # the way back sends only the new side's
+        assert postgres.scalar(conn, "SELECT suborigin FROM pg_subscription WHERE subname = %s",  # own writes
+                               [names.REVERSE_SUBSCRIPTION]) == "none"
     cutover = records.latest(signed, "cutover")  # where the 72-hour validation starts
     assert cutover and cutover["run_id"] == report.run_id and cutover["data"]["strategy"] == "logical"
     # after the cutover a write through PgBouncer lands on the new cluster and reaches legacy in reverse
@@ -348,8 +351,10 @@ def test_mismatch_at_the_cut_stops_before_the_pause_with_legacy_serving(sandbox_
     assert_legacy_serves_writes(sandbox_params, f"cut-{rb.info.run_id}")
 
 
-def test_a_subscriber_slower_than_the_bound_leaves_legacy_serving(sandbox_params_file: Path, sandbox_params: Params,
+def test_a_cut_that_cannot_end_in_its_bound_leaves_legacy_serving(sandbox_params_file: Path, sandbox_params: Params,
                                                                   signed: Path, restore_legacy: None) -> None:
+    """A slow subscriber, a transaction held open through the pool (PAUSE would wait for it for ever) and a
+    writer the write stop does not cover: each stops the cut within its bound, with nothing switched."""
     legacy, new = sandbox_params.endpoints.db("legacy"), sandbox_params.endpoints.db("dpg-rw")
     writeprobe.ensure_table(legacy, sandbox_params.target.app.role)  # published, so copied and streamed
     rb = filled(sandbox_params_file, signed)
@@ -367,6 +372,21 @@ def test_a_subscriber_slower_than_the_bound_leaves_legacy_serving(sandbox_params
                 cutover.cut(r, leg, 1.5)
             assert time.monotonic() - started < 15  # the bound, not the apply timeout
             blocker.rollback()
+        assert not pgbouncer.paused(sandbox_params.endpoints.admin(), "app")
+        with postgres.connect(sandbox_params.endpoints.db("app-pool"), autocommit=False) as held:
+            held.execute("SELECT 1")  # a transaction through the pool, left open: it holds a server connection
+            started = time.monotonic()
+            with pytest.raises(cutover.CutoverAborted, match=r"PAUSE app waited 1\.5 s .* 1 server connection"):
+                cutover.cut(r, leg, 1.5)
+            assert time.monotonic() - started < 15
+            assert not pgbouncer.paused(sandbox_params.endpoints.admin(), "app")
+            held.rollback()
+        with postgres.connect(legacy, autocommit=False) as writer:  # the runbook's role (a superuser): not drained
+            writer.execute("SELECT pg_current_xact_id()")  # a transaction that writes, not committed yet
+            with pytest.raises(cutover.CutoverAborted, match=r"sessions the write stop does not cover are writing on "
+                                                             r"legacy: postgres \(pid \d+"):
+                cutover.cut(r, leg, 5)
+            writer.rollback()
         cutover.unstage(r, leg, serving)
         assert not pgbouncer.paused(sandbox_params.endpoints.admin(), "app")
         pgbouncer.command(sandbox_params.endpoints.admin(), "RELOAD")  # the config file says legacy again
