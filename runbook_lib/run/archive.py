@@ -351,6 +351,21 @@ def _timeline(sealed: list[dict[str, Any]]) -> str:
             (f"<h3>Readiness score over time</h3>{scores}" if scores else ""))
 
 
+def _validation_trend(campaign_dir: Path, sealed: list[dict[str, Any]]) -> str:
+    """Every success criterion at each checkpoint of the 72-hour validation, as each run's journal recorded
+    them: a criterion that breaks shows as a red cell in its row, from the checkpoint that saw it on."""
+    checkpoints = []
+    for m in sealed:
+        if m.get("runbook") != "validation":
+            continue
+        rows = [e.get("evidence") or [] for e in read_events(campaign_dir / m["run_id"] / JOURNAL)
+                if e.get("event") == "step" and e.get("name") == "checkpoint"]
+        if rows and rows[-1]:
+            checkpoints.append((m.get("started", ""), str(headline(m).get("verdict", m.get("status", ""))), rows[-1]))
+    grid = timeline.status_grid(checkpoints, "validation-trend")
+    return f"<h3>Validation: the success criteria at each checkpoint</h3>{grid}" if grid else ""
+
+
 def write_index(campaign_dir: Path) -> Path:
     """index.html: the campaign at a glance, its runs in order (status, duration, key figures, links) and
     its sign-offs."""
@@ -378,7 +393,7 @@ def write_index(campaign_dir: Path) -> Path:
 padding:4px 10px;text-align:left;vertical-align:top}}</style></head><body>
 <h1>Campaign {html.escape(campaign_dir.name)}</h1><p>{len(rows)} sealed runs, oldest first. Generated {now().isoformat()[:19]}Z.
 Check integrity with <code>runbook archive verify {html.escape(campaign_dir.name)}</code>.</p>
-{_glance(sealed)}{_timeline(sealed)}<h2>Runs</h2>
+{_glance(sealed)}{_timeline(sealed)}{_validation_trend(campaign_dir, sealed)}<h2>Runs</h2>
 <table><tr><th>started (UTC)</th><th>run</th><th>runbook</th><th>operator</th><th>status</th><th>duration</th>
 <th>key figures</th><th>files</th></tr>{''.join(rows)}</table>{_signoff_rows(campaign_dir)}</body></html>"""
     path = campaign_dir / INDEX

@@ -105,3 +105,31 @@ def trend(points: list[tuple[str, float]], css: str) -> str:
     return (f"<svg class='{css}' xmlns='http://www.w3.org/2000/svg' width='400' height='100' font-family='sans-serif' "
             f"font-size='11'><polyline points='{' '.join(f'{x:.1f},{y:.1f}' for x, y, _ in at)}' fill='none' "
             f"stroke='#0969da'/>{dots}<text x='2' y='12'>1.0</text><text x='2' y='94'>0</text></svg>")
+
+
+STATUS_COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "missing": "#8c959f"}
+
+
+def status_grid(checkpoints: list[tuple[str, str, list[dict[str, Any]]]], css: str) -> str:
+    """Each criterion (a row) at each checkpoint (a column, headed by its time and verdict): a cell coloured by
+    its status, the observed value written in it. Empty without a checkpoint."""
+    if not checkpoints:
+        return ""
+    names = list(dict.fromkeys(row["name"] for _, _, rows in checkpoints for row in rows))
+    head = "".join(f"<th>{html.escape(when[:16].replace('T', ' '))}<br>{html.escape(verdict)}</th>"
+                   for when, verdict, _ in checkpoints)
+    body = []
+    for name in names:
+        cells = []
+        for _, _, rows in checkpoints:
+            row = next((r for r in rows if r["name"] == name), None)
+            if row is None:
+                cells.append("<td></td>")
+                continue
+            status = str(row.get("status", "missing"))
+            observed = row.get("observed")
+            shown = "" if observed is None else f"{observed:.4g}" if isinstance(observed, float) else str(observed)
+            cells.append(f"<td class='{html.escape(status)}' title='{html.escape(status)}' style='color:#fff;"
+                         f"background:{STATUS_COLOURS.get(status, '#8c959f')}'>{html.escape(shown) or status}</td>")
+        body.append(f"<tr><th>{html.escape(name)}</th>{''.join(cells)}</tr>")
+    return f"<table class='{css}'><tr><th>criterion</th>{head}</tr>{''.join(body)}</table>"

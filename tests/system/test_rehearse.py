@@ -103,6 +103,8 @@ def test_a_rehearsal_stops_at_phase2_then_resumes_to_a_complete_campaign(sandbox
     dom = chromium("--dump-dom", (campaign / archive.INDEX).as_uri()).stdout
     assert dom.count('class="run-bar"') == len(sealed), dom[:2000]
     assert "#cf222e" in dom and 'class="mark-cutover"' in dom and 'class="mark-rollback"' in dom
+    trend = dom.split('class="validation-trend"', 1)[-1].split("</table>", 1)[0]  # the checkpoint's criteria
+    assert 'class="validation-trend"' in dom and trend.count("<tr>") >= 5 and 'class="pass"' in trend, trend[:1000]
     failed = next(m for m in sealed if m["status"] != "succeeded")
     succeeded = next(m for m in sealed if m["runbook"] == "phase2_migration" and m["status"] == "succeeded")
     for m, words in ((failed, ("FAILED", "--resume", "preflight")), (succeeded, ("SUCCEEDED",))):

@@ -40,3 +40,21 @@ def test_the_readiness_trend_needs_two_points() -> None:
     assert timeline.trend([("2026-12-06T10:00:00+00:00", 0.8)], "t") == ""
     line = timeline.trend([("2026-12-06T10:00:00+00:00", 0.8), ("2026-12-06T11:00:00+00:00", 1.0)], "t")
     assert line.count("<circle") == 2 and "<title>0.80</title>" in line and "<title>1.00</title>" in line
+
+
+def test_the_validation_trend_shows_each_criterion_at_each_checkpoint() -> None:
+    first = [{"name": "error_rate", "observed": 0.001, "status": "pass"},
+             {"name": "replication_lag_s", "observed": None, "status": "missing"}]
+    second = [{"name": "error_rate", "observed": 0.0712, "status": "fail"},
+              {"name": "replication_lag_s", "observed": 0.4, "status": "pass"},
+              {"name": "dr_procedures_tested", "observed": True, "status": "pass"}]
+    grid = timeline.status_grid([("2026-12-06T10:00:00+00:00", "IN PROGRESS", first),
+                                 ("2026-12-06T16:00:00+00:00", "FAIL", second)], "v")
+    rows = re.findall(r"<tr><th>([a-z_]+)</th>(<td.*?)</tr>", grid)
+    assert [name for name, _ in rows] == ["error_rate", "replication_lag_s", "dr_procedures_tested"]
+    cells = {name: re.findall(r"<td(?: class='(\w+)')?[^>]*>([^<]*)</td>", body) for name, body in rows}
+    assert cells["error_rate"] == [("pass", "0.001"), ("fail", "0.0712")]  # the breach shows where it was seen
+    assert cells["replication_lag_s"] == [("missing", "missing"), ("pass", "0.4")]
+    assert cells["dr_procedures_tested"] == [("", ""), ("pass", "True")]  # not yet a criterion at the first
+    assert "2026-12-06 16:00<br>FAIL" in grid
+    assert timeline.status_grid([], "v") == ""
