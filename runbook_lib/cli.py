@@ -326,7 +326,7 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     """
     subprocess.run([sys.executable, "-m", "jupyter", "labextension", "disable", "--level=sys_prefix",
                     "@jupyterlab/apputils-extension:announcements"], capture_output=True, check=False)
-    cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={runinfo.runbooks_dir()}",
+    cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={args.notebook_dir or runinfo.runbooks_dir()}",
            f"--ServerApp.ip={args.ip}", f"--ServerApp.port={args.port}", "--no-browser", *LAB_QUIET]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
@@ -564,6 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("lab", help="open the runbooks in JupyterLab")
     lab.add_argument("--ip", default="127.0.0.1")
     lab.add_argument("--port", default="8888")
+    lab.add_argument("--notebook-dir", help="the folder to serve (default: the runbooks; a copy of them, say, "
+                                            "for a rehearsal whose edits must not touch the originals)")
     lab.add_argument("extra", nargs=argparse.REMAINDER, help="passed to JupyterLab as they are (e.g. "
                                                             "--ServerApp.token=...), after `--` or not")
     lab.set_defaults(func=_cmd_lab)
