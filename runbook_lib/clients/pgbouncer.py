@@ -191,11 +191,17 @@ def stage(spec: PgBouncerSpec, swarm_spec: Swarm | None, database: str, host: st
               '&& grep -E "^$1[[:space:]]*=" "$4"')
     code, out = swarm.exec_in(swarm_spec, service, ["sh", "-c", script, "repoint", database, host, str(int(port)),
                                                     spec.config_path])
-    entries = [line.split() for line in out.splitlines() if line.strip()]
-    wanted = {f"host={host}", f"port={int(port)}"}
-    if code != 0 or not entries or any(not wanted <= set(words) for words in entries):
+    entries = [_target_of(line) for line in out.splitlines() if line.strip()]
+    if code != 0 or not entries or any(entry != (host, int(port)) for entry in entries):
         raise PgBouncerError(f"could not rewrite the {database} entry of {spec.config_path} to host={host} "
                              f"port={int(port)} (it reads: {out.strip()[:200]!r})")
+
+
+def _target_of(entry: str) -> tuple[str, int] | None:
+    """host and port of a [databases] line ("app = host=h port=5432 dbname=app"), None when it lacks one."""
+    host = re.search(r"(?:^|[\s=])host=(\S+)", entry)
+    port = re.search(r"(?:^|[\s=])port=(\d+)", entry)
+    return (host.group(1), int(port.group(1))) if host and port else None
 
 
 def switch(admin: Console, database: str) -> None:

@@ -296,10 +296,11 @@ def finish_forward(r: Route, reverse_from: str | None = None) -> list[str]:
     if migration.drop_subscription(r.target, names.SUBSCRIPTION):  # before the reverse: no loop between them
         done.append("forward subscription dropped")
     if not migration.subscription_exists(r.source, names.REVERSE_SUBSCRIPTION):
-        at = migration.settle_slot(r.target, names.REVERSE_SLOT, reverse_from)
+        filtered = min(migration.server_version(r.source), migration.server_version(r.target)) >= 160000
+        at = migration.settle_slot(r.target, names.REVERSE_SLOT, reverse_from, required=not filtered)
         migration.ensure_subscription(r.source, r.target, names.REVERSE_SUBSCRIPTION, names.REVERSE_PUBLICATION,
                                       copy_data=False, failover=True, local_only=True)
-        done.append(f"reverse replication new -> legacy started from the cut ({at}, checkpointed)")
+        done.append(f"reverse replication new -> legacy started from the cut ({at})")
     return done
 
 

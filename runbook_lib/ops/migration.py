@@ -22,7 +22,7 @@ from psycopg.conninfo import make_conninfo
 from runbook_lib.clients import postgres
 from runbook_lib.config.endpoints import PgBouncerSpec, PgSpec
 from runbook_lib.config.params import Params, Swarm
-from runbook_lib.errors import RunbookError
+from runbook_lib.errors import RunbookError, first_line
 from runbook_lib.ops import catalog
 from runbook_lib.ops import tools as tools_mod
 from runbook_lib.ops.tools import Tools
@@ -185,13 +185,15 @@ def server_version(spec: PgSpec) -> int:
         return conn.info.server_version
 
 
-def settle_slot(publisher: PgSpec, slot: str, at: str | None) -> str:
+def settle_slot(publisher: PgSpec, slot: str, at: str | None, required: bool = True) -> str:
     """A slot moved by pg_replication_slot_advance made durable where it was put, before a subscriber uses it.
 
     The advance keeps the new position in memory until the next checkpoint: a crash (or a failover to a
     standby whose copy of the slot was older) would bring it back before `at`, and the subscriber would be
     sent again what came before the cut. So a slot found behind `at` is moved there again, then CHECKPOINT
-    writes it down. Returns the slot's confirmed position.
+    writes it down. Unless `required` (the subscriber filters by origin, so a slot left behind sends nothing
+    twice), a role not allowed to CHECKPOINT is told in the answer instead. Returns the slot's confirmed
+    position and how it was made durable.
     """
     with _conn(publisher) as conn:
         flushed = postgres.scalar(conn, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
@@ -202,8 +204,15 @@ def settle_slot(publisher: PgSpec, slot: str, at: str | None) -> str:
         if at is not None and postgres.scalar(conn, "SELECT %s::pg_lsn > %s::pg_lsn", [at, flushed]):
             flushed = postgres.scalar(conn, "SELECT end_lsn::text FROM pg_replication_slot_advance(%s, %s::pg_lsn)",
                                       [slot, at])
-        postgres.query(conn, "CHECKPOINT")
-        return str(flushed)
+        try:
+            postgres.query(conn, "CHECKPOINT")
+        except psycopg.errors.InsufficientPrivilege as exc:
+            if required:
+                raise MigrationError(f"CHECKPOINT on {publisher.name} refused ({first_line(exc)}): grant "
+                                     "pg_checkpoint to the migration role, so the reverse slot's position at the "
+                                     "cut is durable before reverse replication starts") from exc
+            return f"{flushed}, not checkpointed (no pg_checkpoint; origin = none filters what it would resend)"
+        return f"{flushed}, checkpointed"
 
 
 def ensure_failover_slot(publisher: PgSpec, name: str) -> bool:

@@ -3,11 +3,13 @@ sequences, validation (and a mismatch it must catch), then reverse replication."
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from psycopg import sql as psql
 
 from runbook_lib.clients import postgres
 from runbook_lib.config import names
@@ -181,19 +183,31 @@ def test_logical_copy_stream_validate_and_reverse(params: Params) -> None:
 def test_a_slot_behind_the_cut_is_moved_there_and_outlives_a_crash(params: Params, second_pg: LocalPostgres) -> None:
     new = params.endpoints.db("new")
     slot = f"settle_{new.dbname}"
-    sql(params, "new", f"SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')")
+
+    def on_new(statement: str | psql.Composable, *args: object) -> list[dict]:
+        with postgres.connect(new) as conn:
+            return postgres.query(conn, statement, list(args))
+
+    on_new("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", slot)
     try:
-        sql(params, "new", "CREATE TABLE before_cut (id int PRIMARY KEY); INSERT INTO before_cut VALUES (1)")
-        cut = sql(params, "new", "SELECT pg_current_wal_lsn()::text AS lsn")[0]["lsn"]
-        assert migration.settle_slot(new, slot, cut) == cut  # it was behind: moved to the cut
-        assert migration.settle_slot(new, slot, None) == cut  # nothing said where: left where it is
+        on_new("CREATE TABLE before_cut (id int PRIMARY KEY); INSERT INTO before_cut VALUES (1)")
+        cut = on_new("SELECT pg_current_wal_lsn()::text AS lsn")[0]["lsn"]
+        assert migration.settle_slot(new, slot, cut) == f"{cut}, checkpointed"  # it was behind: moved to the cut
+        assert migration.settle_slot(new, slot, None) == f"{cut}, checkpointed"  # nothing said where: left there
+        on_new(psql.SQL("CREATE ROLE settle_nocheckpoint LOGIN REPLICATION PASSWORD {}")  # may advance, not CHECKPOINT
+               .format(psql.Literal(second_pg.password_file.read_text())))
+        limited = dataclasses.replace(new, user="settle_nocheckpoint")  # the same password reference
+        with pytest.raises(migration.MigrationError, match="grant pg_checkpoint"):
+            migration.settle_slot(limited, slot, cut)
+        assert migration.settle_slot(limited, slot, cut, required=False).endswith(
+            "not checkpointed (no pg_checkpoint; origin = none filters what it would resend)")
         second_pg.stop(mode="immediate")  # a crash: only a checkpoint kept the slot's new position
         second_pg.start()
-        row = sql(params, "new", f"SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots "
-                                 f"WHERE slot_name = '{slot}'")
-        assert row == [{"lsn": cut}]
+        assert on_new("SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = %s",
+                      slot) == [{"lsn": cut}]
     finally:
-        sql(params, "new", f"SELECT pg_drop_replication_slot('{slot}')")
+        on_new("SELECT pg_drop_replication_slot(%s)", slot)
+        on_new("DROP ROLE IF EXISTS settle_nocheckpoint")
     with pytest.raises(migration.MigrationError, match=f"replication slot {slot} is missing on new"):
         migration.settle_slot(new, slot, cut)
 
