@@ -27,6 +27,7 @@ from runbook_lib.clients import patroni, pgbouncer, postgres, prometheus, swarm
 from runbook_lib.config import names
 from runbook_lib.config.endpoints import PgSpec
 from runbook_lib.config.params import Patroni
+from runbook_lib.errors import first_line
 from runbook_lib.ops import backup, cutover, migration, survey, tools, wayback, writeprobe
 from runbook_lib.run.book import Book
 from runbook_lib.run.session import Session
@@ -261,7 +262,7 @@ def _compare_at_cut(session: Session) -> tuple[str, list[migration.TableCheck], 
         pause_sent = time.time()
         try:  # PAUSE waits for the transactions in flight (bounded); the pool resumes in every case
             admin.pause(r.pooler_database, within=CUT_APPLY_TIMEOUT)
-            lsn = postgres.scalar(src, "SELECT pg_current_wal_lsn()::text")
+            lsn, _ = migration.flushed_lsn_on(src)  # the application's asynchronous commits included
             migration.wait_applied_on(src, names.SUBSCRIPTION, lsn,
                                       time.monotonic() + min(m.apply_timeout, CUT_APPLY_TIMEOUT))
             migration.begin_snapshot(src)
@@ -357,7 +358,14 @@ def cutover_step(session: Session) -> Outcome:
         if cutover.switched(r, leg) is False:  # a later RELOAD must not find the new backend staged
             cutover.unstage_after(r, leg, serving, exc)
         raise
-    after = cutover.finish_forward(r, cut.reverse_from)
+    done_state = {"cutover_lsn": cut.lsn, "cut": cut.to_dict()}
+    try:
+        after = cutover.finish_forward(r, cut.reverse_from)
+    except Exception as exc:  # switched already: the cut's record must outlive this for the re-run
+        return _timer(session, Outcome(summary=f"PgBouncer sends {m.pooler_database} to the new cluster (pool paused "
+                                               f"{cut.paused_s * 1000:.0f} ms) but reverse replication did not start: "
+                                               f"{first_line(exc)}; fix it and run the step again (it only finishes)",
+                                       failed=True, state=done_state, metrics={"pool_paused_s": round(cut.paused_s, 4)}))
     host, port = r.new_backend
     metrics = {"pool_paused_s": round(cut.paused_s, 4), "apply_wait_s": cut.apply_wait_s,
                "cutover_lsn": cut.lsn, "sequences": cut.sequences,
@@ -372,7 +380,7 @@ def cutover_step(session: Session) -> Outcome:
                 f"(legacy's LSN {cut.lsn} applied after {cut.apply_wait_s * 1000:.0f} ms, {cut.sequences} sequences"
                 + (f", {cut.large_objects} large objects" if cut.large_objects else "") + f"){gap}; "
                 "reverse replication new -> legacy running", evidence=evidence, metrics=metrics,
-        state={"cutover_lsn": cut.lsn, "cut": cut.to_dict()}))
+        state=done_state))
 
 
 LOGICAL_DONE = "logical: done inside the cutover's critical section above"

@@ -79,15 +79,20 @@ class Console:
         pg = self.conn.pgconn
         pg.send_query(sql.SQL("PAUSE {}").format(sql.Identifier(database)).as_bytes(self.conn))
         deadline = time.monotonic() + within
-        while pg.flush():  # a non-blocking connection may not have sent it all
-            select.select([], [pg.socket], [], max(deadline - time.monotonic(), 0))
-        pg.consume_input()
-        while pg.is_busy():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._abandon_pause(database, within)
-            select.select([pg.socket], [], [], remaining)
+        try:
+            while pg.flush():  # a non-blocking connection may not have sent it all
+                select.select([], [pg.socket], [], max(deadline - time.monotonic(), 0))
             pg.consume_input()
+            while pg.is_busy():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise PauseTimeout(f"PAUSE {database} waited {within:g} s for the transactions in flight "
+                                       "through the pool")
+                select.select([pg.socket], [], [], remaining)
+                pg.consume_input()
+        except BaseException as exc:  # past the bound, interrupted, or the console broke: never left paused
+            self._abandon_pause(database, exc)
+            raise
         errors = []
         while (result := pg.get_result()) is not None:
             if result.status == pq.ExecStatus.FATAL_ERROR:
@@ -98,17 +103,25 @@ class Console:
             raise PgBouncerError(f"PAUSE {database}: {'; '.join(errors)}")
         return True
 
-    def _abandon_pause(self, database: str, within: float) -> None:
-        """RESUME on a second connection, which replaces this console's own (its PAUSE would never answer)."""
-        waiting, self.conn = self.conn, connect(self.spec)
-        self.resume(database)
-        waiting.close()
-        busy = [row for row in show(self.conn, "SERVERS") if row.get("database") == database
-                and row.get("state") == "active"]
-        raise PauseTimeout(f"PAUSE {database} waited {within:g} s for the transactions in flight through the pool "
-                           f"and {len(busy)} server connection(s) still held one (a transaction left open by a "
-                           "client?); the pool was resumed, nothing else was done")
-
+    def _abandon_pause(self, database: str, exc: BaseException) -> None:
+        """RESUME on a new connection, which replaces this console's own (its PAUSE would never answer); what
+        held the pool is counted first and told in `exc`. Should RESUME fail, `exc` says the pool may still
+        be paused."""
+        waiting = self.conn
+        try:
+            self.conn = connect(self.spec)
+            busy = [row for row in show(self.conn, "SERVERS") if row.get("database") == database
+                    and row.get("state") == "active"]
+            self.resume(database)
+        except Exception as undo_exc:  # noqa: BLE001 - the first failure is the one raised
+            exc.add_note(f"RESUME {database} on a new admin connection failed ({undo_exc}): the pool may still be "
+                         f"paused; send RESUME {database} on PgBouncer's console")
+            return
+        finally:
+            waiting.close()
+        if isinstance(exc, PauseTimeout):
+            exc.args = (f"{exc.args[0]}, {len(busy)} server connection(s) still holding one (a transaction left open "
+                        "by a client?); the pool was resumed, nothing else was done",)
     def resume(self, database: str) -> bool:
         """RESUME a pool; one that is not paused is already what was wanted (False)."""
         return self._unless_already("RESUME", database, "not paused")

@@ -95,6 +95,10 @@ def prepare(r: Route, leg: Leg, apply_timeout: float) -> list[str]:
         migration.ensure_publication(leg.destination, names.REVERSE_PUBLICATION)
         if migration.ensure_failover_slot(leg.destination, leg.reverse_slot):
             done.append(f"reverse slot {leg.reverse_slot} created on {leg.destination.name}")
+        # all the destination wrote so far is the origin's writes applied: skipped now, so the advance
+        # inside the pause has only the last moment's WAL to read (a slot left by an earlier attempt, more)
+        at = migration.advance_slot(leg.destination, leg.reverse_slot)
+        done.append(f"reverse slot at {at}")
     # the subscriber reports an applied write once it is flushed there; with a subscription's default
     # (synchronous_commit off) that waits for the WAL writer (200 ms), inside the pause
     set_apply_commit(leg, "on")
@@ -151,18 +155,18 @@ def cut(r: Route, leg: Leg, budget: float, large_objects: bool = False,
                 raise CutoverAborted(f"the critical section passed its bound of {budget:g} s at '{name}'")
 
         reopened: psycopg.Connection[Any] | None = None  # the destination, once made writable inside
-        try:  # PAUSE waits for the transactions in flight through the pool: bounded too
-            admin.pause(r.pooler_database, within=budget)
-        except pgbouncer.PauseTimeout as exc:
-            raise CutoverAborted(str(exc)) from exc
         try:
+            try:  # PAUSE waits for the transactions in flight through the pool: bounded too
+                admin.pause(r.pooler_database, within=budget)
+            except pgbouncer.PauseTimeout as exc:
+                raise CutoverAborted(str(exc)) from exc
             mark("paused")
             ended = migration.set_read_only_on(origin, r.app_role, True) + migration.drain_on(origin)
             if writers := migration.writers_on(origin):
-                raise CutoverAborted(f"sessions the write stop does not cover are writing on {leg.origin.name}: "
-                                     f"{', '.join(writers)}; stop them before the cutover")
+                raise CutoverAborted(f"sessions the write stop does not cover are in a transaction on "
+                                     f"{leg.origin.name}: {', '.join(writers)}; stop them before the cutover")
             mark(f"{leg.origin.name} read-only")
-            lsn = _final_lsn(origin)
+            lsn, xmax = migration.flushed_lsn_on(origin)
             waited = migration.wait_applied_on(origin, leg.subscription, lsn, deadline)
             mark("last write applied")
             sequences = migration.set_sequences(destination, migration.sequence_values(origin))
@@ -180,6 +184,9 @@ def cut(r: Route, leg: Leg, budget: float, large_objects: bool = False,
                 reverse_from = postgres.scalar(destination, "SELECT end_lsn::text FROM pg_replication_slot_advance("
                                                             "%s, pg_current_wal_lsn())", [leg.reverse_slot])
                 mark("reverse slot at the cut")
+            if later := migration.writes_since(origin, xmax):
+                raise CutoverAborted(f"something wrote on {leg.origin.name} during the cut, which the write stop "
+                                     f"does not cover: {', '.join(later)}")
             if leg.reopen:
                 migration.set_read_only_on(destination, r.app_role, False)
                 reopened = destination
@@ -230,18 +237,6 @@ def _bound_statements(conn: psycopg.Connection[Any], budget: float) -> None:
     ms = f"{max(int(budget * 1000), 1)}ms"
     postgres.query(conn, "SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false), "
                          "set_config('synchronous_commit', 'on', false)", [ms, ms])
-
-
-def _final_lsn(origin: psycopg.Connection[Any]) -> str:
-    """Where the origin's WAL ends once writes have stopped, every commit in it flushed.
-
-    The application's last commits may be asynchronous (synchronous_commit off): inserted in the WAL but
-    not yet flushed, so beyond pg_current_wal_lsn() and not yet sent to any subscriber. A transaction of
-    this session that takes an xid commits synchronously, which flushes the WAL up to and past all of them;
-    the flush position after it is the LSN the destination must apply.
-    """
-    postgres.query(origin, "SELECT pg_current_xact_id()")
-    return str(postgres.scalar(origin, "SELECT pg_current_wal_flush_lsn()::text"))
 
 
 def _give_back(origin: psycopg.Connection[Any], reopened: psycopg.Connection[Any] | None, admin: pgbouncer.Console,

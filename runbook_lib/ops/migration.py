@@ -188,10 +188,10 @@ def server_version(spec: PgSpec) -> int:
 def settle_slot(publisher: PgSpec, slot: str, at: str | None, required: bool = True) -> str:
     """A slot moved by pg_replication_slot_advance made durable where it was put, before a subscriber uses it.
 
-    The advance keeps the new position in memory until the next checkpoint: a crash (or a failover to a
-    standby whose copy of the slot was older) would bring it back before `at`, and the subscriber would be
-    sent again what came before the cut. So a slot found behind `at` is moved there again, then CHECKPOINT
-    writes it down. Unless `required` (the subscriber filters by origin, so a slot left behind sends nothing
+    The advance keeps the new position in memory until the next checkpoint: a crash would bring it back
+    before `at`, and the subscriber would be sent again what came before the cut. So a slot found behind
+    `at` (after a crash, or a failover to a standby whose synced copy was older) is moved there again, then
+    CHECKPOINT writes it down. Unless `required` (the subscriber filters by origin, so a slot left behind sends nothing
     twice), a role not allowed to CHECKPOINT is told in the answer instead. Returns the slot's confirmed
     position and how it was made durable.
     """
@@ -342,6 +342,31 @@ def catch_up(publisher: PgSpec, subscription: str, timeout: float) -> tuple[str,
     """The publisher's current LSN and the seconds until the subscriber had applied it."""
     lsn = current_lsn(publisher)
     return lsn, wait_applied(publisher, subscription, lsn, timeout)
+
+
+def flushed_lsn_on(conn: psycopg.Connection[Any], flush: bool = True) -> tuple[str, str]:
+    """Where the server's WAL ends with every commit in it flushed, and the next xid it will assign.
+
+    The application's last commits may be asynchronous (synchronous_commit off): in the WAL but not yet
+    flushed, so beyond pg_current_wal_lsn() and not yet sent to any subscriber. A transaction that writes
+    WAL (a logical message no subscriber asks for) commits synchronously here, which flushes the WAL up to
+    and past all of them; the flush position after it is the LSN a subscriber must apply. The snapshot's
+    xmax (one past the last transaction with an xid that ended) lets writes_since tell later whether one
+    ended since. With flush=False both are only read, nothing is written.
+    """
+    if flush:
+        postgres.query(conn, "SELECT set_config('synchronous_commit', 'on', false), "
+                             "pg_logical_emit_message(true, 'runbook_cut', '')")
+    row = postgres.query(conn, "SELECT pg_current_wal_flush_lsn()::text AS lsn, "
+                               "pg_snapshot_xmax(pg_current_snapshot())::text AS xmax")[0]
+    return row["lsn"], row["xmax"]
+
+
+def advance_slot(publisher: PgSpec, slot: str) -> str:
+    """A logical slot moved to the publisher's current LSN (what it skips is no subscriber's business)."""
+    with _conn(publisher) as conn:
+        return str(postgres.scalar(conn, "SELECT end_lsn::text FROM pg_replication_slot_advance(%s, "
+                                         "pg_current_wal_lsn())", [slot]))
 
 
 def sequence_values(conn: psycopg.Connection[Any]) -> tuple[list[str], list[int]]:
@@ -518,18 +543,29 @@ def _terminate(conn: psycopg.Connection[Any], pids: LiteralString, params: list[
     """pg_terminate_backend on the sessions the query `pids` selects, waiting (bounded) until each has gone,
     so no transaction of theirs can still commit after this returns."""
     wait = sql.SQL(", {}").format(sql.Literal(TERMINATE_WAIT_MS)) if conn.info.server_version >= 140000 else sql.SQL("")
-    return len(postgres.query(conn, sql.SQL("SELECT pg_terminate_backend(pid{}) FROM ({}) s").format(wait, sql.SQL(pids)),
-                              params))
+    return int(postgres.scalar(conn, sql.SQL("SELECT count(*) FILTER (WHERE pg_terminate_backend(pid{})) FROM ({}) s")
+                               .format(wait, sql.SQL(pids)), params))
 
 
-def writers_on(conn: psycopg.Connection[Any]) -> list[str]:
-    """Other sessions of the database holding a transaction that has written (an xid): after the write stop,
-    one of these is a writer that stop does not cover (a superuser, a role other than the application's)."""
-    rows = postgres.query(conn, """SELECT format('%s (pid %s, application %L)', usename, pid, application_name) AS w
+def writers_on(conn: psycopg.Connection[Any], idle_too: bool = True) -> list[str]:
+    """Other sessions of the database that have written in their open transaction (an xid) or (idle_too)
+    sit idle in one: after the write stop, such a session is a writer that stop does not cover (a superuser,
+    a role other than the application's). A running statement without an xid (a monitoring query) is not."""
+    rows = postgres.query(conn, """SELECT format('%%s (pid %%s, application %%L, %%s)', usename, pid,
+                                                 application_name, state) AS w
                                    FROM pg_stat_activity WHERE datname = current_database()
                                      AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-                                     AND backend_xid IS NOT NULL""")
+                                     AND (backend_xid IS NOT NULL OR (%s AND state LIKE 'idle in transaction%%'))""",
+                          [idle_too])
     return [r["w"] for r in rows]
+
+
+def writes_since(conn: psycopg.Connection[Any], xmax: str) -> list[str]:
+    """What wrote on the server since flushed_lsn_on gave `xmax`: a session now holding an xid, or a
+    transaction with an xid that ended meanwhile (the snapshot's xmax moved)."""
+    found = writers_on(conn, idle_too=False)
+    now = flushed_lsn_on(conn, flush=False)[1]
+    return found + ([f"transactions that ended meanwhile (xmax {xmax} -> {now})"] if now != xmax else [])
 
 
 def set_read_only(endpoint: PgSpec, role: str, read_only: bool) -> int:

@@ -383,7 +383,7 @@ def test_a_cut_that_cannot_end_in_its_bound_leaves_legacy_serving(sandbox_params
             held.rollback()
         with postgres.connect(legacy, autocommit=False) as writer:  # the runbook's role (a superuser): not drained
             writer.execute("SELECT pg_current_xact_id()")  # a transaction that writes, not committed yet
-            with pytest.raises(cutover.CutoverAborted, match=r"sessions the write stop does not cover are writing on "
+            with pytest.raises(cutover.CutoverAborted, match=r"sessions the write stop does not cover are in a transaction on "
                                                              r"legacy: postgres \(pid \d+"):
                 cutover.cut(r, leg, 5)
             writer.rollback()
