@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 
+from runbook_lib.ops import fallback, migration
 from runbook_lib.sandbox import docker_cli, health, lifecycle, stacks
 from runbook_lib.sandbox.context import Sandbox, load
 
@@ -23,11 +25,33 @@ def session_sandbox(params_path: str | None = None) -> Iterator[Sandbox]:
     """Generator for a session-scoped fixture: `up` once, yield, then down unless asked to keep it."""
     sb = load(params_path)
     lifecycle.up(sb)
+    at_rest(sb)
     try:
         yield sb
     finally:
         if os.environ.get("RUNBOOK_KEEP_SANDBOX") != "1":
             lifecycle.down(sb, volumes=os.environ.get("RUNBOOK_RESET_SANDBOX") == "1")
+
+
+def at_rest(sb: Sandbox) -> None:
+    """A sandbox used before (a rehearsal's cutover, a refused rollback's replication, data on the new
+    cluster, a paused pool) is brought back to legacy serving and an empty new cluster, as the rollback and
+    a fresh attempt do it, and the suite says so; if that cannot be done it stops at once, saying what to run."""
+    route = migration.route(sb.params)
+    found = fallback.left_behind(route)
+    if not found:
+        return
+    print(f"sandbox: an earlier run left {'; '.join(found)}; bringing it back to legacy serving and an empty "
+          "new cluster", file=sys.stderr)
+    try:
+        fallback.to_legacy(route, accept_loss=True)
+        fallback.clear_new(route)
+        still = fallback.left_behind(route)
+    except Exception as exc:  # noqa: BLE001 - said with what to run instead
+        still = [f"{type(exc).__name__}: {exc}"]
+    if still:
+        raise RuntimeError(f"the sandbox is not at rest ({'; '.join(still)}): run `runbook sandbox reset` and "
+                           "`runbook sandbox up`, then the tests again")
 
 
 def rw_lands_on(sb: Sandbox) -> tuple[str, bool]:

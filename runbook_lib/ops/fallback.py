@@ -164,6 +164,29 @@ def to_legacy(r: Route, accept_loss: bool = False, timeout: float = 60.0) -> Rol
     return report
 
 
+def left_behind(r: Route) -> list[str]:
+    """What a migration, a rollback or a test left on the target that a fresh attempt must not meet: the
+    application not on legacy, the pool paused, legacy read-only or its DDL frozen, replication objects,
+    tables on the new cluster. Empty when legacy serves alone and the new cluster is empty."""
+    found = []
+    backend = pgbouncer.backend(r.pooler, r.pooler_database)
+    if backend != r.legacy_backend:
+        found.append(f"PgBouncer sends {r.pooler_database} to {backend[0]}:{backend[1]}, not legacy")
+    if pgbouncer.paused(r.pooler, r.pooler_database):
+        found.append(f"the pool {r.pooler_database} is paused")
+    if migration.read_only_for(r.source, r.app_role):
+        found.append(f"legacy is read-only for {r.app_role}")
+    for endpoint, name in ((r.source, names.REVERSE_SUBSCRIPTION), (r.target, names.SUBSCRIPTION)):
+        if migration.subscription_exists(endpoint, name):
+            found.append(f"subscription {name} on {endpoint.name}")
+    with postgres.connect(r.source) as conn:
+        if postgres.query(conn, "SELECT 1 FROM pg_event_trigger WHERE evtname = %s", [migration.FREEZE]):
+            found.append("DDL frozen on legacy")
+    if tables := migration.user_tables(r.target):
+        found.append(f"{len(tables)} tables on {r.target.name}")
+    return found
+
+
 def _clear_schema_objects(r: Route) -> list[str]:
     """What the schema copy brought besides tables and sequences: the application's own schemas (those legacy
     has too, public kept), its types and domains in public, and the large objects copied at the cut; a
