@@ -61,9 +61,10 @@ def _announce(session: Session) -> Callable[[], None]:
 
 def _outcome(session: Session, result: DrillResult) -> Outcome:
     """The drill's figures; after a cutover, also the way back, which must outlive the drill."""
+    result = drills.verdict(result, session.params.drills.rto_max)
     summary = (f"{result.kind}: {result.old_leader} -> {result.new_leader}; new leader after "
                f"{result.seconds_to_new_leader} s, writes back after {result.seconds_write_endpoint_back} s"
-               + ("" if result.member_rejoined else "; the old leader did NOT rejoin"))
+               + (f"; FAILED: {result.note}" if not result.passed else ""))
     if session.target.pushgateway is None:
         summary += "; no target.pushgateway: the alert rules count this promotion as unplanned"
     failed = not result.passed
@@ -96,7 +97,8 @@ def automatic_failover(session: Session) -> Outcome:
     The stopped member is started again and must stream from the new leader.
     """
     return _outcome(session, drills.automatic(_patroni(session), session.target.swarm, _write_endpoint(session),
-                                              before_promotion=_announce(session)))
+                                              before_promotion=_announce(session),
+                                              rejoin_timeout=session.params.drills.rejoin_max))
 
 
 @step("manual_switchover", "Manual switchover through Patroni", mutating=True, plan=_plan_manual, guards=(HEALTHY,))
@@ -105,7 +107,8 @@ def manual_switchover(session: Session) -> Outcome:
     follow and the old leader must stream again.
     """
     return _outcome(session, drills.manual(_patroni(session), _write_endpoint(session),
-                                           before_promotion=_announce(session)))
+                                           before_promotion=_announce(session),
+                                           rejoin_timeout=session.params.drills.rejoin_max))
 
 
 def _plan_record(session: Session) -> Outcome:

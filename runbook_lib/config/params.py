@@ -308,6 +308,14 @@ class Validation(_Model):
     cost_actual: float | None = Field(None, ge=0, description="actual running cost for the period")
 
 
+class Drills(_Model):
+    """Bounds a failover drill keeps to pass; a drill past one fails and names it."""
+
+    rto_max: Duration = Field(60.0, description="from the leader stopped (or the switchover asked) to writes "
+                                                "accepted through the write endpoint")
+    rejoin_max: Duration = Field(180.0, description="until every member, the old leader included, streams again")
+
+
 class Phase1(_Model):
     readiness_max_age: Duration = Field(86400.0, description="a readiness record older than this is re-checked")
 
@@ -383,6 +391,7 @@ class Params(_Model):
     backup: Backup | None = None
     window: Window | None = None
     phase1: Phase1 = Field(default_factory=Phase1)
+    drills: Drills = Field(default_factory=Drills)
     tools: Tools = Field(default_factory=Tools)
     migration: Migration | None = None
     rollback: Rollback = Field(default_factory=Rollback)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import psycopg
@@ -76,6 +76,16 @@ class DrillResult:
         return asdict(self)
 
 
+def verdict(result: DrillResult, rto_max: float) -> DrillResult:
+    """The drill judged by its bounds: the old leader streaming again (within the rejoin wait) and the write
+    endpoint taking writes within rto_max seconds; what it missed is said in the note."""
+    missed = [] if result.member_rejoined else ["the old leader did not stream again in time (drills.rejoin_max)"]
+    back = result.seconds_write_endpoint_back
+    if back is None or back > rto_max:
+        missed.append(f"writes back after {back} s, over drills.rto_max {rto_max:g} s")
+    return replace(result, passed=not missed, note="; ".join(missed))
+
+
 def _wait(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.2) -> tuple[Any, float]:
     started = time.monotonic()
     while True:
@@ -127,7 +137,7 @@ def _nothing() -> None:
 
 
 def automatic(spec: Patroni, swarm_spec: Swarm | None, write_endpoint: PgSpec, timeout: float = 120,
-              before_promotion: Hook = _nothing) -> DrillResult:
+              before_promotion: Hook = _nothing, rejoin_timeout: float = 180) -> DrillResult:
     """Stop the leader's Swarm service; a replica must take over and the write endpoint follow."""
     old = patroni.leader(spec)
     if old is None:
@@ -145,11 +155,12 @@ def automatic(spec: Patroni, swarm_spec: Swarm | None, write_endpoint: PgSpec, t
         t_write = time.monotonic() - t0
     finally:
         swarm.scale(swarm_spec, service_name, 1)
-    rejoined = _rejoined(spec, timeout)
+    rejoined = _rejoined(spec, rejoin_timeout)
     return DrillResult("automatic", rejoined, old, new, round(t_leader, 2), round(t_write, 2), rejoined)
 
 
-def manual(spec: Patroni, write_endpoint: PgSpec, timeout: float = 120, before_promotion: Hook = _nothing) -> DrillResult:
+def manual(spec: Patroni, write_endpoint: PgSpec, timeout: float = 120, before_promotion: Hook = _nothing,
+           rejoin_timeout: float = 180) -> DrillResult:
     """A planned switchover through Patroni's REST API to a streaming replica."""
     members = patroni.members(spec)
     old = next((m["name"] for m in members if m.get("role") == "leader"), None)
@@ -165,5 +176,5 @@ def manual(spec: Patroni, write_endpoint: PgSpec, timeout: float = 120, before_p
     t_leader = time.monotonic() - t0
     _wait("the write endpoint on the new leader", lambda: _writable(write_endpoint), timeout)
     t_write = time.monotonic() - t0
-    rejoined = _rejoined(spec, timeout)
+    rejoined = _rejoined(spec, rejoin_timeout)
     return DrillResult("manual", rejoined, old, candidate, round(t_leader, 2), round(t_write, 2), rejoined)
