@@ -24,8 +24,7 @@ from runbook_lib.sandbox.context import Sandbox, load
 def session_sandbox(params_path: str | None = None) -> Iterator[Sandbox]:
     """Generator for a session-scoped fixture: `up` once, yield, then down unless asked to keep it."""
     sb = load(params_path)
-    lifecycle.up(sb)
-    at_rest(sb)
+    lifecycle.up(sb, settle=lambda: at_rest(sb))  # before up's own query through the pool
     try:
         yield sb
     finally:
@@ -42,7 +41,7 @@ def at_rest(sb: Sandbox) -> None:
     if not found:
         return
     print(f"sandbox: an earlier run left {'; '.join(found)}; bringing it back to legacy serving and an empty "
-          "new cluster", file=sys.stderr)
+          "new cluster", file=sys.__stderr__)  # past pytest's capture: a session-wide fact
     try:
         fallback.to_legacy(route, accept_loss=True)
         fallback.clear_new(route)

@@ -164,6 +164,10 @@ def to_legacy(r: Route, accept_loss: bool = False, timeout: float = 60.0) -> Rol
     return report
 
 
+REPLICATION_OBJECTS = frozenset({names.PUBLICATION, names.REVERSE_PUBLICATION, names.SUBSCRIPTION,
+                                 names.REVERSE_SUBSCRIPTION})  # publications, and the slots named after subscriptions
+
+
 def left_behind(r: Route) -> list[str]:
     """What a migration, a rollback or a test left on the target that a fresh attempt must not meet: the
     application not on legacy, the pool paused, legacy read-only or its DDL frozen, replication objects,
@@ -182,6 +186,12 @@ def left_behind(r: Route) -> list[str]:
     with postgres.connect(r.source) as conn:
         if postgres.query(conn, "SELECT 1 FROM pg_event_trigger WHERE evtname = %s", [migration.FREEZE]):
             found.append("DDL frozen on legacy")
+    for endpoint in (r.source, r.target):
+        with postgres.connect(endpoint) as conn:
+            found += [f"{row['what']} on {endpoint.name}" for row in postgres.query(conn, """
+                SELECT 'publication ' || pubname AS what FROM pg_publication WHERE pubname = ANY(%(names)s)
+                UNION ALL SELECT 'replication slot ' || slot_name FROM pg_replication_slots
+                WHERE slot_name = ANY(%(names)s)""", {"names": list(REPLICATION_OBJECTS)})]
     if tables := migration.user_tables(r.target):
         found.append(f"{len(tables)} tables on {r.target.name}")
     return found

@@ -115,14 +115,16 @@ def status_grid(checkpoints: list[tuple[str, str, list[dict[str, Any]]]], css: s
     its status, the observed value written in it. Empty without a checkpoint."""
     if not checkpoints:
         return ""
-    names = list(dict.fromkeys(row["name"] for _, _, rows in checkpoints for row in rows))
+    checkpoints = [(when, verdict, [r for r in rows if isinstance(r, dict) and r.get("name") is not None])
+                   for when, verdict, rows in checkpoints]
+    names = list(dict.fromkeys(str(row["name"]) for _, _, rows in checkpoints for row in rows))
     head = "".join(f"<th>{html.escape(when[:16].replace('T', ' '))}<br>{html.escape(verdict)}</th>"
                    for when, verdict, _ in checkpoints)
     body = []
     for name in names:
         cells = []
         for _, _, rows in checkpoints:
-            row = next((r for r in rows if r["name"] == name), None)
+            row = next((r for r in rows if str(r["name"]) == name), None)
             if row is None:
                 cells.append("<td></td>")
                 continue
@@ -130,6 +132,6 @@ def status_grid(checkpoints: list[tuple[str, str, list[dict[str, Any]]]], css: s
             observed = row.get("observed")
             shown = "" if observed is None else f"{observed:.4g}" if isinstance(observed, float) else str(observed)
             cells.append(f"<td class='{html.escape(status)}' title='{html.escape(status)}' style='color:#fff;"
-                         f"background:{STATUS_COLOURS.get(status, '#8c959f')}'>{html.escape(shown) or status}</td>")
+                         f"background:{STATUS_COLOURS.get(status, '#8c959f')}'>{html.escape(shown or status)}</td>")
         body.append(f"<tr><th>{html.escape(name)}</th>{''.join(cells)}</tr>")
     return f"<table class='{css}'><tr><th>criterion</th>{head}</tr>{''.join(body)}</table>"

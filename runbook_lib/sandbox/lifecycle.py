@@ -8,6 +8,7 @@ failed `up` is repaired by running `up` again.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import psycopg
 import requests
@@ -54,8 +55,12 @@ def check_ports(sb: Sandbox) -> None:
                            "(and the matching target endpoints). Nothing was deployed.")
 
 
-def up(sb: Sandbox, scale: int | None = None, profile: str | None = None) -> float:
-    """Bring every stack to healthy; return seconds from deploy start to all healthy."""
+def up(sb: Sandbox, scale: int | None = None, profile: str | None = None,
+       settle: Callable[[], None] | None = None) -> float:
+    """Bring every stack to healthy; return seconds from deploy start to all healthy.
+
+    `settle` runs once every service is healthy, before the application's query through PgBouncer is
+    checked: a caller's chance to bring a used sandbox to rest (a pool left paused fails that check)."""
     if scale:
         sb.spec.scale = scale
     if profile:
@@ -120,6 +125,8 @@ def up(sb: Sandbox, scale: int | None = None, profile: str | None = None) -> flo
         stacks.deploy(sb, "app", files["app"])
     with progress.step("all services healthy"):
         wait_healthy(sb, timeout, since)
+        if settle:
+            settle()
         health.wait_for("an application query through PgBouncer", lambda: _app_query(sb, app_db, app_role), 60)
         # rule files live on a bind mount: a Prometheus that was already running must re-read them
         requests.post(f"http://127.0.0.1:{sb.spec.ports.prometheus}/-/reload", timeout=10).raise_for_status()

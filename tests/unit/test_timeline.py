@@ -58,3 +58,11 @@ def test_the_validation_trend_shows_each_criterion_at_each_checkpoint() -> None:
     assert cells["dr_procedures_tested"] == [("", ""), ("pass", "True")]  # not yet a criterion at the first
     assert "2026-12-06 16:00<br>FAIL" in grid
     assert timeline.status_grid([], "v") == ""
+
+
+def test_the_validation_trend_escapes_what_a_journal_holds() -> None:
+    rows = [{"name": "<script>x</script>", "observed": None, "status": "<img src=x onerror=alert(1)>"},
+            {"observed": 1}, "not a row", {"name": 7, "observed": 0.5, "status": "pass"}]
+    grid = timeline.status_grid([("2026-12-06T10:00:00+00:00", "<b>FAIL</b>", rows)], "v")
+    assert "<script>" not in grid and "<img" not in grid and "<b>FAIL" not in grid
+    assert "&lt;script&gt;" in grid and "&lt;img" in grid and "<th>7</th>" in grid
