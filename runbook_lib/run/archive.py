@@ -358,8 +358,11 @@ def _validation_trend(campaign_dir: Path, sealed: list[dict[str, Any]]) -> str:
     for m in sealed:
         if m.get("runbook") != "validation":
             continue
-        rows = [e.get("evidence") or [] for e in read_events(campaign_dir / m["run_id"] / JOURNAL)
-                if e.get("event") == "step" and e.get("name") == "checkpoint"]
+        try:  # a page is written at every seal: an unreadable journal leaves its column out, never the seal
+            rows = [e.get("evidence") or [] for e in read_events(campaign_dir / str(m.get("run_id")) / JOURNAL)
+                    if e.get("event") == "step" and e.get("name") == "checkpoint"]
+        except (OSError, ValueError):
+            continue
         if rows and rows[-1]:
             checkpoints.append((m.get("started", ""), str(headline(m).get("verdict", m.get("status", ""))), rows[-1]))
     grid = timeline.status_grid(checkpoints, "validation-trend")
