@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,8 +40,8 @@ def at_rest(sb: Sandbox) -> None:
     found = fallback.left_behind(route)
     if not found:
         return
-    print(f"sandbox: an earlier run left {'; '.join(found)}; bringing it back to legacy serving and an empty "
-          "new cluster", file=sys.__stderr__)  # past pytest's capture: a session-wide fact
+    warnings.warn(f"sandbox: an earlier run left {'; '.join(found)}; brought back to legacy serving and an empty "
+                  "new cluster", stacklevel=2)  # in pytest's warnings summary: output is captured
     try:
         fallback.to_legacy(route, accept_loss=True)
         fallback.clear_new(route)
