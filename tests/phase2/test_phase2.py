@@ -454,7 +454,7 @@ def test_a_failover_during_the_initial_copy_is_survived(sandbox, sandbox_params_
         wait_until("the ballast table's copy to start", lambda: _sync_state(sandbox_params, copy_ballast) == "d", 120)
         moved = sandboxes.failover(sandbox, timeout=90)  # the subscriber's leader goes away mid-copy
         assert moved["new_leader"] != moved["old_leader"]
-        filler.join(timeout=600)
+        filler.join(timeout=1200)  # a mid-copy failover can take the copy ten minutes to recover here (issue 15)
         assert not filler.is_alive() and "error" not in outcome, outcome.get("error")
         print(outcome["result"].summary)
         sandboxes.wait_cluster_healthy(sandbox, 180)
