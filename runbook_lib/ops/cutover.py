@@ -181,8 +181,7 @@ def cut(r: Route, leg: Leg, budget: float, large_objects: bool = False,
                 mark("both sides held at the cut")
             reverse_from = None
             if leg.reverse_slot:
-                reverse_from = postgres.scalar(destination, "SELECT end_lsn::text FROM pg_replication_slot_advance("
-                                                            "%s, pg_current_wal_lsn())", [leg.reverse_slot])
+                reverse_from = migration.advance_slot_on(destination, leg.reverse_slot)
                 mark("reverse slot at the cut")
             if later := migration.writes_since(origin, xmax):
                 raise CutoverAborted(f"something wrote on {leg.origin.name} during the cut, which the write stop "

@@ -202,8 +202,7 @@ def settle_slot(publisher: PgSpec, slot: str, at: str | None, required: bool = T
             raise MigrationError(f"replication slot {slot} is missing on {publisher.name}: reverse replication "
                                  "cannot start from the cut")
         if at is not None and postgres.scalar(conn, "SELECT %s::pg_lsn > %s::pg_lsn", [at, flushed]):
-            flushed = postgres.scalar(conn, "SELECT end_lsn::text FROM pg_replication_slot_advance(%s, %s::pg_lsn)",
-                                      [slot, at])
+            flushed = advance_slot_on(conn, slot, at)
         try:
             postgres.query(conn, "CHECKPOINT")
         except psycopg.errors.InsufficientPrivilege as exc:
@@ -365,8 +364,13 @@ def flushed_lsn_on(conn: psycopg.Connection[Any], flush: bool = True) -> tuple[s
 def advance_slot(publisher: PgSpec, slot: str) -> str:
     """A logical slot moved to the publisher's current LSN (what it skips is no subscriber's business)."""
     with _conn(publisher) as conn:
-        return str(postgres.scalar(conn, "SELECT end_lsn::text FROM pg_replication_slot_advance(%s, "
-                                         "pg_current_wal_lsn())", [slot]))
+        return advance_slot_on(conn, slot)
+
+
+def advance_slot_on(conn: psycopg.Connection[Any], slot: str, to: str | None = None) -> str:
+    """Move a logical slot to `to` (default: the server's current LSN); returns where it now stands."""
+    return str(postgres.scalar(conn, "SELECT end_lsn::text FROM pg_replication_slot_advance(%s, "
+                                     "coalesce(%s::pg_lsn, pg_current_wal_lsn()))", [slot, to]))
 
 
 def sequence_values(conn: psycopg.Connection[Any]) -> tuple[list[str], list[int]]:

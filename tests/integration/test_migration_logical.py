@@ -205,6 +205,9 @@ def test_a_slot_behind_the_cut_is_moved_there_and_outlives_a_crash(params: Param
         second_pg.start()
         assert on_new("SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = %s",
                       slot) == [{"lsn": cut}]
+        on_new("INSERT INTO before_cut VALUES (2)")  # WAL past the cut: the plain advance goes to the server's end
+        moved = migration.advance_slot(new, slot)
+        assert on_new("SELECT %s::pg_lsn > %s::pg_lsn AS past", moved, cut) == [{"past": True}]
     finally:
         on_new("SELECT pg_drop_replication_slot(%s)", slot)
         on_new("DROP ROLE IF EXISTS settle_nocheckpoint")
