@@ -188,7 +188,8 @@ def _cmd_params_check(args: argparse.Namespace) -> int:
         console.print(f"all {len(params.secret_refs())} secret references resolve (values not shown)")
     for change in params.policy_changes:
         kind = "LOOSENED (recorded)" if change.looser else "tightened"
-        console.print(f"policy.{change.key}: {change.default} -> {change.value} {kind}", highlight=False)
+        shown = change.key if change.key.startswith("readiness.") else f"policy.{change.key}"
+        console.print(f"{shown}: {change.default} -> {change.value} {kind}", highlight=False)
     if unresolved:
         return runner.EXIT_BAD_INPUT
     console.print(f"[green]{args.file}: valid[/green] (target {params.target.name}, "

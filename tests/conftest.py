@@ -36,6 +36,7 @@ def write_params(path: Path, pg: LocalPostgres, **extra: object) -> Path:
             "main": {"host": "127.0.0.1", "port": pg.port, "user": "postgres",
                      "password": f"file:{pg.password_file}", "role": "primary"}}},
         "run": {"cell_timeout": 120},
+        "secret_dirs": [str(pg.password_file.parent)],
     }
     data.update(extra)
     path.write_text(yaml.safe_dump(data))

@@ -111,7 +111,7 @@ def swarm_state(session: Session) -> Outcome:
     campaign = session.run_dir.parent
     path = session.run_dir / "swarm-snapshot.json"
     path.write_text(json.dumps(snapshot, indent=2, sort_keys=True, default=str))
-    values, _ = archive.secret_values([str(r) for r in session.params.secret_refs()])
+    values, _ = archive.secret_values([str(r) for r in session.params.scan_refs()])
     leaked = [v for v in values if v in path.read_text()]
     if leaked:
         path.unlink()

@@ -17,10 +17,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from runbook_lib.config import policy as policy_mod
-from runbook_lib.config import redact
+from runbook_lib.config import redact, yamlsafe
 from runbook_lib.config.endpoints import Endpoints, PgBouncerSpec, PgSpec
 from runbook_lib.config.policy import Duration
 from runbook_lib.config.readiness_settings import ReadinessSettings
+from runbook_lib.config.readiness_settings import loosenings as readiness_loosenings
 from runbook_lib.config.sandbox_spec import SandboxSpec
 from runbook_lib.config.secrets import Secret, SecretError, SecretRef
 from runbook_lib.errors import RunbookError
@@ -29,6 +30,7 @@ _SLUG = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 _LITERAL_SECRET_KEYS = re.compile(r"(password|passwd|secret|token|api_key|private_key)$", re.IGNORECASE)
 _URL_WITH_PASSWORD = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
 _KV_PASSWORD = re.compile(r"\bpassword\s*=", re.IGNORECASE)
+_TOO_WIDE_TO_ALLOW = {Path(p) for p in ("/", "/etc", "/root", "/home", "/var", "/usr", "/tmp", "/run", "/opt", "/srv")}
 
 
 class ParamsError(RunbookError):
@@ -42,7 +44,7 @@ class ParamsError(RunbookError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def _anchored(path: str | None, base_dir: Path) -> Path | None:
@@ -122,7 +124,8 @@ class PgBouncer(_Model):
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
     sslrootcert: str | None = None
     service: str | None = Field(None, description="the Swarm service running PgBouncer (cutover rewrites its config)")
-    config_path: str = Field("/etc/pgbouncer/pgbouncer.ini", description="pgbouncer.ini inside that service's task")
+    config_path: str = Field("/etc/pgbouncer/pgbouncer.ini", pattern=r"^/[A-Za-z0-9_./-]+$",
+                             description="pgbouncer.ini inside that service's task (an absolute path)")
 
     def spec(self, base_dir: Path) -> PgBouncerSpec:
         admin = PgSpec(name="pgbouncer-admin", host=self.host, port=self.port, dbname="pgbouncer", user=self.admin_user,
@@ -238,7 +241,8 @@ class Migration(_Model):
     strategy: Literal["logical", "dump-restore"] = "logical"
     source: str = Field(description="database endpoint of the legacy database")
     target: str = Field(description="database endpoint of the new cluster's write endpoint")
-    pooler_database: str = Field(description="the PgBouncer [databases] entry the applications use")
+    pooler_database: str = Field(pattern=r"^[A-Za-z0-9_-]+$",
+                                 description="the PgBouncer [databases] entry the applications use")
     new_backend: Endpoint = Field(description="where PgBouncer points after the cutover (the write endpoint)")
     app_service: str | None = Field(None, description="Swarm service of the application (dump-restore scales it)")
     copy_timeout: Duration = 1800.0
@@ -383,6 +387,10 @@ class Params(_Model):
     target: Target
     policy: policy_mod.Policy = Field(default_factory=policy_mod.default_policy)
     policy_loosening: list[Loosening] = Field(default_factory=list)
+    secret_dirs: list[str] = Field(default_factory=list, description="folders besides the parameters' own where "
+                                   "file: secret references may point (relative to this file)")
+    readiness_loosening: list[Loosening] = Field(default_factory=list, description="readiness figures made looser "
+                                                 "than the checklist's (key: the readiness field), each with why")
     waivers: list[Waiver] = Field(default_factory=list)
     evidence: dict[str, str] = Field(default_factory=dict)
     run: RunSettings = Field(default_factory=RunSettings)
@@ -407,18 +415,13 @@ class Params(_Model):
     @model_validator(mode="after")
     def _policy_changes_are_recorded(self) -> Params:
         changes = policy_mod.compare(policy_mod.default_policy(), self.policy)
-        recorded = {entry.key for entry in self.policy_loosening}
-        problems = [
-            (f"policy.{c.key}", f"{_show(c.value)} is looser than the rollout policy's {_show(c.default)}; "
-             "a loosening needs an entry in policy_loosening with key, reason and approved_by")
-            for c in changes if c.looser and c.key not in recorded
-        ]
-        loosened = {c.key for c in changes if c.looser}
-        problems += [(f"policy_loosening[{i}].key", f"{e.key!r} names no loosened policy figure")
-                     for i, e in enumerate(self.policy_loosening) if e.key not in loosened]
+        loose_checks = [policy_mod.Change(f"readiness.{key}", old, new, looser=True)
+                        for key, old, new in readiness_loosenings(self.readiness)]
+        problems = _unrecorded("policy", "the rollout policy", changes, self.policy_loosening)
+        problems += _unrecorded("readiness", "the checklist", loose_checks, self.readiness_loosening)
         if problems:
             raise _Problems(problems)
-        self._changes = changes
+        self._changes = changes + loose_checks
         return self
 
     @property
@@ -446,6 +449,23 @@ class Params(_Model):
         found: list[tuple[str, SecretRef]] = []
         _collect_refs(self, found)
         return [(path, ref.absolute(self.base_dir)) for path, ref in found]
+
+    def scan_refs(self) -> list[SecretRef]:
+        """Every secret a run could know, for the archive's scan: the references, and each file in the
+        secret_dirs (a sandbox's replication and monitoring passwords are there though no field names them)."""
+        refs = self.secret_refs()
+        for folder in (self.path(f) for f in self.secret_dirs):
+            files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+            refs += [SecretRef(f"file:{p}") for p in files if p.stat().st_size < 65536]
+        return list(dict.fromkeys(refs))
+
+    def confinement_problems(self) -> list[tuple[str, str]]:
+        """(field, why) for each file: reference a run may not read (see SecretRef.outside)."""
+        allowed = [self.base_dir, *(self.path(folder) for folder in self.secret_dirs)]
+        problems = [(f"secret_dirs[{i}]", f"{folder} is a system folder; list the folder that holds the secrets")
+                    for i, folder in enumerate(allowed[1:]) if folder in _TOO_WIDE_TO_ALLOW]
+        found = [(path, ref.outside(allowed)) for path, ref in self.secret_fields()]
+        return problems + [(path, why) for path, why in found if why]
 
     def unresolved(self) -> list[str]:
         """'field: why' for each secret reference that does not resolve now (never the value)."""
@@ -483,8 +503,24 @@ class Params(_Model):
         return self._endpoints
 
     def redacted(self) -> dict[str, Any]:
-        """JSON-ready parameters: secrets appear only as their references."""
-        return self.model_dump(mode="json", by_alias=True)
+        """JSON-ready parameters: secrets appear only as their references, and a credential written into a
+        free-text field (evidence, a URL with user:password@) is masked."""
+        return redact.obj(self.model_dump(mode="json", by_alias=True))
+
+
+def _unrecorded(section: str, whose: str, changes: list[policy_mod.Change],
+                records: list[Loosening]) -> list[tuple[str, str]]:
+    """Loosened figures without a record, and records that name no loosened figure."""
+    recorded = {f"{section}.{entry.key}" if section == "readiness" else entry.key for entry in records}
+    problems = [(c.key if section == "readiness" else f"policy.{c.key}",
+                 f"{_show(c.value)} is looser than {whose}'s {_show(c.default)}; a loosening needs an entry in "
+                 f"{section}_loosening with key, reason and approved_by")
+                for c in changes if c.looser and c.key not in recorded]
+    loosened = {c.key for c in changes if c.looser}
+    problems += [(f"{section}_loosening[{i}].key", f"{e.key!r} names no loosened {section} figure")
+                 for i, e in enumerate(records)
+                 if (f"{section}.{e.key}" if section == "readiness" else e.key) not in loosened]
+    return problems
 
 
 class _Problems(ValueError):
@@ -532,12 +568,9 @@ def _read(source: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     file's values laid over it, so a variant (another application, another environment) states only what
     differs."""
     try:
-        raw = yaml.safe_load(source.read_text()) or {}
-    except FileNotFoundError:
-        raise ParamsError([("", f"parameters file not found: {source}")], str(source)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ParamsError([("", f"cannot read the parameters file {source}: {reason}")], str(source)) from None
+        raw = yamlsafe.load(yamlsafe.read_text(source)) or {}
+    except yamlsafe.YamlLimit as exc:
+        raise ParamsError([(exc.where, exc.what)], str(source)) from None
     except yaml.YAMLError as exc:
         raise ParamsError([("", f"not valid YAML: {exc}")], str(source)) from None
     if not isinstance(raw, dict):
@@ -583,11 +616,15 @@ def validate(raw: dict[str, Any], source: Path | None = None) -> Params:
     try:
         params = Params.model_validate(data)
     except ValidationError as exc:
-        problems += [_describe(err) for err in exc.errors()]
+        problems += [p for err in exc.errors() for p in _describe(err)]
         raise ParamsError(_unique(problems), name) from None
     if problems:
         raise ParamsError(problems, name)
     params._source = source.resolve() if source else None
+    if source is not None:
+        confined = params.confinement_problems()
+        if confined:
+            raise ParamsError(confined, name)
     return params
 
 
@@ -599,10 +636,13 @@ def _unique(problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return seen
 
 
-def _describe(err: Any) -> tuple[str, str]:
+def _describe(err: Any) -> list[tuple[str, str]]:
     if err["type"] == "value_error" and isinstance(err.get("ctx", {}).get("error"), _Problems):
-        inner = err["ctx"]["error"].problems
-        return inner[0] if len(inner) == 1 else ("; ".join(p for p, _ in inner), "; ".join(m for _, m in inner))
+        return list(err["ctx"]["error"].problems)
+    return [_describe_one(err)]
+
+
+def _describe_one(err: Any) -> tuple[str, str]:
     path = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
         return path, "unknown key (not part of the parameters schema)"
@@ -650,7 +690,9 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         value = None
     elif _is_structured(annotation):
         try:
-            value = _as_text_where_text(yaml.safe_load(text), _unwrap_optional(annotation))
+            value = _as_text_where_text(yamlsafe.load(text), _unwrap_optional(annotation))
+        except yamlsafe.YamlLimit as exc:
+            raise ParamsError([(path, exc.what)]) from None
         except yaml.YAMLError:
             raise ParamsError([(path, "expected a YAML/JSON value for this structured field")]) from None
     node = raw

@@ -7,6 +7,7 @@ any figure; loosening one is accepted only with a recorded reason and approver.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,13 +25,18 @@ def parse_duration(value: Any) -> float:
     """'500ms', '30m', '2d' or a number of seconds -> seconds."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 500ms, 30s, 5m, 4h or 2d")
+    seconds: float | None = None
     if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
+        seconds = float(value)
+    elif isinstance(value, str):
         match = _DURATION_RE.match(value)
         if match:
-            return float(match[1]) * _UNITS[match[2]]
-    raise ValueError(f"expected a duration such as 500ms, 30s, 5m, 4h or 2d, got {value!r}")
+            seconds = float(match[1]) * _UNITS[match[2]]
+    if seconds is None:
+        raise ValueError(f"expected a duration such as 500ms, 30s, 5m, 4h or 2d, got {str(value)[:40]!r}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"expected a positive, finite duration (such as 500ms, 30s, 5m), got {str(value)[:40]!r}")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -80,7 +86,7 @@ BoundField = Annotated[Bound, BeforeValidator(parse_bound), PlainSerializer(lamb
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class Phase(_Model):

@@ -6,11 +6,15 @@ Defaults are the checklist's own (production) figures; a target states what diff
 
 from __future__ import annotations
 
+import ipaddress
+
 from pydantic import BaseModel, ConfigDict, Field
+
+from runbook_lib.config.policy import parse_duration
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class VectorExtension(_Strict):
@@ -96,3 +100,61 @@ class ReadinessSettings(_Strict):
     app_metrics: dict[str, str] = Field(default_factory=lambda: {
         "requests": "app_requests_total", "errors": "app_errors_total", "latency": "app_request_duration_seconds_bucket"})
     compose_files: list[str] = Field(default_factory=list, description="stack files + overrides (INF-02)")
+
+
+# The direction of each threshold: a change the other way makes a check easier to pass, so it is a loosening
+# that needs a recorded reason (a `policy_loosening` entry keyed `readiness.<field>`), like the policy's own.
+_MINIMUMS = ("cert_min_days", "min_swarm_nodes", "somaxconn_min", "nofile_min", "max_connections_floor",
+             "dashboard_min_panels", "load_test_concurrency", "tps_target", "vector_recall_min", "vector_queries",
+             "backup_space_multiple")
+_MAXIMUMS = ("clock_offset_max_ms", "swappiness_max", "wal_retention_limit_mb", "archive_max_age_s",
+             "autovacuum_large_table_rows", "autovacuum_scale_factor_max", "analyse_max_age", "analyse_modified_max",
+             "unused_index_min_mb", "bloat_max_ratio", "secret_rotation", "baseline_max_age", "drill_max_age",
+             "memory_peak_max", "disk_util_max", "vector_p95_max_ms", "large_table_rows",
+             "replication_byte_lag_max")
+# a network wider than this (an address range of the whole internet or a large part of it) is a loosening
+_WIDEST_PREFIX = {4: 8, 6: 32}
+
+
+def _number(value: object) -> float:
+    """A threshold as a number; durations written as text (7d, 90d) in seconds."""
+    return parse_duration(value) if isinstance(value, str) else float(value)  # type: ignore[arg-type]
+
+
+def _wide(cidrs: list[str]) -> list[str]:
+    wide = []
+    for text in cidrs:
+        try:
+            net = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            wide.append(text)  # unreadable: the checks cannot use it either
+            continue
+        if net.prefixlen < _WIDEST_PREFIX[net.version]:
+            wide.append(text)
+    return wide
+
+
+def loosenings(effective: ReadinessSettings) -> list[tuple[str, object, object]]:
+    """(field, default, value) for every readiness figure made looser than the checklist's own."""
+    default = ReadinessSettings()
+    found: list[tuple[str, object, object]] = []
+    for name in _MINIMUMS + _MAXIMUMS:
+        old, new = getattr(default, name), getattr(effective, name)
+        if old != new and (_number(new) < _number(old)) == (name in _MINIMUMS):
+            found.append((name, old, new))
+    for key, limit in effective.latency_targets_ms.items():
+        if limit > default.latency_targets_ms.get(key, float("inf")):
+            found.append((f"latency_targets_ms.{key}", default.latency_targets_ms[key], limit))
+    dropped = [p for p in default.default_passwords if p not in effective.default_passwords]
+    if dropped:
+        found.append(("default_passwords", f"{len(default.default_passwords)} candidates",
+                      f"{len(dropped)} of them dropped"))
+    for name in ("allowed_cidrs", "admin_cidrs"):
+        wide = _wide(getattr(effective, name))
+        if wide:
+            found.append((name, f"no range wider than /{_WIDEST_PREFIX[4]} (IPv4) or /{_WIDEST_PREFIX[6]} (IPv6)",
+                          wide))
+    added = [e for e in effective.vector.accepted if e not in default.vector.accepted]
+    if added:
+        found.append(("vector.accepted", default.vector.accepted, effective.vector.accepted))
+    return found

@@ -1,7 +1,8 @@
 """Redaction applied to everything shown, logged, journaled or archived.
 
-Two rules: any secret value resolved in this process is replaced, and passwords
-inside DSNs / connection strings are removed even if they were never resolved.
+Two rules: any secret value resolved in this process is replaced (a secret URL's token parts
+too), and credential-shaped text (a password inside a DSN or URL, `token=`, `api_key=`, a
+Bearer or Basic credential) is masked even if it was never resolved.
 """
 
 from __future__ import annotations
@@ -10,11 +11,16 @@ import json
 import logging
 import re
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 MASK = "***"
 _values: set[str] = set()
 _URL_PASSWORD = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>\S+)(?P<post>@[^@\s]*)")
-_KV_PASSWORD = re.compile(r"(?P<pre>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_KV_PASSWORD = re.compile(r"(?P<pre>\b(?:password|passwd|pwd|token|api[_-]?key|secret|access[_-]?key)\s*=\s*)"
+                          r"(?P<pw>'(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
+_AUTH_HEADER = re.compile(r"(?P<pre>\b(?:Bearer|Basic)\s+)(?P<pw>[A-Za-z0-9._~+/=-]{8,})")
+# a secret URL (a webhook) carries its secret in its path or query: those parts are secrets on their own
+_URL_PART_MIN = 16
 
 
 def register(value: str) -> None:
@@ -22,6 +28,21 @@ def register(value: str) -> None:
     if value and len(value) >= 4:
         _values.add(value)
         _values.add(json.dumps(value)[1:-1])
+        for part in _url_secret_parts(value):
+            _values.add(part)
+
+
+def _url_secret_parts(value: str) -> list[str]:
+    """The path segments and query values of a secret URL long enough to be its token (a Slack-style
+    webhook's last segments): an error that quotes only part of the URL must not carry them."""
+    parsed = urlsplit(value)
+    if not (parsed.scheme and parsed.netloc):
+        return []
+    parts = [seg for seg in parsed.path.split("/") if len(seg) >= _URL_PART_MIN]
+    parts += [v for _, v in parse_qsl(parsed.query) if len(v) >= 8]
+    if parsed.password:
+        parts.append(parsed.password)
+    return parts
 
 
 def known_values() -> set[str]:
@@ -34,7 +55,8 @@ def text(value: str) -> str:
         if secret in value:
             value = value.replace(secret, MASK)
     value = _URL_PASSWORD.sub(lambda m: m["pre"] + MASK + m["post"], value)  # up to the last @ of the URL
-    return _KV_PASSWORD.sub(lambda m: m["pre"] + MASK, value)
+    value = _KV_PASSWORD.sub(lambda m: m["pre"] + MASK, value)
+    return _AUTH_HEADER.sub(lambda m: m["pre"] + MASK, value)
 
 
 def obj(value: Any) -> Any:

@@ -22,6 +22,9 @@ from runbook_lib.errors import RunbookError
 
 SCHEMES = ("env", "file", "docker-secret")
 _REF_RE = re.compile(r"^(env|file|docker-secret):(.+)$")
+_NAME_RE = {"env": re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$"), "docker-secret": re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")}
+# pseudo-files that hand out a process's or the kernel's state: never a secret's home, whatever is allowed
+NEVER_READ = (Path("/proc"), Path("/sys"), Path("/dev"))
 EXPECTED = "a secret reference: env:NAME, file:PATH or docker-secret:NAME (never a literal value)"
 
 
@@ -68,8 +71,13 @@ class SecretRef(str):
 
     @classmethod
     def parse(cls, value: object) -> SecretRef:
-        if not isinstance(value, str) or not _REF_RE.match(value):
+        match = _REF_RE.match(value) if isinstance(value, str) else None
+        if not match:
             raise PydanticCustomError("secret_reference", "expected " + EXPECTED)
+        scheme, name = match[1], match[2]
+        if scheme in _NAME_RE and not _NAME_RE[scheme].match(name):
+            what = "an environment variable's name" if scheme == "env" else "a Docker secret's name (no path)"
+            raise PydanticCustomError("secret_reference", f"expected {what} after {scheme}:")
         return cls(value)
 
     @classmethod
@@ -85,6 +93,20 @@ class SecretRef(str):
         if self.scheme == "file" and not Path(self.name).is_absolute():
             return SecretRef(f"file:{(base_dir / self.name).resolve()}")
         return self
+
+    def outside(self, allowed: list[Path]) -> str | None:
+        """Why this (anchored) file: reference may not be read, or None: a secret file must sit in one of the
+        allowed folders (the parameters' own, and those the parameters list), never in a pseudo-filesystem,
+        so that a parameters file cannot make a run read (and send to a server) any file of the host."""
+        if self.scheme != "file":
+            return None
+        path = Path(self.name).resolve()
+        if any(path.is_relative_to(root) for root in NEVER_READ):
+            return f"{path} is in a pseudo-filesystem ({', '.join(map(str, NEVER_READ))}); not a secret's file"
+        if not any(path.is_relative_to(folder.resolve()) for folder in allowed):
+            return (f"{path} is outside the parameters' folder and the folders listed in secret_dirs; move the "
+                    "file there or list its folder")
+        return None
 
     def resolve(self) -> Secret:
         """Read the value now; errors name the reference, not the value."""

@@ -10,17 +10,19 @@ and the value is masked in place, so it never stays in the archive.
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import hashlib
 import html
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from runbook_lib.config import redact
 from runbook_lib.config.params import Params
@@ -97,11 +99,25 @@ def secret_values(refs: list[str]) -> tuple[set[str], list[str]]:
 
 
 def secret_forms(values: set[str]) -> set[str]:
-    """Each value as it may appear in an archived file: raw, JSON-escaped, HTML-escaped."""
+    """Each value as it may appear in an archived file: raw, JSON-escaped, HTML-escaped, URL-encoded, hex,
+    and base64 at each of the three alignments it can take inside a longer base64 text (a Basic header)."""
     forms = set(values)
     forms |= {json.dumps(v)[1:-1] for v in values} | {json.dumps(v, ensure_ascii=False)[1:-1] for v in values}
     forms |= {html.escape(f, quote=q) for f in list(forms) for q in (True, False)}
+    for v in values:
+        raw = v.encode()
+        forms |= {quote(v, safe=""), quote_plus(v, safe=""), raw.hex(), raw.hex().upper()}
+        forms |= {core for k in range(3) for alphabet in (base64.b64encode, base64.urlsafe_b64encode)
+                  if len(core := _base64_core(raw, k, alphabet)) >= 8}
     return {f for f in forms if f}
+
+
+def _base64_core(raw: bytes, offset: int, encode: Callable[[bytes], bytes]) -> str:
+    """The base64 characters that depend only on `raw` when it starts `offset` bytes into a longer text."""
+    text = encode(b"\0" * offset + raw).decode().rstrip("=")
+    bits = 8 * (offset + len(raw))
+    end = bits // 6  # a last character that also holds the next byte's bits is not the secret's own
+    return text[(4 * offset + 2) // 3:end]
 
 
 def scan_and_mask(run_dir: Path, values: set[str]) -> list[str]:
@@ -125,7 +141,7 @@ def seal(run_dir: Path, *, params: Params | None, info: runinfo.RunInfo, outcome
     """Export, scan, hash and chain a finished run folder; returns the sealed manifest."""
     notebook = run_dir / f"{info.runbook}.ipynb"
     notes = []
-    refs = secret_refs if secret_refs is not None else [str(r) for r in (params.secret_refs() if params else [])]
+    refs = secret_refs if secret_refs is not None else [str(r) for r in (params.scan_refs() if params else [])]
     values, unresolved = secret_values(refs)
     hits = scan_and_mask(run_dir, values)  # before the export, so the HTML is made from masked files
     if notebook.exists():
@@ -201,12 +217,21 @@ def add(notebook_path: Path, outputs_root: Path | None = None) -> tuple[Sealed, 
 def verify(campaign_dir: Path) -> list[str]:
     """Every problem in a campaign's archive, each naming the file; empty when it verifies."""
     problems: list[str] = []
-    entries = chain_entries(campaign_dir)
+    try:
+        entries = chain_entries(campaign_dir)
+    except (ValueError, OSError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return [f"{campaign_dir / CHAIN}: not a chain of JSON lines (rewritten or damaged)"]
+    if not all(isinstance(e, dict) for e in entries):
+        return [f"{campaign_dir / CHAIN}: a line is not a chain entry (rewritten or damaged)"]
     if not entries:
         return [f"{campaign_dir / CHAIN}: no sealed runs (missing or empty chain)"]
     prev = None
-    for entry in entries:
-        run_dir = campaign_dir / entry["run_id"]
+    for i, entry in enumerate(entries):
+        run_dir = _inside(campaign_dir, entry.get("run_id"))
+        if run_dir is None or not isinstance(entry.get("manifest_sha256"), str):
+            problems.append(f"{campaign_dir / CHAIN}: entry {i + 1} names no run folder inside the campaign "
+                            f"({str(entry.get('run_id'))[:80]!r}) or no manifest hash")
+            continue
         manifest_path = run_dir / runinfo.MANIFEST
         if entry.get("prev") != prev:
             problems.append(f"{campaign_dir / CHAIN}: entry {entry['run_id']} does not link to the previous one")
@@ -219,11 +244,18 @@ def verify(campaign_dir: Path) -> list[str]:
             problems.append(f"{manifest_path}: changed since it was sealed")
             continue
         manifest = json.loads(body)
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict):
+            problems.append(f"{manifest_path}: not a manifest")
+            continue
         if manifest.get("prev_manifest_sha256") != entry.get("prev"):
             problems.append(f"{manifest_path}: its link to the previous manifest disagrees with the chain")
         for name, digest in manifest.get("files", {}).items():
-            path = run_dir / name
-            if not path.exists():
+            path = _inside(run_dir, name)
+            if path is None:
+                problems.append(f"{manifest_path}: lists {str(name)[:80]!r}, which is not a file inside its run folder")
+            elif path.is_symlink() or (path.exists() and not path.is_file()):
+                problems.append(f"{path}: not a regular file (a link or a folder stands where a sealed file was)")
+            elif not path.exists():
                 problems.append(f"{path}: missing")
             elif sha256_file(path) != digest:
                 problems.append(f"{path}: changed since it was sealed")
@@ -239,6 +271,19 @@ def verify(campaign_dir: Path) -> list[str]:
         if sealed and manifest_path.parent.name not in chained:
             problems.append(f"{manifest_path}: a sealed run that the chain does not list")
     return problems
+
+
+def _inside(folder: Path, name: object) -> Path | None:
+    """folder/name when name is a relative path that stays inside folder (no .., no absolute path, no link
+    leading out), else None: verify reads nothing outside the campaign it was given."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        return None
+    path = folder / name
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return None
+    return path
 
 
 def chain_head(campaign_dir: Path) -> str | None:

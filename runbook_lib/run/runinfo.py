@@ -122,7 +122,7 @@ def draft_manifest(run_dir: Path, info: RunInfo, params: Params | None, status: 
         "schema": 1, **info.public(), "status": status, "sealed": False,
         "parameters": params.redacted() if params else None,
         "policy_loosening": [c.__dict__ for c in params.policy_changes if c.looser] if params else [],
-        "secret_refs": [str(r) for r in params.secret_refs()] if params else [],
+        "secret_refs": [str(r) for r in params.scan_refs()] if params else [],
         "steps": [{k: s.get(k) for k in ("name", "title", "status", "seconds", "summary", "metrics", "error",
                                          "recorded_in")} for s in steps],
         "updated": now().isoformat(),

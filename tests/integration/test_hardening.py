@@ -91,3 +91,31 @@ def test_hung_checks_do_not_hang_the_engine(monkeypatch: pytest.MonkeyPatch) -> 
     assert time.monotonic() - started < 5
     assert results["DB-13"].outcome == "error"
     assert results["DB-14"].outcome in ("pass", "error")
+
+
+def test_verify_reads_nothing_outside_the_campaign(params_file: Path, outputs: Path, drill: Path,
+                                                   tmp_path: Path) -> None:
+    """A manifest rewritten (and its chain hash recomputed) to list a file outside its run folder, with that
+    file's true digest: verify names the entry instead of reading and accepting it."""
+    import hashlib
+
+    run = runner.run(str(DRILL), str(params_file), outputs_dir=outputs, echo=False)
+    campaign = outputs / "test"
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not part of any run")
+    manifest_path = run.run_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    escape = "../" * (len(run.run_dir.parts) - 1) + str(outside).lstrip("/")
+    manifest["files"][escape] = archive.sha256_file(outside)
+    manifest_path.write_text(json.dumps(manifest))
+    entries = [json.loads(x) for x in (campaign / "chain.jsonl").read_text().splitlines()]
+    entries[-1]["manifest_sha256"] = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
+    (campaign / "chain.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    problems = archive.verify(campaign)
+    assert any("not a file inside its run folder" in p and "outside.txt" in p for p in problems), problems
+    # a chain entry naming a folder outside the campaign is refused the same way
+    entries[-1]["run_id"] = "../../" + run.run_dir.name
+    (campaign / "chain.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    assert any("names no run folder inside the campaign" in p for p in archive.verify(campaign))
+    (campaign / "chain.jsonl").write_text("not json\n")
+    assert "not a chain of JSON lines" in archive.verify(campaign)[0]

@@ -68,7 +68,7 @@ def test_params_check_summarises_and_full_prints_everything_redacted(capsys: pyt
 
 def test_params_check_resolve_names_a_reference_that_does_not_resolve(tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    missing = tmp_path / "nothing-here"
+    missing = (Path(SANDBOX).parent / "../.sandbox/secrets/nothing-here").resolve()
     assert exit_code(["params", "check", SANDBOX, "--resolve", "-p",
                       f"target.databases.legacy.password=file:{missing}"]) == 2
     err = capsys.readouterr().err
