@@ -19,8 +19,10 @@ from rich.console import Console  # noqa: E402
 from rich.table import Column, Table  # noqa: E402
 
 from runbook_lib import __version__  # noqa: E402
-from runbook_lib.config.params import ParamsError, load_params  # noqa: E402
+from runbook_lib.config import signing  # noqa: E402
+from runbook_lib.config.params import Params, ParamsError, load_params  # noqa: E402
 from runbook_lib.config.policy import format_duration, parse_duration  # noqa: E402
+from runbook_lib.config.secrets import SecretError  # noqa: E402
 from runbook_lib.run import archive, history, runinfo, runner, schedule  # noqa: E402
 
 console = Console(stderr=True, soft_wrap=True)
@@ -52,6 +54,17 @@ def _notify_failure(args: argparse.Namespace, report: runner.RunReport) -> None:
     deliveries = notify.send(params.notifications, params.base_dir, campaign_dir, subject,
                              "\n".join(body))
     console.print(f"failure notice {notify.summary(deliveries)}", highlight=False)
+    _reseal_campaign(campaign_dir, params)
+
+
+def _reseal_campaign(campaign_dir: Path, params: Params) -> None:
+    """After a write to the campaign outside a run: the index and the campaign's seal, signed when a key is set."""
+    try:
+        signer = signing.signer_for(params)
+    except (signing.SigningError, SecretError) as exc:
+        console.print(f"[yellow]campaign seal not signed: {exc}[/yellow]", highlight=False)
+        signer = None
+    archive.refresh(campaign_dir, signer)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -95,7 +108,7 @@ def _cmd_rehearse(args: argparse.Namespace) -> int:
         console.print(f"[red]{exc}[/red]", highlight=False)
         return runner.EXIT_BAD_INPUT
     console.print(rehearse.summary(done), highlight=False)
-    problems = archive.verify(done.campaign_dir) if done.campaign_dir.exists() else []
+    problems = _verify(done.campaign_dir, load_params(args.params, args.p)) if done.campaign_dir.exists() else []
     for problem in problems:
         console.print(f"[red]archive: {problem}[/red]", highlight=False)
     page = done.campaign_dir / archive.INDEX
@@ -203,18 +216,51 @@ def _campaign_dir(args: argparse.Namespace) -> Path:
     return root / args.campaign
 
 
+def _verify(campaign_dir: Path, params: Params | None, keys: str | None = None,
+            anchor_repo: str | None = None) -> list[str]:
+    """archive.verify with the team's keys and the anchor from the parameters (or given outright)."""
+    try:
+        trusted = signing.TrustedKeys.read(Path(keys)) if keys else (signing.trusted_for(params) if params else None)
+    except signing.SigningError as exc:
+        return [str(exc)]
+    repo = Path(anchor_repo) if anchor_repo else (signing.anchor_for(params) if params else None)
+    return archive.verify(campaign_dir, trusted, repo)
+
+
 def _cmd_archive_verify(args: argparse.Namespace) -> int:
     campaign_dir = _campaign_dir(args)
     if not campaign_dir.exists():
         console.print(f"[red]no campaign at {campaign_dir}[/red]")
         return runner.EXIT_BAD_INPUT
-    problems = archive.verify(campaign_dir)
+    try:
+        params = load_params(args.params) if args.params else None
+    except ParamsError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        return runner.EXIT_BAD_INPUT
+    problems = _verify(campaign_dir, params, args.keys, args.anchor)
     for problem in problems:
         console.print(f"[red]FAIL[/red] {problem}", highlight=False)
+    keys = args.keys or (params.signing.trusted_keys if params else None)
+    anchor_repo = args.anchor or (params.signing.anchor_repo if params else None)
+    console.print(f"signatures: {f'checked against {keys}' if keys else 'not checked (no --keys, no signing.trusted_keys)'}"
+                  f"; anchor: {f'checked against {anchor_repo}' if anchor_repo else 'not checked (no --anchor, no signing.anchor_repo)'}",
+                  highlight=False)
     if problems:
         return 1
     console.print(f"[green]OK[/green] {campaign_dir}: {len(archive.chain_entries(campaign_dir))} sealed runs verify",
                   highlight=False)
+    return 0
+
+
+def _cmd_keys_init(args: argparse.Namespace) -> int:
+    try:
+        private, line = signing.init(args.name, Path(args.dir) if args.dir else None)
+    except signing.SigningError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        return runner.EXIT_BAD_INPUT
+    console.print(f"private key: {private} (0600; never share it, never put it in the archive)\n"
+                  "add this line to the team's keys file (signing.trusted_keys):", highlight=False)
+    print(line)
     return 0
 
 
@@ -223,14 +269,25 @@ def _cmd_archive_index(args: argparse.Namespace) -> int:
     if not campaign_dir.exists():
         console.print(f"[red]no campaign at {campaign_dir}[/red]")
         return runner.EXIT_BAD_INPUT
-    console.print(f"wrote {archive.write_index(campaign_dir)}")
+    try:
+        params = load_params(args.params) if args.params else None
+    except ParamsError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        return runner.EXIT_BAD_INPUT
+    if params is None:
+        console.print(f"wrote {archive.write_index(campaign_dir)} (the campaign's seal is left as it was: give "
+                      "--params to re-seal it with the operator's key)")
+        return 0
+    _reseal_campaign(campaign_dir, params)
+    console.print(f"wrote {campaign_dir / archive.INDEX} and re-sealed the campaign's own files")
     return 0
 
 
 def _cmd_archive_add(args: argparse.Namespace) -> int:
     try:
-        sealed, run_dir = archive.add(Path(args.notebook), Path(args.outputs) if args.outputs else None)
-    except (archive.ArchiveError, OSError, json.JSONDecodeError) as exc:
+        params = load_params(args.params) if args.params else None
+        sealed, run_dir = archive.add(Path(args.notebook), Path(args.outputs) if args.outputs else None, params)
+    except (archive.ArchiveError, OSError, json.JSONDecodeError, ParamsError) as exc:
         console.print(f"[red]{exc}[/red]", highlight=False)
         return runner.EXIT_BAD_INPUT
     if sealed.secret_hits:
@@ -300,14 +357,23 @@ def _cmd_signoff(args: argparse.Namespace) -> int:
             console.print("[red]--role and --name are required (or --status)[/red]")
             return runner.EXIT_BAD_INPUT
         try:
-            entry = signoffs.record(campaign_dir, params.policy, args.role, args.name, args.note or "")
-        except signoffs.SignoffError as exc:
+            trusted = signing.trusted_for(params)
+            key = Path(args.key) if args.key else signing.keys_dir() / f"{args.name}.key"
+            signer = signing.Signer.from_pem(key.read_text(), str(key)) if args.key or key.exists() else None
+            entry = signoffs.record(campaign_dir, params.policy, args.role, args.name, args.note or "",
+                                    signer=signer, trusted=trusted)
+        except (signoffs.SignoffError, signing.SigningError) as exc:
             console.print(f"[red]{exc}[/red]", highlight=False)
             return runner.EXIT_BAD_INPUT
+        except OSError as exc:
+            console.print(f"[red]--key {args.key}: cannot read it ({exc.strerror})[/red]", highlight=False)
+            return runner.EXIT_BAD_INPUT
+        archive.refresh(campaign_dir, signer)
         console.print(f"[green]recorded[/green] {entry['role']}: {entry['name']} (readiness "
                       f"{entry['readiness_sha256'][:12]}, phase 1 {entry['phase1_sha256'][:12]})", highlight=False)
     table = Table("role", "approved", "by", "at", "stale approvals")
-    rows = signoffs.status(campaign_dir, params.policy, accept_rehearsal=params.target.environment == "sandbox")
+    rows = signoffs.status(campaign_dir, params.policy, accept_rehearsal=params.target.environment == "sandbox",
+                           trusted=signing.trusted_for(params))
     for row in rows:
         approved = ("[yellow]rehearsal[/yellow]" if row.rehearsal else "[green]yes[/green]") if row.present \
             else "[red]missing[/red]"
@@ -544,10 +610,21 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = arch.add_parser(name, help=helptext)
         cmd.add_argument("campaign")
         cmd.add_argument("--outputs", help="archive root (default outputs/)")
+        cmd.add_argument("-f", "--params", help="parameters file: its signing section gives the operator's key, the "
+                                                "team's keys and the anchor repository")
         cmd.set_defaults(func=func)
+        if name == "verify":
+            cmd.add_argument("--keys", help="the team's public keys file (instead of the parameters' trusted_keys)")
+            cmd.add_argument("--anchor", help="the anchor git repository (instead of the parameters' anchor_repo)")
+    keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="keys_cmd", required=True)
+    keys_init = keys.add_parser("init", help="make an Ed25519 key pair for signing runs and approvals")
+    keys_init.add_argument("name", help="your name as the team's keys file will list it")
+    keys_init.add_argument("--dir", help="where to keep it (default $RUNBOOK_KEYS_DIR or ~/.config/runbook/keys)")
+    keys_init.set_defaults(func=_cmd_keys_init)
     add = arch.add_parser("add", help="seal an interactively executed, saved notebook into its run folder")
     add.add_argument("notebook")
     add.add_argument("--outputs", help="archive root (default outputs/)")
+    add.add_argument("-f", "--params", help="parameters file whose signing section signs and anchors the run")
     add.set_defaults(func=_cmd_archive_add)
 
     runs = sub.add_parser("runs", help="a campaign's runs in the terminal").add_subparsers(dest="runs_cmd",
@@ -585,6 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
     signoff.add_argument("--role", help="one of the policy's sign-off roles")
     signoff.add_argument("--name", help="who approves")
     signoff.add_argument("--note")
+    signoff.add_argument("--key", help="the approver's private key (default: <keys dir>/<name>.key when it exists)")
     signoff.add_argument("--status", action="store_true", help="list present and missing sign-offs (exit 1 if any "
                                                                "is missing)")
     signoff.add_argument("-f", "--params", default="parameters/sandbox.yaml", help="for the policy's roles")

@@ -32,6 +32,7 @@ from rich.console import Console
 
 from runbook_lib.campaign import signoffs, window
 from runbook_lib.clients import prometheus
+from runbook_lib.config import signing
 from runbook_lib.config.params import Params, load_params
 from runbook_lib.errors import RunbookError
 from runbook_lib.ops import fallback, migration
@@ -189,10 +190,13 @@ def done_before(campaign_dir: Path, runbook: str) -> dict[str, Any] | None:
 
 def approve_as_rehearsal(campaign_dir: Path, params: Params) -> list[str]:
     """Record a rehearsal approval for every role still missing one (the sandbox only)."""
-    roles = signoffs.missing(campaign_dir, params.policy, accept_rehearsal=True)
+    trusted = signing.trusted_for(params)
+    roles = signoffs.missing(campaign_dir, params.policy, accept_rehearsal=True, trusted=trusted)
+    signer = signing.signer_for(params)  # the operator's key: a rehearsal approval is signed like any other
     for role in roles:
         signoffs.record(campaign_dir, params.policy, role, "runbook rehearse (no person approved)",
-                        note="sandbox rehearsal approval", rehearsal=True)
+                        note="sandbox rehearsal approval", rehearsal=True, signer=signer, trusted=trusted)
+    archive.refresh(campaign_dir, signer)
     return roles
 
 
@@ -290,7 +294,8 @@ def rehearse(params_file: str, *, campaign: str | None = None, strategy: str | N
                       f"  the failed run: {campaign_dir / (result.run_id or '')}\n"
                       f"  fix the cause, then resume with: {resume}")
             return Rehearsal(campaign_dir, results, result.exit_code, resume)
-    archive.write_index(campaign_dir)  # the sign-offs recorded after the last seal appear too
+    archive.refresh(campaign_dir, signing.signer_for(params))  # the sign-offs recorded after the last seal appear
+    # in the index, and the campaign's seal covers them
     return Rehearsal(campaign_dir, results, 0, resume)
 
 
@@ -323,7 +328,7 @@ def _run_leg(leg: Leg, label: str, params_file: str, campaign: str, root: Path, 
 def _signoffs(campaign_dir: Path, params: Params, params_file: str, campaign: str, out: Console,
               label: str) -> LegResult:
     sandbox = is_sandbox(params)
-    missing = signoffs.missing(campaign_dir, params.policy, accept_rehearsal=sandbox)
+    missing = signoffs.missing(campaign_dir, params.policy, accept_rehearsal=sandbox, trusted=signing.trusted_for(params))
     if not missing:
         out.print(f"{label}: every sign-off is present and bound to the current records")
         return LegResult("sign-offs", None, "done-before")

@@ -24,7 +24,7 @@ import plotly.graph_objects as go
 
 from runbook_lib.campaign import records, signoffs, window
 from runbook_lib.clients import patroni, pgbouncer, postgres, prometheus, swarm
-from runbook_lib.config import names
+from runbook_lib.config import names, signing
 from runbook_lib.config.endpoints import PgSpec
 from runbook_lib.config.params import Patroni
 from runbook_lib.errors import first_line
@@ -66,7 +66,8 @@ def signoff_gate(session: Session) -> Outcome:
     change. A sandbox rehearsal's own approvals count on the sandbox only.
     """
     campaign = session.run_dir.parent
-    rows = signoffs.status(campaign, session.params.policy, accept_rehearsal=session.target.environment == "sandbox")
+    rows = signoffs.status(campaign, session.params.policy, accept_rehearsal=session.target.environment == "sandbox",
+                           trusted=signing.trusted_for(session.params))
     missing = [r.role for r in rows if not r.present]
     stale = [r.role for r in rows if r.stale and not r.present]
     evidence = [{"role": r.role, "approved": r.present, "by": r.name, "at": r.at, "rehearsal": r.rehearsal,

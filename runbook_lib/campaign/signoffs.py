@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from runbook_lib.campaign import records
+from runbook_lib.config import signing
 from runbook_lib.config.policy import Policy
 from runbook_lib.errors import RunbookError
 from runbook_lib.values import now
@@ -47,7 +48,10 @@ def binding(campaign_dir: Path) -> dict[str, str | None]:
 
 
 def record(campaign_dir: Path, policy: Policy, role: str, name: str, note: str = "",
-           rehearsal: bool = False) -> dict[str, Any]:
+           rehearsal: bool = False, signer: signing.Signer | None = None,
+           trusted: signing.TrustedKeys | None = None) -> dict[str, Any]:
+    """Append an approval; signed with the approver's own key when one is given. Where the team's keys are
+    known (`trusted`), an approval must be signed by the key listed under the approver's name."""
     roles = policy.signoffs_required_before_migration
     if role not in roles:
         raise SignoffError(f"unknown role {role!r}; the valid roles are: {', '.join(roles)}")
@@ -61,6 +65,14 @@ def record(campaign_dir: Path, policy: Policy, role: str, name: str, note: str =
     entry: dict[str, Any] = {"role": role, "name": name.strip(), "note": note, "at": now().isoformat(), **bound}
     if rehearsal:
         entry["rehearsal"] = True
+    if trusted is not None and signer is None:
+        raise SignoffError(f"the team's keys are listed ({trusted.source}): an approval must be signed with the "
+                           "approver's own key (--key FILE, made by `runbook keys init NAME`)")
+    if signer is not None:
+        entry.update(signer.sign(entry))
+        if trusted is not None and not _signed_by_approver(entry, trusted):
+            raise SignoffError(f"that key is not listed under {entry['name']!r} in {trusted.source}; an approval is "
+                               "signed by the approver's own key (its name in the keys file is the --name)")
     campaign_dir.mkdir(parents=True, exist_ok=True)
     with (campaign_dir / FILE).open("a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -73,12 +85,23 @@ def entries(campaign_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def status(campaign_dir: Path, policy: Policy, accept_rehearsal: bool = False) -> list[SignoffStatus]:
-    """Each required role's approval; rehearsal approvals count only when accepted (the sandbox)."""
+def _signed_by_approver(entry: dict[str, Any], trusted: signing.TrustedKeys) -> bool:
+    """A person's approval is signed by the key listed under their name; a rehearsal's by any team key."""
+    fields = {k: v for k, v in entry.items() if k not in ("key_id", "signature")}
+    signer = trusted.signer_of(fields, entry)
+    return signer is not None and (signer == entry.get("name") or bool(entry.get("rehearsal")))
+
+
+def status(campaign_dir: Path, policy: Policy, accept_rehearsal: bool = False,
+           trusted: signing.TrustedKeys | None = None) -> list[SignoffStatus]:
+    """Each required role's approval; rehearsal approvals count only when accepted (the sandbox). With the
+    team's keys (`trusted`), an approval counts only when its approver's own key signed it: free text that
+    anyone can append to the file does not."""
     bound = binding(campaign_dir)
     out = []
+    valid = [e for e in entries(campaign_dir) if trusted is None or _signed_by_approver(e, trusted)]
     for role in policy.signoffs_required_before_migration:
-        mine = [e for e in entries(campaign_dir) if e["role"] == role and (accept_rehearsal or not e.get("rehearsal"))]
+        mine = [e for e in valid if e["role"] == role and (accept_rehearsal or not e.get("rehearsal"))]
         current = [e for e in mine if bound["readiness_sha256"] and e["readiness_sha256"] == bound["readiness_sha256"]
                    and e["phase1_sha256"] == bound["phase1_sha256"]]
         stale = [e for e in mine if e not in current]
@@ -88,6 +111,7 @@ def status(campaign_dir: Path, policy: Policy, accept_rehearsal: bool = False) -
     return out
 
 
-def missing(campaign_dir: Path, policy: Policy, accept_rehearsal: bool = False) -> list[str]:
-    """Roles without a current approval: what the migration's first step refuses on."""
-    return [s.role for s in status(campaign_dir, policy, accept_rehearsal) if not s.present]
+def missing(campaign_dir: Path, policy: Policy, accept_rehearsal: bool = False,
+            trusted: signing.TrustedKeys | None = None) -> list[str]:
+    """Roles without a current (and, with the team's keys, signed) approval: what the migration refuses on."""
+    return [s.role for s in status(campaign_dir, policy, accept_rehearsal, trusted) if not s.present]

@@ -371,6 +371,17 @@ class Waiver(_Model):
     approved_by: str = Field(min_length=2)
 
 
+class Signing(_Model):
+    """Who seals the runs, whom a verifier trusts, and where the chain head is kept outside the archive."""
+
+    key: SecretRef | None = Field(None, description="the operator's Ed25519 private key (PEM; `runbook keys init`) "
+                                                   "that signs each sealed run and the campaign's own files")
+    trusted_keys: str | None = Field(None, description="the team's public keys file, one `ed25519 <key> <name>` "
+                                                       "line per operator and approver; verify checks against it")
+    anchor_repo: str | None = Field(None, description="a git repository outside the archive: each seal commits the "
+                                                      "chain head there, and verify checks the archive against it")
+
+
 class RunSettings(_Model):
     """How runs execute: timeouts that bound a hung kernel or a slow step."""
 
@@ -387,6 +398,7 @@ class Params(_Model):
     target: Target
     policy: policy_mod.Policy = Field(default_factory=policy_mod.default_policy)
     policy_loosening: list[Loosening] = Field(default_factory=list)
+    signing: Signing = Field(default_factory=Signing)
     secret_dirs: list[str] = Field(default_factory=list, description="folders besides the parameters' own where "
                                    "file: secret references may point (relative to this file)")
     readiness_loosening: list[Loosening] = Field(default_factory=list, description="readiness figures made looser "

@@ -24,17 +24,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-from runbook_lib.config import redact
+from runbook_lib.config import redact, signing
 from runbook_lib.config.params import Params
 from runbook_lib.config.secrets import SecretError, SecretRef
 from runbook_lib.errors import RunbookError
-from runbook_lib.run import htmlexport, runinfo, timeline
+from runbook_lib.run import anchor, htmlexport, runinfo, timeline
 from runbook_lib.run.journal import JOURNAL, read_events
 from runbook_lib.values import now
 
 CHAIN = "chain.jsonl"
 INDEX = "index.html"
 SIGNOFFS = "signoffs.jsonl"  # written by campaign.signoffs; the index lists it
+CAMPAIGN_SEAL = "campaign.json"  # hashes (and signature) of the campaign's own files: records, outbox, ...
+CAMPAIGN_FOLDERS = ("records", "outbox")  # the campaign's own folders; every other folder is a run
+_UNCOVERED = {CHAIN, CAMPAIGN_SEAL, ".chain.lock", ".lock"}
 
 
 class ArchiveError(RunbookError):
@@ -137,10 +140,20 @@ def scan_and_mask(run_dir: Path, values: set[str]) -> list[str]:
 
 def seal(run_dir: Path, *, params: Params | None, info: runinfo.RunInfo, outcome: str, message: str = "",
          wall_seconds: float | None = None, secret_refs: list[str] | None = None,
-         draft: dict[str, Any] | None = None) -> Sealed:
-    """Export, scan, hash and chain a finished run folder; returns the sealed manifest."""
+         draft: dict[str, Any] | None = None, signing_from: Params | None = None) -> Sealed:
+    """Export, scan, hash, sign, chain and anchor a finished run folder; returns the sealed manifest.
+    The operator's key and the anchor come from `params` (or `signing_from`, for an interactive run whose
+    parameters the kernel held)."""
     notebook = run_dir / f"{info.runbook}.ipynb"
     notes = []
+    signer, repo = None, None
+    keys_from = params or signing_from
+    if keys_from is not None:
+        repo = signing.anchor_for(keys_from)
+        try:
+            signer = signing.signer_for(keys_from)
+        except (signing.SigningError, SecretError) as exc:
+            notes.append(f"not signed: {exc}")
     refs = secret_refs if secret_refs is not None else [str(r) for r in (params.scan_refs() if params else [])]
     values, unresolved = secret_values(refs)
     hits = scan_and_mask(run_dir, values)  # before the export, so the HTML is made from masked files
@@ -175,18 +188,63 @@ def seal(run_dir: Path, *, params: Params | None, info: runinfo.RunInfo, outcome
         body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
         _write_atomically(run_dir / runinfo.MANIFEST, body)
         (run_dir / (runinfo.MANIFEST + ".tmp")).unlink(missing_ok=True)
-        entry = {"run_id": info.run_id, "manifest_sha256": hashlib.sha256(body).hexdigest(),
-                 "prev": manifest["prev_manifest_sha256"], "sealed_at": manifest["finished"]}
+        entry: dict[str, Any] = {"run_id": info.run_id, "manifest_sha256": hashlib.sha256(body).hexdigest(),
+                                 "prev": manifest["prev_manifest_sha256"], "sealed_at": manifest["finished"]}
+        if signer:
+            entry.update(signer.sign(_signed_fields(entry)))
+        if repo is not None:
+            try:
+                anchor.record(repo, campaign_dir.name, entries[0]["run_id"] if entries else info.run_id, entry)
+            except anchor.AnchorError as exc:
+                entry["anchor_error"] = str(exc)  # verify names it; the run itself is kept
         with (campaign_dir / CHAIN).open("a") as fh:
             fh.write(json.dumps(entry, sort_keys=True) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
         write_index(campaign_dir)
+        _cover_locked(campaign_dir, signer)
     return Sealed(manifest, hits)
 
 
-def add(notebook_path: Path, outputs_root: Path | None = None) -> tuple[Sealed, Path]:
-    """Seal an interactively executed and saved notebook into its run folder."""
+def _signed_fields(entry: dict[str, Any]) -> dict[str, Any]:
+    """What a chain entry's signature covers: the run, its manifest's hash and its link to the one before."""
+    return {"run_id": entry.get("run_id"), "manifest_sha256": entry.get("manifest_sha256"), "prev": entry.get("prev")}
+
+
+def campaign_files(campaign_dir: Path) -> dict[str, str]:
+    """The campaign's own files (its records, outbox, sign-offs, index), each with its hash; run folders and
+    the chain are covered by the manifests and the chain itself."""
+    files: dict[str, str] = {}
+    for path in sorted(campaign_dir.rglob("*")):
+        rel = path.relative_to(campaign_dir)
+        own = len(rel.parts) == 1 or rel.parts[0] in CAMPAIGN_FOLDERS
+        if own and (path.is_file() or path.is_symlink()) and rel.name not in _UNCOVERED and path.suffix != ".tmp":
+            files[rel.as_posix()] = "link" if path.is_symlink() else sha256_file(path)
+    return files
+
+
+def refresh(campaign_dir: Path, signer: signing.Signer | None) -> None:
+    """Rewrite the index and re-seal the campaign's own files after a write outside a run (a sign-off, a
+    failure notice), so that forging a record, a notice or the index is found by verify."""
+    with _campaign_lock(campaign_dir):
+        write_index(campaign_dir)
+        _cover_locked(campaign_dir, signer)
+
+
+def _cover_locked(campaign_dir: Path, signer: signing.Signer | None) -> None:
+    entries = chain_entries(campaign_dir)
+    seal_body: dict[str, Any] = {"chain_head": entries[-1]["manifest_sha256"] if entries else None,
+                                 "files": campaign_files(campaign_dir)}
+    if signer:
+        seal_body.update(signer.sign(seal_body))
+    seal_body["covered_at"] = now().isoformat()
+    _write_atomically(campaign_dir / CAMPAIGN_SEAL, json.dumps(seal_body, indent=2, sort_keys=True).encode())
+
+
+def add(notebook_path: Path, outputs_root: Path | None = None,
+        params: Params | None = None) -> tuple[Sealed, Path]:
+    """Seal an interactively executed and saved notebook into its run folder (signed and anchored by the
+    signing section of `params`, when given)."""
     nb = json.loads(Path(notebook_path).read_text())
     found = [out["data"][runinfo.RUN_MIME] for cell in nb.get("cells", []) for out in cell.get("outputs", [])
              if runinfo.RUN_MIME in out.get("data", {})]
@@ -207,16 +265,22 @@ def add(notebook_path: Path, outputs_root: Path | None = None) -> tuple[Sealed, 
     ends = [e for e in read_events(run_dir / JOURNAL) if e.get("event") == "run_end"]
     outcome = ends[-1]["outcome"] if ends else "incomplete"
     sealed = seal(run_dir, params=None, info=info, outcome=outcome, secret_refs=draft.get("secret_refs", []),
-                  message="" if ends else "the notebook's last cell (rb.finish()) was not run", draft=draft)
+                  message="" if ends else "the notebook's last cell (rb.finish()) was not run", draft=draft,
+                  signing_from=params)
     return sealed, run_dir
 
 
 # ---------------------------------------------------------------- verify
 
 
-def verify(campaign_dir: Path) -> list[str]:
-    """Every problem in a campaign's archive, each naming the file; empty when it verifies."""
-    problems: list[str] = []
+def verify(campaign_dir: Path, trusted: signing.TrustedKeys | None = None,
+           anchor_repo: Path | None = None) -> list[str]:
+    """Every problem in a campaign's archive, each naming the file; empty when it verifies.
+
+    Without `trusted` keys the hashes and links are checked, which holds only against careless edits;
+    with them every chain entry and the campaign's own files must carry a valid signature of a team
+    member; with `anchor_repo` the chain must agree with the heads committed there (runs removed from
+    the end are found). Nothing outside campaign_dir (and the anchor repository) is read."""
     try:
         entries = chain_entries(campaign_dir)
     except (ValueError, OSError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -225,6 +289,16 @@ def verify(campaign_dir: Path) -> list[str]:
         return [f"{campaign_dir / CHAIN}: a line is not a chain entry (rewritten or damaged)"]
     if not entries:
         return [f"{campaign_dir / CHAIN}: no sealed runs (missing or empty chain)"]
+    problems = _verify_chain(campaign_dir, entries, trusted)
+    problems += _verify_folders(campaign_dir, entries)
+    problems += _verify_campaign_files(campaign_dir, entries, trusted)
+    if anchor_repo is not None:
+        problems += _verify_anchor(campaign_dir, entries, anchor_repo)
+    return problems
+
+
+def _verify_chain(campaign_dir: Path, entries: list[dict[str, Any]], trusted: signing.TrustedKeys | None) -> list[str]:
+    problems: list[str] = []
     prev = None
     for i, entry in enumerate(entries):
         run_dir = _inside(campaign_dir, entry.get("run_id"))
@@ -236,40 +310,114 @@ def verify(campaign_dir: Path) -> list[str]:
         if entry.get("prev") != prev:
             problems.append(f"{campaign_dir / CHAIN}: entry {entry['run_id']} does not link to the previous one")
         prev = entry["manifest_sha256"]
+        if trusted is not None and not trusted.signer_of(_signed_fields(entry), entry):
+            what = "is not signed" if "signature" not in entry else \
+                f"carries a signature no key of {trusted.source} made (forged, or re-signed by an unknown key)"
+            problems.append(f"{campaign_dir / CHAIN}: entry {entry['run_id']} {what}")
+        if entry.get("anchor_error"):
+            problems.append(f"{campaign_dir / CHAIN}: entry {entry['run_id']} was not anchored: {entry['anchor_error']}")
         if not manifest_path.exists():
             problems.append(f"{manifest_path}: missing")
             continue
-        body = manifest_path.read_bytes()
-        if hashlib.sha256(body).hexdigest() != entry["manifest_sha256"]:
-            problems.append(f"{manifest_path}: changed since it was sealed")
+        problems += _verify_run(run_dir, manifest_path, entry)
+    return problems
+
+
+def _verify_run(run_dir: Path, manifest_path: Path, entry: dict[str, Any]) -> list[str]:
+    body = manifest_path.read_bytes()
+    if hashlib.sha256(body).hexdigest() != entry["manifest_sha256"]:
+        return [f"{manifest_path}: changed since it was sealed"]
+    manifest = json.loads(body)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict):
+        return [f"{manifest_path}: not a manifest"]
+    problems = []
+    if manifest.get("prev_manifest_sha256") != entry.get("prev"):
+        problems.append(f"{manifest_path}: its link to the previous manifest disagrees with the chain")
+    for name, digest in manifest.get("files", {}).items():
+        path = _inside(run_dir, name)
+        if path is None:
+            problems.append(f"{manifest_path}: lists {str(name)[:80]!r}, which is not a file inside its run folder")
+        elif path.is_symlink() or (path.exists() and not path.is_file()):
+            problems.append(f"{path}: not a regular file (a link or a folder stands where a sealed file was)")
+        elif not path.exists():
+            problems.append(f"{path}: missing")
+        elif sha256_file(path) != digest:
+            problems.append(f"{path}: changed since it was sealed")
+    listed = set(manifest.get("files", {})) | {runinfo.MANIFEST}
+    problems += [f"{p}: not part of the sealed run" for p in sorted(run_dir.rglob("*"))
+                 if (p.is_file() or p.is_symlink()) and p.relative_to(run_dir).as_posix() not in listed]
+    return problems
+
+
+def _verify_folders(campaign_dir: Path, entries: list[dict[str, Any]]) -> list[str]:
+    """Every folder of the campaign is a chained run or one of its own folders."""
+    chained = {e.get("run_id") for e in entries}
+    problems = []
+    for folder in sorted(p for p in campaign_dir.iterdir() if p.is_dir() or p.is_symlink()):
+        if folder.name in chained or folder.name in CAMPAIGN_FOLDERS:
             continue
-        manifest = json.loads(body)
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict):
-            problems.append(f"{manifest_path}: not a manifest")
-            continue
-        if manifest.get("prev_manifest_sha256") != entry.get("prev"):
-            problems.append(f"{manifest_path}: its link to the previous manifest disagrees with the chain")
-        for name, digest in manifest.get("files", {}).items():
-            path = _inside(run_dir, name)
-            if path is None:
-                problems.append(f"{manifest_path}: lists {str(name)[:80]!r}, which is not a file inside its run folder")
-            elif path.is_symlink() or (path.exists() and not path.is_file()):
-                problems.append(f"{path}: not a regular file (a link or a folder stands where a sealed file was)")
-            elif not path.exists():
-                problems.append(f"{path}: missing")
-            elif sha256_file(path) != digest:
-                problems.append(f"{path}: changed since it was sealed")
-        listed = set(manifest.get("files", {})) | {runinfo.MANIFEST}
-        problems += [f"{p}: not part of the sealed run" for p in sorted(run_dir.rglob("*"))
-                     if p.is_file() and p.relative_to(run_dir).as_posix() not in listed]
-    chained = {e["run_id"] for e in entries}
-    for manifest_path in sorted(campaign_dir.glob(f"*/{runinfo.MANIFEST}")):
+        manifest_path = folder / runinfo.MANIFEST
         try:
-            sealed = json.loads(manifest_path.read_text()).get("sealed")
-        except (OSError, json.JSONDecodeError):
-            sealed = True
-        if sealed and manifest_path.parent.name not in chained:
+            draft = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+        except (OSError, ValueError):
+            draft = None
+        if draft is None or not isinstance(draft, dict):
+            problems.append(f"{folder}: a folder that is no run of this campaign (no manifest)")
+        elif draft.get("sealed"):
             problems.append(f"{manifest_path}: a sealed run that the chain does not list")
+        else:
+            problems.append(f"{folder}: a run that was never sealed (an interactive run not yet added with "
+                            "`runbook archive add`, or one still running)")
+    return problems
+
+
+def _verify_campaign_files(campaign_dir: Path, entries: list[dict[str, Any]],
+                           trusted: signing.TrustedKeys | None) -> list[str]:
+    path = campaign_dir / CAMPAIGN_SEAL
+    try:
+        sealed = json.loads(path.read_text())
+    except FileNotFoundError:
+        return [f"{path}: missing; the campaign's records, outbox, sign-offs and index are not covered"]
+    except (OSError, ValueError):
+        return [f"{path}: unreadable"]
+    if not isinstance(sealed, dict) or not isinstance(sealed.get("files"), dict):
+        return [f"{path}: not a campaign seal"]
+    problems = []
+    if sealed.get("chain_head") != entries[-1].get("manifest_sha256"):
+        problems.append(f"{path}: covers another chain head than the chain's last run")
+    if trusted is not None:
+        body = {"chain_head": sealed.get("chain_head"), "files": sealed["files"]}
+        if not trusted.signer_of(body, sealed):
+            problems.append(f"{path}: not signed by a key of {trusted.source}")
+    current = campaign_files(campaign_dir)
+    for name in sorted(set(current) | set(sealed["files"])):
+        if name not in sealed["files"]:
+            problems.append(f"{campaign_dir / name}: not covered by the campaign's seal (added after it)")
+        elif name not in current:
+            problems.append(f"{campaign_dir / name}: missing (the campaign's seal lists it)")
+        elif current[name] != sealed["files"][name]:
+            problems.append(f"{campaign_dir / name}: changed since the campaign's seal")
+    return problems
+
+
+def _verify_anchor(campaign_dir: Path, entries: list[dict[str, Any]], repo: Path) -> list[str]:
+    try:
+        anchored = anchor.entries(repo, campaign_dir.name, str(entries[0].get("run_id")))
+    except anchor.AnchorError as exc:
+        return [str(exc)]
+    chained = {e.get("run_id"): e.get("manifest_sha256") for e in entries}
+    problems = []
+    for item in anchored:
+        run_id = item.get("run_id")
+        if run_id not in chained:
+            problems.append(f"{campaign_dir / CHAIN}: run {run_id} is anchored in {repo} but missing from the chain "
+                            "(removed?)")
+        elif chained[run_id] != item.get("manifest_sha256"):
+            problems.append(f"{campaign_dir / CHAIN}: run {run_id}'s manifest hash differs from the one anchored in "
+                            f"{repo}")
+    known = {item.get("run_id") for item in anchored}
+    problems += [f"{campaign_dir / CHAIN}: run {run_id} is not anchored in {repo} (added to the archive by hand?)"
+                 for run_id in chained if run_id not in known]
     return problems
 
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import subprocess
+import tempfile
 from pathlib import Path
 
+from runbook_lib.config import signing
 from runbook_lib.sandbox.context import Sandbox
 
 # secret name -> what it is for
@@ -35,6 +38,28 @@ def ensure(sb: Sandbox) -> dict[str, Path]:
         os.chmod(path, 0o600)
         out[name] = path
     return out
+
+
+SIGNING_KEY = "operator_signing_key"  # not a Docker secret: the runbooks' own key, for sealing runs
+OPERATOR = "sandbox-operator"
+
+
+def ensure_signing(sb: Sandbox) -> None:
+    """The sandbox's operator key (signs its runs and rehearsal approvals), the team's keys file listing it,
+    and the anchor repository: so every seal on the sandbox is signed and anchored like production's."""
+    key = sb.secrets_dir / SIGNING_KEY
+    team = sb.state_dir / "keys" / "team.pub"
+    if not key.exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            private, line = signing.init(OPERATOR, Path(tmp))
+            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(private.read_bytes())
+        team.parent.mkdir(parents=True, exist_ok=True)
+        team.write_text(f"# the sandbox's team: its operator key (runbook keys init NAME adds a person)\n{line}\n")
+    repo = sb.state_dir / "anchor"
+    if not (repo / ".git").exists():
+        subprocess.run(["git", "init", "-q", str(repo)], check=True, capture_output=True, timeout=60)
 
 
 def read(sb: Sandbox, name: str) -> str:

@@ -17,6 +17,7 @@ NEEDED = {
     "mmdebstrap": "mmdebstrap",
     "chromium": "chromium",
     "initdb": "postgresql",
+    "git": "git",  # the archive's anchor: chain heads committed to a records repository
 }
 
 

@@ -72,6 +72,7 @@ def up(sb: Sandbox, scale: int | None = None, profile: str | None = None,
     build_image(sb)
     with progress.step("credentials, CA and server certificate"):
         credentials.ensure(sb)
+        credentials.ensure_signing(sb)
         tls.ensure(sb)
         created = stacks.ensure_secrets(sb)
         progress.info(f"state in {sb.state_dir} (0600); {created} Docker secret(s) created")

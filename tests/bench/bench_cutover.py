@@ -26,11 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchutil import arguments, median, save  # noqa: E402
 
-from runbook_lib.campaign import (
-    records,
-    signoffs,
-    window,  # noqa: E402
-)
+from runbook_lib import rehearse  # noqa: E402
+from runbook_lib.campaign import records, window  # noqa: E402
 from runbook_lib.config.params import load_params  # noqa: E402
 from runbook_lib.ops import fallback, migration
 from runbook_lib.run import runner
@@ -41,14 +38,12 @@ STRATEGIES = ("logical", "dump-restore")
 
 def signed_campaign(outputs: Path, name: str, params_file: str) -> Path:
     campaign = outputs / name
-    policy = load_params(params_file).policy
     records.save(campaign, "readiness", {"target": "sandbox", "items": [], "verdict": {
         "score": 1.0, "failing_blockers": [], "ready": True}, "note": "benchmark campaign"})
     records.save(campaign, "phase1", {"note": "benchmark campaign"})
     start = datetime.now(UTC)
     window.lock(campaign, start, start + timedelta(hours=4), None)
-    for role in policy.signoffs_required_before_migration:
-        signoffs.record(campaign, policy, role, "benchmark")
+    rehearse.approve_as_rehearsal(campaign, load_params(params_file))  # signed by the sandbox operator's key
     return campaign
 
 

@@ -16,8 +16,10 @@ from runbook_lib import rehearse
 from runbook_lib.campaign import records, signoffs
 from runbook_lib.config.params import load_params
 from runbook_lib.run import archive
+from tests.keys import team
 
 SANDBOX = Path(__file__).resolve().parents[2] / "parameters" / "sandbox.yaml"
+SANDBOX_SECRETS = ("../.sandbox/secrets",)
 
 
 def campaign_with_records(tmp_path: Path) -> Path:
@@ -55,7 +57,7 @@ def test_the_resume_command_repeats_the_invocation() -> None:
 
 
 def test_a_real_target_stops_at_the_signoff_gate_and_names_who_approves(tmp_path: Path) -> None:
-    params = load_params(SANDBOX, ["target.environment=staging"])
+    params = load_params(SANDBOX, ["target.environment=staging", *team(tmp_path, secret_dirs=SANDBOX_SECRETS)])
     campaign = campaign_with_records(tmp_path)
     out = io.StringIO()
     result = rehearse._signoffs(campaign, params, "p.yaml", "c", Console(file=out, width=300), "[5/9] sign-offs")
@@ -66,7 +68,7 @@ def test_a_real_target_stops_at_the_signoff_gate_and_names_who_approves(tmp_path
 
 
 def test_rehearsal_approvals_count_on_the_sandbox_only(tmp_path: Path) -> None:
-    params = load_params(SANDBOX)
+    params = load_params(SANDBOX, team(tmp_path, secret_dirs=SANDBOX_SECRETS))
     campaign = campaign_with_records(tmp_path)
     roles = rehearse.approve_as_rehearsal(campaign, params)
     assert roles == params.policy.signoffs_required_before_migration
