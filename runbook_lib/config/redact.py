@@ -39,6 +39,8 @@ def _url_secret_parts(value: str) -> list[str]:
     if not (parsed.scheme and parsed.netloc):
         return []
     parts = [seg for seg in parsed.path.split("/") if len(seg) >= _URL_PART_MIN]
+    if len(parsed.path) >= _URL_PART_MIN:
+        parts.append(parsed.path)  # an error quoting the path masks it whole, its ids with it
     parts += [v for _, v in parse_qsl(parsed.query) if len(v) >= 8]
     if parsed.password:
         parts.append(parsed.password)

@@ -44,7 +44,7 @@ def _webhook(spec: Notifications, base_dir: Path, subject: str, body: str) -> De
         url = ref.absolute(base_dir).resolve().reveal()
         response = requests.post(url, json={"text": f"*{subject}*\n{body}"}, timeout=10)
         if response.status_code >= 300:
-            return Delivery("webhook", False, f"{ref}: HTTP {response.status_code} {response.text[:120]}")
+            return Delivery("webhook", False, redact.text(f"{ref}: HTTP {response.status_code} {response.text[:120]}"))
         return Delivery("webhook", True, f"{ref}: HTTP {response.status_code}")
     except Exception as exc:  # any failure is a failed delivery, recorded with its reason
         return Delivery("webhook", False, redact.text(f"{ref}: {type(exc).__name__}: {exc}"))

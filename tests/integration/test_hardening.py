@@ -119,3 +119,39 @@ def test_verify_reads_nothing_outside_the_campaign(params_file: Path, outputs: P
     assert any("names no run folder inside the campaign" in p for p in archive.verify(campaign))
     (campaign / "chain.jsonl").write_text("not json\n")
     assert "not a chain of JSON lines" in archive.verify(campaign)[0]
+
+
+def test_canary_secrets_of_every_reference_kind_leave_no_trace_in_the_archive(
+        params_file: Path, outputs: Path, drill: Path, tmp_path: Path) -> None:
+    """A failed run that notifies (its webhook unreachable, its SMTP refused): canaries in env:, file: and
+    docker-secret: references, and the token of the secret webhook URL, appear in no archived byte in any
+    encoding the scan knows, nor in the terminal's output."""
+    import os
+    import subprocess
+    import sys
+
+    token = "CanaryTok3n0123456789abcd"
+    canaries = {"env": f"http://127.0.0.1:1/services/TCANARY0/BCANARY0/{token}",
+                "file": "Canary-file-5b1d7e", "docker-secret": "Canary-dsec-9c2a4f"}
+    (tmp_path / "smtp_pw").write_text(canaries["file"])
+    secrets_dir = tmp_path / "run-secrets"
+    secrets_dir.mkdir()
+    (secrets_dir / "pgb_admin").write_text(canaries["docker-secret"])
+    (drill / "fail").touch()
+    env = {**os.environ, "RB_CANARY_HOOK": canaries["env"], "RUNBOOK_DOCKER_SECRETS_DIR": str(secrets_dir)}
+    overrides = ["notifications={webhook_url: 'env:RB_CANARY_HOOK', smtp: {host: 127.0.0.1, port: 1, "
+                 "sender: a@b.test, recipients: [c@d.test], username: u, password: 'file:smtp_pw'}}",
+                 "target.pgbouncer={host: 127.0.0.1, port: 1, admin_user: a, admin_password: 'docker-secret:pgb_admin'}"]
+    done = subprocess.run([sys.executable, "-m", "runbook_lib.cli", "run", str(DRILL), "--params", str(params_file),
+                           "--outputs", str(outputs), "--notify-on-failure",
+                           *[x for o in overrides for x in ("-p", o)]],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 1 and "failure notice sent to 1 of 3 channels" in done.stderr, done.stderr[-2000:]
+    values = set(canaries.values()) | {token}
+    forms = archive.secret_forms(values)
+    archived = [p for p in (outputs / "test").rglob("*") if p.is_file()]
+    assert any(p.parent.name == "outbox" for p in archived)
+    leaks = [(p.name, f) for p in archived for f in forms if f.encode() in p.read_bytes()]
+    assert leaks == [] and not any(f in done.stdout + done.stderr for f in forms), leaks
+    manifest = json.loads(next((outputs / "test").glob("*/manifest.json")).read_text())
+    assert manifest["secret_scan"]["values_checked"] >= 3  # each reference was resolved and scanned for

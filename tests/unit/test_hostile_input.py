@@ -185,3 +185,16 @@ def test_a_webhook_token_quoted_without_its_url_is_masked() -> None:
     token = "XyZ0123456789abcdefGHIJ"
     redact.register(f"https://hooks.chat.example.test/services/T000/B000/{token}")
     assert token not in redact.text(f"delivery failed for services/T000/B000/{token}: 404")
+
+
+def test_a_failed_webhook_delivery_records_no_part_of_the_secret_url(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from runbook_lib.config.params import Notifications
+    from runbook_lib.ops import notify
+
+    token = "Zq9TokenPart0123456789xyz"
+    monkeypatch.setenv("RB_HOOK", f"http://127.0.0.1:1/services/T0ABC/B0DEF/{token}")  # nothing listens on 1
+    deliveries = notify.send(Notifications(webhook_url="env:RB_HOOK"), tmp_path, tmp_path / "c", "s", "b")
+    failed = [d for d in deliveries if d.channel == "webhook"][0]
+    assert not failed.ok and "ConnectionError" in failed.detail, failed.detail
+    assert token not in failed.detail and "T0ABC" not in failed.detail.replace("env:RB_HOOK", "")
