@@ -15,6 +15,7 @@ from rich.console import Console
 from runbook_lib import rehearse
 from runbook_lib.campaign import records, signoffs
 from runbook_lib.clients import pgbouncer, postgres
+from runbook_lib.config import signing
 from runbook_lib.config.params import Params
 from runbook_lib.ops import fallback, migration
 from runbook_lib.run import archive
@@ -77,7 +78,18 @@ def test_a_rehearsal_stops_at_phase2_then_resumes_to_a_complete_campaign(sandbox
         fallback.clear_new(migration.route(sandbox_params))
 
     campaign = tmp_path / "rehearsal"
-    assert archive.verify(campaign) == []
+    # every run signed by the sandbox operator's key and anchored outside the archive
+    assert archive.verify(campaign, signing.trusted_for(sandbox_params), signing.anchor_for(sandbox_params)) == []
+    # no secret of the sandbox (those the parameters name and the others in its secrets folder: replication,
+    # monitoring, the signing key) in any archived byte, in any encoding the scan knows
+    values, unresolved = archive.secret_values([str(r) for r in sandbox_params.scan_refs()])
+    assert len(values) >= 6 and not unresolved, unresolved
+    forms = archive.secret_forms(values)
+    leaks = []
+    for path in (p for p in campaign.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        leaks += [(path.name, len(f)) for f in forms if f.encode() in data]
+    assert leaks == [], leaks
     sealed = archive.manifests(campaign)
     assert all(m["sealed"] for m in sealed)
     assert [m["runbook"] for m in sealed if m["status"] == "succeeded"] == [
