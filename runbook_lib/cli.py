@@ -194,6 +194,7 @@ def _cmd_params_check(args: argparse.Namespace) -> int:
               f"window      {f'{params.window.start} .. {params.window.end}' if params.window else 'not set'}\n"
               f"waivers     {', '.join(w.item for w in params.waivers) or 'none'}\n"
               f"(--full prints every value, redacted)")
+    missing_sections = _sections_for(args.for_runbook, params) if args.for_runbook else []
     unresolved = params.unresolved() if args.resolve else []
     for problem in unresolved:
         console.print(f"[red]does not resolve: {problem}[/red]", highlight=False)
@@ -203,12 +204,28 @@ def _cmd_params_check(args: argparse.Namespace) -> int:
         kind = "LOOSENED (recorded)" if change.looser else "tightened"
         shown = change.key if change.key.startswith("readiness.") else f"policy.{change.key}"
         console.print(f"{shown}: {change.default} -> {change.value} {kind}", highlight=False)
-    if unresolved:
+    if unresolved or missing_sections:
         return runner.EXIT_BAD_INPUT
     console.print(f"[green]{args.file}: valid[/green] (target {params.target.name}, "
                   f"{len(params.secret_refs())} secret references, "
                   f"{'all resolved' if args.resolve else 'none resolved'})", highlight=False)
     return 0
+
+
+def _sections_for(name: str, params: Params) -> list[str]:
+    """Print what the runbook reads and whether the parameters hold it; return the missing needed ones."""
+    from runbook_lib import books
+    from runbook_lib.run.book import sections_check
+
+    if name not in books.BOOKS:
+        console.print(f"[red]--for {name}: no such runbook; one of {', '.join(books.BOOKS)}[/red]", highlight=False)
+        return [name]
+    rows = sections_check(books.load(name), params)
+    table = Table("section", f"what {name} finds", title=f"sections {name} reads")
+    for section, state, missing in rows:
+        table.add_row(section, f"[red]{state}[/red]" if missing else state)
+    Console(stderr=True).print(table)
+    return [section for section, _, missing in rows if missing]
 
 
 def _campaign_dir(args: argparse.Namespace) -> Path:
@@ -600,6 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", help="parameters file (YAML)")
     check.add_argument("-p", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a parameter")
     check.add_argument("--full", action="store_true", help="print every value (secrets as references, redacted)")
+    check.add_argument("--for", dest="for_runbook", metavar="RUNBOOK", help="also list the sections this runbook "
+                       "reads and whether each is set (exit 2 when one its steps need is missing)")
     check.add_argument("--resolve", action="store_true", help="also check that every secret reference resolves "
                                                              "now (env var set, file readable), printing no value")
     check.set_defaults(func=_cmd_params_check)

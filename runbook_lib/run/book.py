@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from runbook_lib.config.params import Params, Target
 from runbook_lib.run.step import Step
 
 PARAMETERS = '''# Parameters: `runbook run` replaces these; interactive runs use the defaults.
@@ -84,7 +85,35 @@ def parameters_read(module: ModuleType) -> list[str]:
                 found.add(str(node.args[0].value))
             elif node.func.id == "_m":
                 found.add("migration")
-    return sorted(found - {"endpoints"})
+    fields = set(Params.model_fields) | {f"target.{name}" for name in Target.model_fields}
+    return sorted(found & fields)  # not the methods and properties of Params (base_dir, endpoints, ...)
+
+
+def sections_needed(module: ModuleType) -> dict[str, list[str]]:
+    """Each parameters section a book's steps refuse without (their requires() guards) -> those steps."""
+    needed: dict[str, list[str]] = {}
+    for step in module.BOOK.steps:
+        for guard in step.guards:
+            if guard.section:
+                needed.setdefault(guard.section, []).append(step.name)
+    return needed
+
+
+def sections_check(module: ModuleType, params: Any) -> list[tuple[str, str, bool]]:
+    """(section, what the parameters hold for it, missing-and-needed) for every section the book reads."""
+    needed = sections_needed(module)
+    rows = []
+    for section in sorted(set(parameters_read(module)) | set(needed)):
+        value: Any = params
+        for part in section.split("."):
+            value = getattr(value, part, None)
+        if value is not None:
+            rows.append((section, "set", False))
+        elif section in needed:
+            rows.append((section, f"MISSING: steps {', '.join(needed[section])} refuse without it", True))
+        else:
+            rows.append((section, "not set (optional: the steps that read it skip it or use a default)", False))
+    return rows
 
 
 def describe(module: ModuleType) -> dict[str, Any]:

@@ -108,6 +108,7 @@ class Guard:
 
     description: str
     check: Callable[[Any], str | None]
+    section: str | None = None  # the parameters section it asks for (requires()), for `params check --for`
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,8 @@ def on_the_clock(outcome: Outcome, started: float, budget: float, prefix: str) -
 
 def requires(attr: str, what: str) -> Guard:
     """A guard that the parameters carry a section (e.g. `requires("backup", "the backup source")`)."""
-    return Guard(f"parameters name {what}", lambda ctx: None if getattr(ctx.params, attr) else f"{attr} is not set")
+    return Guard(f"parameters name {what}", lambda ctx: None if getattr(ctx.params, attr) else f"{attr} is not set",
+                 section=attr)
 
 
 class StepFailed(RunbookError):

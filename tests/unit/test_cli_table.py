@@ -117,3 +117,14 @@ def test_a_refusal_after_a_resumed_run_began_a_change_is_not_refused_before_any_
                                                     "status": "failed", "refusal": True}) + "\n")
     assert runner.refused_before_any_change(now)
     assert not runner.refused_before_any_change(now, earlier)
+
+
+def test_params_check_for_a_runbook_names_a_needed_section_that_is_missing(capsys: pytest.CaptureFixture[str]) -> None:
+    local = str(Path(SANDBOX).parent / "local.yaml")
+    assert exit_code(["params", "check", local, "--for", "phase2_migration"]) == 2
+    err = capsys.readouterr().err
+    assert "migration" in err and "MISSING: steps preflight" in err
+    assert exit_code(["params", "check", SANDBOX, "--for", "readiness"]) == 0
+    err = capsys.readouterr().err
+    assert "sections readiness reads" in err and "MISSING" not in err
+    assert exit_code(["params", "check", SANDBOX, "--for", "no_such_book"]) == 2
