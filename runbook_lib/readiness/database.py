@@ -294,12 +294,54 @@ def db17(p: Probe) -> Finding:
                          otherwise="warn")
 
 
+# A btree index's size when freshly built, from the planner's statistics (its tuple count, the average
+# width of its key columns): each entry a MAXALIGNed tuple header and key plus a line pointer, leaf pages
+# filled to the index's fillfactor (90 by default), one metapage. An index much larger than that holds
+# empty and half-empty pages (bloat) that only a REINDEX gives back. Expression keys have no statistics
+# of their own and are left out, as are indexes never analysed (reltuples < 0).
+BTREE_BLOAT = """
+SELECT ic.oid::regclass::text AS index, pg_relation_size(ic.oid) AS bytes, ic.reltuples AS entries,
+       (1 + ceil(ic.reltuples * (ceil((8 + w.width) / 8.0) * 8 + 4)
+                 / ((current_setting('block_size')::int - 24 - 16)
+                    * coalesce((SELECT split_part(o, '=', 2)::int FROM unnest(ic.reloptions) o
+                                WHERE o LIKE 'fillfactor=%%'), 90) / 100.0)))
+         * current_setting('block_size')::int AS expected_bytes
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_am am ON am.oid = ic.relam AND am.amname = 'btree'
+JOIN pg_class t ON t.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = t.relnamespace
+CROSS JOIN LATERAL (SELECT sum(s.avg_width) AS width, count(*) AS known FROM pg_attribute a
+                    JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = t.relname AND s.attname = a.attname
+                    WHERE a.attrelid = t.oid AND a.attnum = ANY (i.indkey)) w
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'
+  AND NOT 0 = ANY (i.indkey) AND w.known = i.indnatts AND ic.reltuples >= 0
+"""
+
+
+def bloated(rows: list[dict[str, Any]], max_ratio: float, min_bytes: float) -> dict[str, float]:
+    """Index -> its share of empty space, for the indexes above min_bytes whose share is over max_ratio."""
+    found = {}
+    for r in rows:
+        if r["bytes"] > min_bytes and r["expected_bytes"] is not None:
+            ratio = max(0.0, 1 - float(r["expected_bytes"]) / r["bytes"])
+            if ratio > max_ratio:
+                found[r["index"]] = round(ratio, 3)
+    return found
+
+
 @check("DB-18")
 def db18(p: Probe) -> Finding:
     rows = p.sql(p.app_endpoint, """SELECT indexrelid::regclass::text AS index, idx_scan,
         pg_relation_size(indexrelid) AS bytes FROM pg_stat_user_indexes s JOIN pg_index i USING (indexrelid)
         WHERE NOT i.indisunique AND NOT i.indisprimary""")
-    unused = [r["index"] for r in rows if r["idx_scan"] == 0 and r["bytes"] > p.settings.unused_index_min_mb * 1024**2]
-    return Finding.check(not unused, {"indexes": len(rows), "unused_above_limit": unused},
-                         f"no unused index above {p.settings.unused_index_min_mb} MB", "pg_stat_user_indexes",
+    min_bytes = p.settings.unused_index_min_mb * 1024**2
+    unused = [r["index"] for r in rows if r["idx_scan"] == 0 and r["bytes"] > min_bytes]
+    estimates = p.sql(p.app_endpoint, BTREE_BLOAT)
+    swollen = bloated(estimates, p.settings.bloat_max_ratio, min_bytes)
+    return Finding.check(not unused and not swollen,
+                         {"indexes": len(rows), "unused_above_limit": unused, "btree_estimated": len(estimates),
+                          "bloated_above_limit": swollen},
+                         f"no unused index and no btree index over {p.settings.bloat_max_ratio:.0%} empty space, "
+                         f"above {p.settings.unused_index_min_mb} MB", "pg_stat_user_indexes, pg_stats (estimate)",
                          otherwise="warn")

@@ -89,3 +89,31 @@ class _Bar:
 
 def _no_progress(*args: object, **kwargs: object) -> _Bar:
     return _Bar()
+
+
+def test_db18_measures_index_bloat_from_the_statistics(params: Params) -> None:
+    """A freshly built index is near its estimated size; after 90 % of its rows are deleted and vacuumed,
+    the btree keeps its pages: DB-18 names it, with its share of empty space (a real state, no override)."""
+    from runbook_lib.readiness import engine
+
+    spec = params.target.databases["app"].model_dump()
+    checked = validate({"target": {"name": "cat", "environment": "sandbox",
+                                   "databases": {"app": {**spec, "role": "primary"}}},
+                        "readiness": {"app_database": "app", "unused_index_min_mb": 1}})
+    with postgres.connect(checked.endpoints.db("app")) as conn:
+        postgres.query(conn, "CREATE TABLE public.swelling (id int PRIMARY KEY, note text)")
+        postgres.query(conn, "INSERT INTO public.swelling SELECT g, md5(g::text) FROM generate_series(1, 200000) g")
+        postgres.query(conn, "ANALYZE public.swelling")
+
+    def db18() -> engine.ItemResult:
+        return next(iter(engine.run(checked, only=["DB-18"])))
+
+    fresh = db18()
+    assert fresh.observed["btree_estimated"] >= 1 and fresh.observed["bloated_above_limit"] == {}, fresh.observed
+    with postgres.connect(checked.endpoints.db("app")) as conn:
+        postgres.query(conn, "DELETE FROM public.swelling WHERE id % 10 <> 0")
+        postgres.query(conn, "VACUUM ANALYZE public.swelling")
+    swollen = db18()
+    assert swollen.outcome == "warn", swollen
+    assert set(swollen.observed["bloated_above_limit"]) == {"swelling_pkey"}, swollen.observed
+    assert swollen.observed["bloated_above_limit"]["swelling_pkey"] > 0.8
