@@ -4,8 +4,12 @@ member streaming):
 1. **Automatic failover**: the leader's Swarm service is scaled to 0, as if its node died. A replica must take over and the write endpoint must follow; the old leader's service is scaled back and must rejoin as a streaming replica.
 2. **Manual switchover**: a planned switchover through Patroni's REST API to a streaming replica.
 
-Writes are unavailable for the seconds a failover takes. Run `--plan` first to see what would be done. The
-results are recorded in the campaign (readiness HA-02 reads them).
+Writes are unavailable for the seconds a failover takes. During each drill a row is written every 20 ms
+through the write endpoint (into the drill's own table in the maintenance database, dropped after) and the
+acknowledged rows the new leader lacks are counted: the RPO. A drill fails past `drills.rto_max` (writes
+back), `drills.rpo_max_rows` (rows lost) or `drills.rejoin_max` (the old leader streaming again). Run
+`--plan` first to see what would be done. The results are recorded in the campaign (readiness HA-02 reads
+them).
 """
 
 from __future__ import annotations
@@ -61,9 +65,10 @@ def _announce(session: Session) -> Callable[[], None]:
 
 def _outcome(session: Session, result: DrillResult) -> Outcome:
     """The drill's figures; after a cutover, also the way back, which must outlive the drill."""
-    result = drills.verdict(result, session.params.drills.rto_max)
+    result = drills.verdict(result, session.params.drills.rto_max, session.params.drills.rpo_max_rows)
     summary = (f"{result.kind}: {result.old_leader} -> {result.new_leader}; new leader after "
-               f"{result.seconds_to_new_leader} s, writes back after {result.seconds_write_endpoint_back} s"
+               f"{result.seconds_to_new_leader} s, writes back after {result.seconds_write_endpoint_back} s; "
+               f"{result.writes_acknowledged} writes acknowledged during the drill, {result.writes_lost} lost"
                + (f"; FAILED: {result.note}" if not result.passed else ""))
     if session.target.pushgateway is None:
         summary += "; no target.pushgateway: the alert rules count this promotion as unplanned"
@@ -76,6 +81,16 @@ def _outcome(session: Session, result: DrillResult) -> Outcome:
         failed = failed or not way.ok
     return Outcome(summary=summary, metrics={k: v for k, v in result.to_dict().items() if k != "kind"}, failed=failed,
                    state={f"drill_{result.kind}": result.to_dict()})
+
+
+def _under_writes(session: Session, kind: str, drill: Callable[[], DrillResult]) -> Outcome:
+    """The drill with the application's kind of writes going on through the write endpoint, the ones lost
+    counted afterwards (the RPO), then judged by the drills' bounds."""
+    bounds = session.params.drills
+    with drills.DrillWrites(_write_endpoint(session), bounds.write_database, bounds.write_interval,
+                            f"{session.info.run_id}-{kind}") as writes:
+        result = drill()
+    return _outcome(session, drills.with_writes(result, writes))
 
 
 def _plan_automatic(session: Session) -> Outcome:
@@ -96,9 +111,9 @@ def automatic_failover(session: Session) -> Outcome:
     """The leader's Swarm task is stopped; a replica must take over and the write endpoint follow it.
     The stopped member is started again and must stream from the new leader.
     """
-    return _outcome(session, drills.automatic(_patroni(session), session.target.swarm, _write_endpoint(session),
-                                              before_promotion=_announce(session),
-                                              rejoin_timeout=session.params.drills.rejoin_max))
+    return _under_writes(session, "automatic", lambda: drills.automatic(
+        _patroni(session), session.target.swarm, _write_endpoint(session), before_promotion=_announce(session),
+        rejoin_timeout=session.params.drills.rejoin_max))
 
 
 @step("manual_switchover", "Manual switchover through Patroni", mutating=True, plan=_plan_manual, guards=(HEALTHY,))
@@ -106,9 +121,9 @@ def manual_switchover(session: Session) -> Outcome:
     """A planned switchover through Patroni's REST API to a streaming replica; the write endpoint must
     follow and the old leader must stream again.
     """
-    return _outcome(session, drills.manual(_patroni(session), _write_endpoint(session),
-                                           before_promotion=_announce(session),
-                                           rejoin_timeout=session.params.drills.rejoin_max))
+    return _under_writes(session, "manual", lambda: drills.manual(
+        _patroni(session), _write_endpoint(session), before_promotion=_announce(session),
+        rejoin_timeout=session.params.drills.rejoin_max))
 
 
 def _plan_record(session: Session) -> Outcome:

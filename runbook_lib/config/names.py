@@ -9,3 +9,4 @@ REVERSE_PUBLICATION = "rollout_reverse"  # new cluster -> legacy: the way back, 
 REVERSE_SUBSCRIPTION = "rollout_reverse"
 REVERSE_SLOT = REVERSE_SUBSCRIPTION  # a subscription's slot on its publisher is named after it
 PROBE_TABLE = "rollout_write_probe"
+DRILL_TABLE = "rollout_drill_writes"  # in the write endpoint's maintenance database, never the application's

@@ -318,6 +318,12 @@ class Drills(_Model):
     rto_max: Duration = Field(60.0, description="from the leader stopped (or the switchover asked) to writes "
                                                 "accepted through the write endpoint")
     rejoin_max: Duration = Field(180.0, description="until every member, the old leader included, streams again")
+    rpo_max_rows: int = Field(0, ge=0, description="writes acknowledged during the drill and then missing from the "
+                                                   "new leader: more than this fails the drill")
+    write_database: str = Field("postgres", description="database on the write endpoint where the drill's writes "
+                                                        "go (its own table, dropped after; never the application's "
+                                                        "database, which the way back may publish whole)")
+    write_interval: Duration = Field(0.02, description="time between two of the drill's writes")
 
 
 class Phase1(_Model):

@@ -6,6 +6,7 @@ write endpoint follows; the member taken down is brought back and must stream ag
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -13,11 +14,13 @@ from typing import Any
 
 import psycopg
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+from psycopg import sql
 
 from runbook_lib.clients import http, patroni, postgres, prometheus, swarm
 from runbook_lib.config.endpoints import PgSpec
+from runbook_lib.config.names import DRILL_TABLE
 from runbook_lib.config.params import Patroni, Swarm
-from runbook_lib.errors import RunbookError
+from runbook_lib.errors import RunbookError, first_line
 from runbook_lib.promql.expressions import PLANNED_PROMOTIONS
 
 DRILL_KINDS = {"automatic", "manual"}
@@ -71,19 +74,116 @@ class DrillResult:
     seconds_write_endpoint_back: float | None
     member_rejoined: bool
     note: str = ""
+    writes_acknowledged: int | None = None  # writes the endpoint confirmed while the drill ran
+    writes_lost: int | None = None  # of those, missing from the new leader afterwards: the RPO in rows
+    longest_write_gap_s: float | None = None  # the writer's own view of the outage: longest span between two acks
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def verdict(result: DrillResult, rto_max: float) -> DrillResult:
-    """The drill judged by its bounds: the old leader streaming again (within the rejoin wait) and the write
-    endpoint taking writes within rto_max seconds; what it missed is said in the note."""
+def verdict(result: DrillResult, rto_max: float, rpo_max_rows: int = 0) -> DrillResult:
+    """The drill judged by its bounds: the old leader streaming again (within the rejoin wait), the write
+    endpoint taking writes within rto_max seconds, and at most rpo_max_rows acknowledged writes lost (an
+    unmeasured loss fails too); what it missed is said in the note."""
     missed = [] if result.member_rejoined else ["the old leader did not stream again in time (drills.rejoin_max)"]
     back = result.seconds_write_endpoint_back
     if back is None or back > rto_max:
         missed.append(f"writes back after {back} s, over drills.rto_max {rto_max:g} s")
+    if result.writes_lost is None:
+        missed.append("the writes lost were not measured" + (f" ({result.note})" if result.note else ""))
+    elif result.writes_lost > rpo_max_rows:
+        missed.append(f"{result.writes_lost} acknowledged write(s) lost, over drills.rpo_max_rows {rpo_max_rows}")
     return replace(result, passed=not missed, note="; ".join(missed))
+
+
+class DrillWrites:
+    """Application-shaped writes through the write endpoint for the whole drill: one row every `interval`,
+    each acknowledged id kept, so that the rows lost in the failover are counted, not assumed.
+
+    The rows go to their own table in the endpoint's maintenance database (never the application's: after a
+    logical cutover the way back publishes that one whole), and the table is dropped once counted.
+    """
+
+    def __init__(self, endpoint: PgSpec, database: str, interval: float, label: str) -> None:
+        self.endpoint, self.database = endpoint, database
+        self.interval, self.label = interval, label
+        self.acknowledged: list[int] = []
+        self.ack_times: list[float] = []
+        self.failed = 0
+        self.problem = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"drill-writes-{label}", daemon=True)
+        self._table = sql.Identifier(DRILL_TABLE)
+
+    def __enter__(self) -> DrillWrites:
+        try:
+            with postgres.connect(self.endpoint, dbname=self.database, connect_timeout=5) as conn:
+                postgres.query(conn, sql.SQL("CREATE TABLE IF NOT EXISTS {} (drill text NOT NULL, id bigint NOT NULL, "
+                                             "at timestamptz NOT NULL DEFAULT clock_timestamp(), "
+                                             "PRIMARY KEY (drill, id))").format(self._table))
+        except psycopg.Error as exc:
+            self.problem = f"no table for the drill's writes in {self.database}: {first_line(exc)}"
+            return self
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        statement = sql.SQL("INSERT INTO {} (drill, id) VALUES (%s, %s)").format(self._table)
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            try:
+                if conn is None or conn.closed:
+                    conn = postgres.connect(self.endpoint, dbname=self.database, connect_timeout=2)
+                conn.execute(statement, [self.label, n])  # autocommit: acknowledged once execute returns
+                self.acknowledged.append(n)
+                self.ack_times.append(time.monotonic())
+            except psycopg.Error:
+                self.failed += 1
+                if conn is not None and (conn.broken or conn.closed):
+                    conn = None
+            self._stop.wait(self.interval)
+        if conn is not None:
+            conn.close()
+
+    def count_lost(self, timeout: float = 60) -> tuple[int | None, str]:
+        """(acknowledged writes missing from the write endpoint now, why not measured); the table dropped."""
+        if self.problem:
+            return None, self.problem
+        try:
+            present: set[int] = set()
+
+            def read() -> bool:
+                with postgres.connect(self.endpoint, dbname=self.database, connect_timeout=2) as conn:
+                    rows = postgres.query(conn, sql.SQL("SELECT id FROM {} WHERE drill = %s").format(self._table),
+                                          [self.label])
+                    present.update(int(r["id"]) for r in rows)
+                    postgres.query(conn, sql.SQL("DROP TABLE IF EXISTS {}").format(self._table))
+                return True
+
+            _wait("the write endpoint to count the drill's writes", read, timeout)
+        except DrillError as exc:
+            return None, str(exc)
+        return len(set(self.acknowledged) - present), ""
+
+    @property
+    def longest_gap_s(self) -> float | None:
+        times = self.ack_times
+        return round(max(b - a for a, b in zip(times, times[1:], strict=False)), 3) if len(times) > 1 else None
+
+
+def with_writes(result: DrillResult, writes: DrillWrites) -> DrillResult:
+    """The drill's result with what its writes show: acknowledged, lost (or why not measured), longest gap."""
+    lost, why = writes.count_lost()
+    return replace(result, writes_acknowledged=len(writes.acknowledged), writes_lost=lost,
+                   longest_write_gap_s=writes.longest_gap_s, note=why or result.note)
 
 
 def _wait(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.2) -> tuple[Any, float]:
