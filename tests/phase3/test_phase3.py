@@ -54,3 +54,31 @@ def test_health_checks_fail_naming_the_check_with_a_replica_stopped(sandbox_para
         while sum(m.get("state") == "streaming" for m in patroni.members(params.target.patroni)) < 2:
             assert time.monotonic() < deadline, "the replica did not come back"
             time.sleep(2)
+
+
+def test_the_watch_fails_on_a_real_breach_of_errors_and_latency(sandbox, sandbox_params_file: Path,  # noqa: ANN001
+                                                                  tmp_path: Path) -> None:
+    """The application made to fail on purpose (a fifth of its requests erroring, each 800 ms slow): the
+    metrics watch, loosened only where the sandbox records it (duration, CPU, memory trend), fails naming
+    the error rate and the latency it measured, not a changed threshold."""
+    from runbook_lib.clients import prometheus
+    from runbook_lib.promql.expressions import expression
+    from tests.sandboxes import app_fault
+
+    params = load_params(sandbox_params_file)
+    url = params.target.prometheus.url
+    with app_fault(sandbox, error_rate=0.2, latency_ms=800, kind="injected"):
+        deadline = time.monotonic() + 180
+        while (prometheus.scalar(url, expression("error_rate")) or 0) < 0.05:
+            assert time.monotonic() < deadline, "Prometheus did not see the injected errors"
+            time.sleep(2)
+        report = runner.run("phase3_verification", str(sandbox_params_file), outputs_dir=tmp_path, echo=False,
+                            overrides=REHEARSAL)
+    application_settled(params)
+    assert report.exit_code == 1, report.message
+    steps = {s["name"]: s for s in json.loads((report.run_dir / "manifest.json").read_text())["steps"]}
+    watch = steps["watch_metrics"]
+    assert watch["status"] == "failed", watch
+    assert "error_rate" in watch["summary"] and "latency_p95" in watch["summary"], watch["summary"]
+    assert watch["metrics"]["error_rate"] > params.policy.verification_watch.error_rate_max
+    assert watch["metrics"]["latency_p95"] > params.policy.verification_watch.latency_p95_max
