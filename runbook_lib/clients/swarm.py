@@ -16,7 +16,9 @@ from runbook_lib.config.params import Swarm
 @lru_cache(maxsize=4)
 def client(docker_host: str | None = None) -> docker.DockerClient:
     if docker_host:
-        return docker.DockerClient(base_url=docker_host, version="auto", timeout=30)
+        # ssh://: through the host's own ssh client (the operator's ssh config, agent and known hosts)
+        return docker.DockerClient(base_url=docker_host, version="auto", timeout=30,
+                                   use_ssh_client=docker_host.startswith("ssh://"))
     return docker.from_env(version="auto", timeout=30)
 
 

@@ -128,3 +128,14 @@ def test_params_check_for_a_runbook_names_a_needed_section_that_is_missing(capsy
     err = capsys.readouterr().err
     assert "sections readiness reads" in err and "MISSING" not in err
     assert exit_code(["params", "check", SANDBOX, "--for", "no_such_book"]) == 2
+
+
+def test_the_production_example_holds_every_section_each_runbook_needs(capsys: pytest.CaptureFixture[str]) -> None:
+    from runbook_lib import books
+
+    example = str(Path(SANDBOX).parent / "production.example.yaml")
+    window = ["-p", "window.start=2026-12-12T22:00:00Z", "-p", "window.end=2026-12-13T02:00:00Z"]
+    for name in books.BOOKS:
+        assert exit_code(["params", "check", example, "--for", name, *window]) == 0, capsys.readouterr().err
+    assert exit_code(["params", "check", example, "--for", "phase1_pre_migration"]) == 2  # the window is per campaign
+    assert "window" in capsys.readouterr().err
