@@ -475,23 +475,31 @@ def _kernels(proc: subprocess.Popen) -> list[psutil.Process]:
             if any("ipykernel" in part for part in c.cmdline())]
 
 
-def test_resume_after_a_killed_kernel_continues_without_repeating(sandbox_params_file: Path, sandbox_params: Params,
-                                                                  signed: Path, restore_legacy: None) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "runbook_lib.cli", "run", "phase2_migration", "--params",
-                             str(sandbox_params_file), "--outputs", str(signed.parent), "--campaign", signed.name],
+def killed_after(params_file: Path, signed: Path, runbook: str, step_name: str, *overrides: str) -> Path:
+    """Run a runbook through the CLI and SIGKILL its kernel as soon as `step_name` completed; the run exits 3
+    (kernel died). Returns its run folder, for a resume."""
+    proc = subprocess.Popen([sys.executable, "-m", "runbook_lib.cli", "run", runbook, "--params", str(params_file),
+                             "--outputs", str(signed.parent), "--campaign", signed.name,
+                             *[x for o in overrides for x in ("-p", o)]],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     before = set(signed.iterdir())
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 300
     run_dir = None
-    while run_dir is None or not completed(run_dir, "prepare_replication"):
-        assert time.monotonic() < deadline and proc.poll() is None, "phase 2 never reached prepare_replication"
+    while run_dir is None or not completed(run_dir, step_name):
+        assert time.monotonic() < deadline and proc.poll() is None, f"{runbook} never completed {step_name}"
         new = [d for d in set(signed.iterdir()) - before if (d / "journal.jsonl").exists()]
         run_dir = new[0] if new else None
-        time.sleep(0.2)
+        time.sleep(0.1)
     for kernel in _kernels(proc):
         os.kill(kernel.pid, signal.SIGKILL)
     proc.communicate(timeout=180)
     assert proc.returncode == 3
+    return run_dir
+
+
+def test_resume_after_a_killed_kernel_continues_without_repeating(sandbox_params_file: Path, sandbox_params: Params,
+                                                                  signed: Path, restore_legacy: None) -> None:
+    run_dir = killed_after(sandbox_params_file, signed, "phase2_migration", "prepare_replication")
     resumed = runner.run("phase2_migration", str(sandbox_params_file), outputs_dir=signed.parent, echo=False,
                          campaign=signed.name, resume=run_dir.name)
     assert resumed.exit_code == 0, resumed.message
@@ -499,3 +507,27 @@ def test_resume_after_a_killed_kernel_continues_without_repeating(sandbox_params
     assert steps["prepare_replication"]["status"] == "skipped"
     assert steps["cutover"]["status"] == "ok" and steps["app_up"]["status"] == "ok"
     assert pgbouncer.backend(load_params(sandbox_params_file).endpoints.admin(), "app") == ("127.0.0.1", 25500)
+
+
+def test_a_rollback_whose_kernel_is_killed_resumes_without_repeating_and_loses_nothing(
+        sandbox_params_file: Path, sandbox_params: Params, signed: Path, restore_legacy: None) -> None:
+    """The rollback's kernel killed (SIGKILL) right after the switch back: the run exits 3; a resume does not
+    switch again, sees the application on a writable legacy, and every write made on the new cluster before
+    the rollback is on legacy. The comparison at the cut cannot be made any more (its two snapshots died
+    with the kernel): the resumed run stops there and says so, naming the cut's LSN and what to compare,
+    instead of reporting a check it did not make."""
+    cut_over(sandbox_params_file, signed)
+    marker = f"killed-rollback-{signed.name}-{time.time():.0f}"
+    write_through_pool(sandbox_params, marker)
+    run_dir = killed_after(sandbox_params_file, signed, "rollback", "stop_or_detach_new", "rollback.reason=drill")
+    resumed = runner.run("rollback", str(sandbox_params_file), outputs_dir=signed.parent, echo=False,
+                         campaign=signed.name, resume=run_dir.name, overrides=["rollback.reason=drill"])
+    steps = manifest_steps(resumed.run_dir)
+    assert steps["stop_or_detach_new"]["status"] == "skipped", steps["stop_or_detach_new"]
+    assert steps["restore_legacy_traffic"]["status"] == "ok" and steps["validate_restore"]["status"] == "ok", steps
+    assert resumed.exit_code == 1 and steps["consistency_check"]["status"] == "failed"
+    assert "were lost when the kernel restarted" in steps["consistency_check"]["summary"]
+    assert pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == LEGACY
+    assert count_marker(sandbox_params, "legacy", marker) == 1
+    write_through_pool(sandbox_params, f"{marker}-after")
+    assert count_marker(sandbox_params, "legacy", f"{marker}-after") == 1
