@@ -215,11 +215,10 @@ def campaign_files(campaign_dir: Path) -> dict[str, str]:
     """The campaign's own files (its records, outbox, sign-offs, index), each with its hash; run folders and
     the chain are covered by the manifests and the chain itself."""
     files: dict[str, str] = {}
-    for path in sorted(campaign_dir.rglob("*")):
-        rel = path.relative_to(campaign_dir)
-        own = len(rel.parts) == 1 or rel.parts[0] in CAMPAIGN_FOLDERS
-        if own and (path.is_file() or path.is_symlink()) and rel.name not in _UNCOVERED and path.suffix != ".tmp":
-            files[rel.as_posix()] = "link" if path.is_symlink() else sha256_file(path)
+    own = [*campaign_dir.iterdir(), *(p for folder in CAMPAIGN_FOLDERS for p in (campaign_dir / folder).rglob("*"))]
+    for path in sorted(own):  # the run folders are not walked: a long campaign has thousands of files there
+        if (path.is_file() or path.is_symlink()) and path.name not in _UNCOVERED and path.suffix != ".tmp":
+            files[path.relative_to(campaign_dir).as_posix()] = "link" if path.is_symlink() else sha256_file(path)
     return files
 
 
@@ -336,7 +335,7 @@ def _verify_run(run_dir: Path, manifest_path: Path, entry: dict[str, Any]) -> li
     for name, digest in manifest.get("files", {}).items():
         path = _inside(run_dir, name)
         if path is None:
-            problems.append(f"{manifest_path}: lists {str(name)[:80]!r}, which is not a file inside its run folder")
+            problems.append(f"{manifest_path}: lists {str(name)[:200]!r}, which is not a file inside its run folder")
         elif path.is_symlink() or (path.exists() and not path.is_file()):
             problems.append(f"{path}: not a regular file (a link or a folder stands where a sealed file was)")
         elif not path.exists():
