@@ -23,6 +23,7 @@ from runbook_lib.config import signing  # noqa: E402
 from runbook_lib.config.params import Params, ParamsError, load_params  # noqa: E402
 from runbook_lib.config.policy import format_duration, parse_duration  # noqa: E402
 from runbook_lib.config.secrets import SecretError  # noqa: E402
+from runbook_lib.errors import RunbookError  # noqa: E402
 from runbook_lib.run import archive, history, runinfo, runner, schedule  # noqa: E402
 
 console = Console(stderr=True, soft_wrap=True)
@@ -104,7 +105,7 @@ def _cmd_rehearse(args: argparse.Namespace) -> int:
         done = rehearse.rehearse(args.params, campaign=args.campaign, strategy=args.strategy,
                                  with_rollback=args.with_rollback, overrides=args.p,
                                  outputs_dir=Path(args.outputs) if args.outputs else None, console=console)
-    except ParamsError as exc:
+    except RunbookError as exc:  # bad parameters, or a key or keys file that cannot be read
         console.print(f"[red]{exc}[/red]", highlight=False)
         return runner.EXIT_BAD_INPUT
     console.print(rehearse.summary(done), highlight=False)
@@ -292,8 +293,12 @@ def _cmd_archive_index(args: argparse.Namespace) -> int:
         console.print(f"[red]{exc}[/red]", highlight=False)
         return runner.EXIT_BAD_INPUT
     if params is None:
+        if archive.signed_campaign(campaign_dir):
+            console.print("[red]this campaign's files are sealed with a key: a new index.html would break the seal; "
+                          "give -f FILE so the operator's key re-seals it[/red]", highlight=False)
+            return runner.EXIT_BAD_INPUT
         console.print(f"wrote {archive.write_index(campaign_dir)} (the campaign's seal is left as it was: give "
-                      "--params to re-seal it with the operator's key)")
+                      "-f FILE to re-seal it)")
         return 0
     _reseal_campaign(campaign_dir, params)
     console.print(f"wrote {campaign_dir / archive.INDEX} and re-sealed the campaign's own files")
@@ -389,8 +394,13 @@ def _cmd_signoff(args: argparse.Namespace) -> int:
         console.print(f"[green]recorded[/green] {entry['role']}: {entry['name']} (readiness "
                       f"{entry['readiness_sha256'][:12]}, phase 1 {entry['phase1_sha256'][:12]})", highlight=False)
     table = Table("role", "approved", "by", "at", "stale approvals")
+    try:
+        trusted = signing.trusted_for(params)
+    except signing.SigningError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        return runner.EXIT_BAD_INPUT
     rows = signoffs.status(campaign_dir, params.policy, accept_rehearsal=params.target.environment == "sandbox",
-                           trusted=signing.trusted_for(params))
+                           trusted=trusted)
     for row in rows:
         approved = ("[yellow]rehearsal[/yellow]" if row.rehearsal else "[green]yes[/green]") if row.present \
             else "[red]missing[/red]"

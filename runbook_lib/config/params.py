@@ -23,7 +23,7 @@ from runbook_lib.config.policy import Duration
 from runbook_lib.config.readiness_settings import ReadinessSettings
 from runbook_lib.config.readiness_settings import loosenings as readiness_loosenings
 from runbook_lib.config.sandbox_spec import SandboxSpec
-from runbook_lib.config.secrets import Secret, SecretError, SecretRef
+from runbook_lib.config.secrets import NEVER_READ, Secret, SecretError, SecretRef
 from runbook_lib.errors import RunbookError
 
 _SLUG = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -472,16 +472,22 @@ class Params(_Model):
         """Every secret a run could know, for the archive's scan: the references, and each file in the
         secret_dirs (a sandbox's replication and monitoring passwords are there though no field names them)."""
         refs = self.secret_refs()
-        for folder in (self.path(f) for f in self.secret_dirs):
-            files = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+        for folder in self._secret_dirs():
+            files = sorted(p for p in folder.iterdir() if p.is_file() and not p.is_symlink()) if folder.is_dir() else []
             refs += [SecretRef(f"file:{p}") for p in files if p.stat().st_size < 65536]
         return list(dict.fromkeys(refs))
 
+    def _secret_dirs(self) -> list[Path]:
+        return [self.path(folder).resolve() for folder in self.secret_dirs]
+
     def confinement_problems(self) -> list[tuple[str, str]]:
         """(field, why) for each file: reference a run may not read (see SecretRef.outside)."""
-        allowed = [self.base_dir, *(self.path(folder) for folder in self.secret_dirs)]
-        problems = [(f"secret_dirs[{i}]", f"{folder} is a system folder; list the folder that holds the secrets")
-                    for i, folder in enumerate(allowed[1:]) if folder in _TOO_WIDE_TO_ALLOW]
+        listed = self._secret_dirs()
+        problems = [(f"secret_dirs[{i}]", f"{folder} is a system folder or a pseudo-filesystem; list the folder "
+                                          "that holds the secrets")
+                    for i, folder in enumerate(listed)
+                    if folder in _TOO_WIDE_TO_ALLOW or any(folder.is_relative_to(p) for p in NEVER_READ)]
+        allowed = [self.base_dir, *listed]
         found = [(path, ref.outside(allowed)) for path, ref in self.secret_fields()]
         return problems + [(path, why) for path, why in found if why]
 

@@ -7,6 +7,7 @@ Defaults are the checklist's own (production) figures; a target states what diff
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -121,6 +122,10 @@ def _number(value: object) -> float:
     return parse_duration(value) if isinstance(value, str) else float(value)  # type: ignore[arg-type]
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
 def _wide(cidrs: list[str]) -> list[str]:
     wide = []
     for text in cidrs:
@@ -142,9 +147,14 @@ def loosenings(effective: ReadinessSettings) -> list[tuple[str, object, object]]
         old, new = getattr(default, name), getattr(effective, name)
         if old != new and (_number(new) < _number(old)) == (name in _MINIMUMS):
             found.append((name, old, new))
-    for key, limit in effective.latency_targets_ms.items():
-        if limit > default.latency_targets_ms.get(key, float("inf")):
-            found.append((f"latency_targets_ms.{key}", default.latency_targets_ms[key], limit))
+    for key, default_limit in default.latency_targets_ms.items():
+        limit = effective.latency_targets_ms.get(key)
+        if limit is None or limit > default_limit:  # a target dropped is a target loosened
+            found.append((f"latency_targets_ms.{key}", default_limit, "none" if limit is None else limit))
+    for name, default_version in default.vector.min_version.items():
+        version = effective.vector.min_version.get(name)
+        if version is not None and _version(version) < _version(default_version):
+            found.append((f"vector.min_version.{name}", default_version, version))
     dropped = [p for p in default.default_passwords if p not in effective.default_passwords]
     if dropped:
         found.append(("default_passwords", f"{len(default.default_passwords)} candidates",

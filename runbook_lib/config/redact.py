@@ -17,8 +17,9 @@ MASK = "***"
 _values: set[str] = set()
 _URL_PASSWORD = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>\S+)(?P<post>@[^@\s]*)")
 _KV_PASSWORD = re.compile(r"(?P<pre>\b(?:password|passwd|pwd|token|api[_-]?key|secret|access[_-]?key)\s*=\s*)"
-                          r"(?P<pw>'(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
-_AUTH_HEADER = re.compile(r"(?P<pre>\b(?:Bearer|Basic)\s+)(?P<pw>[A-Za-z0-9._~+/=-]{8,})")
+                          r"(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+# a credential after Bearer/Basic has a digit or a base64 character in it: "Basic information" is prose
+_AUTH_HEADER = re.compile(r"(?P<pre>\b(?:Bearer|Basic)\s+)(?P<pw>(?=[A-Za-z._~-]*[0-9+/=])[A-Za-z0-9._~+/=-]{8,})")
 # a secret URL (a webhook) carries its secret in its path or query: those parts are secrets on their own
 _URL_PART_MIN = 16
 

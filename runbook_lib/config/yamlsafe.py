@@ -65,23 +65,29 @@ class _BoundedLoader(yaml.SafeLoader):
 
 
 def _expanded_size(root: Node) -> int:
-    """Nodes in the document once every alias is expanded (aliases share node objects: memoised by id)."""
+    """Nodes in the document once every alias is expanded (aliases share node objects: memoised by id).
+    A node that contains itself (`a: &x [*x]`) expands without end: refused."""
     sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # on the current path from the root: meeting one again is a cycle
     stack: list[tuple[Node, bool]] = [(root, False)]
     while stack:
         node, children_done = stack.pop()
         if id(node) in sizes:
             continue
+        if not children_done and id(node) in open_nodes:
+            raise YamlLimit("", "an alias refers to a value that contains it (an endless document)")
         children: list[Node] = []
         if isinstance(node, SequenceNode):
             children = list(node.value)
         elif isinstance(node, MappingNode):
             children = [n for pair in node.value for n in pair]
         if children_done or not children:
+            open_nodes.discard(id(node))
             sizes[id(node)] = 1 + sum(sizes.get(id(c), 0) for c in children)
             if sizes[id(node)] > MAX_NODES:
                 return sizes[id(node)]
             continue
+        open_nodes.add(id(node))
         stack.append((node, True))
         stack.extend((c, False) for c in children if id(c) not in sizes)
     return sizes[id(root)]
@@ -105,6 +111,8 @@ def read_text(path: Path) -> str:
     """The file's text: a regular file, at most MAX_BYTES, UTF-8. Raises YamlLimit naming what is wrong."""
     if path.is_dir():
         raise YamlLimit("", f"{path} is a directory; expected a parameters file")
+    if path.exists() and not path.is_file():
+        raise YamlLimit("", f"{path} is not a regular file (a pipe or a device); expected a parameters file")
     try:
         with path.open("rb") as f:
             data = f.read(MAX_BYTES + 1)

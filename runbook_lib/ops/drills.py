@@ -128,10 +128,17 @@ class DrillWrites:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=30)  # each write is bounded (statement_timeout): it ends well before
+        if exc_type is not None and not self.problem:  # the drill itself failed: leave nothing behind
+            try:
+                with postgres.connect(self.endpoint, dbname=self.database, connect_timeout=5) as conn:
+                    postgres.query(conn, "SET lock_timeout = '10s'")
+                    postgres.query(conn, sql.SQL("DROP TABLE IF EXISTS {}").format(self._table))
+            except psycopg.Error:
+                pass  # the drill's own error is the one to show
 
     def _loop(self) -> None:
         conn: psycopg.Connection[Any] | None = None
@@ -142,6 +149,7 @@ class DrillWrites:
             try:
                 if conn is None or conn.closed:
                     conn = postgres.connect(self.endpoint, dbname=self.database, connect_timeout=2)
+                    conn.execute("SET statement_timeout = '5s'")  # a write stuck in a failover ends, as a failure
                 conn.execute(statement, [self.label, n])  # autocommit: acknowledged once execute returns
                 self.acknowledged.append(n)
                 self.ack_times.append(time.monotonic())
@@ -157,11 +165,14 @@ class DrillWrites:
         """(acknowledged writes missing from the write endpoint now, why not measured); the table dropped."""
         if self.problem:
             return None, self.problem
+        if self._thread.is_alive():
+            return None, "the drill's writer did not stop in 30 s: a write may still be acknowledged"
         try:
             present: set[int] = set()
 
             def read() -> bool:
                 with postgres.connect(self.endpoint, dbname=self.database, connect_timeout=2) as conn:
+                    postgres.query(conn, "SET lock_timeout = '10s'")
                     rows = postgres.query(conn, sql.SQL("SELECT id FROM {} WHERE drill = %s").format(self._table),
                                           [self.label])
                     present.update(int(r["id"]) for r in rows)

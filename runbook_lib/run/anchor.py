@@ -7,6 +7,7 @@ host but kept by people). Verify reads the committed file (`git show HEAD:...`),
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import subprocess
@@ -47,10 +48,12 @@ def record(repo: Path, campaign: str, first_run: str, entry: dict[str, Any]) -> 
         raise AnchorError(f"anchor repository {repo} is not a git repository (signing.anchor_repo)")
     name = _name(campaign, first_run)
     (repo / campaign).mkdir(exist_ok=True)
-    with (repo / name).open("a") as fh:
-        fh.write(json.dumps(entry, sort_keys=True) + "\n")
-    _git(repo, "add", "--", name)
-    _git(repo, "commit", "-q", "-m", f"{campaign}: sealed {entry.get('run_id')}", "--", name)
+    with (repo / ".git" / "runbook-anchor.lock").open("a") as guard:  # one repository, many campaigns sealing
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        with (repo / name).open("a") as fh:
+            fh.write(json.dumps(entry, sort_keys=True) + "\n")
+        _git(repo, "add", "--", name)
+        _git(repo, "commit", "-q", "-m", f"{campaign}: sealed {entry.get('run_id')}", "--", name)
 
 
 def entries(repo: Path, campaign: str, first_run: str) -> list[dict[str, Any]]:

@@ -11,12 +11,14 @@ and the value is masked in place, so it never stays in the archive.
 from __future__ import annotations
 
 import base64
+import errno
 import fcntl
 import hashlib
 import html
 import json
 import os
 import shutil
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -215,10 +217,12 @@ def campaign_files(campaign_dir: Path) -> dict[str, str]:
     """The campaign's own files (its records, outbox, sign-offs, index), each with its hash; run folders and
     the chain are covered by the manifests and the chain itself."""
     files: dict[str, str] = {}
-    own = [*campaign_dir.iterdir(), *(p for folder in CAMPAIGN_FOLDERS for p in (campaign_dir / folder).rglob("*"))]
+    own = [*campaign_dir.iterdir(), *(p for folder in CAMPAIGN_FOLDERS for p in _files_below(campaign_dir / folder))]
     for path in sorted(own):  # the run folders are not walked: a long campaign has thousands of files there
-        if (path.is_file() or path.is_symlink()) and path.name not in _UNCOVERED and path.suffix != ".tmp":
-            files[path.relative_to(campaign_dir).as_posix()] = "link" if path.is_symlink() else sha256_file(path)
+        if path.is_symlink():
+            files[path.relative_to(campaign_dir).as_posix()] = "link"  # never followed
+        elif path.is_file() and path.name not in _UNCOVERED and path.suffix != ".tmp":
+            files[path.relative_to(campaign_dir).as_posix()] = sha256_file(path)
     return files
 
 
@@ -228,6 +232,14 @@ def refresh(campaign_dir: Path, signer: signing.Signer | None) -> None:
     with _campaign_lock(campaign_dir):
         write_index(campaign_dir)
         _cover_locked(campaign_dir, signer)
+
+
+def signed_campaign(campaign_dir: Path) -> bool:
+    """Whether the campaign's own files were last sealed with a key (a rewrite without one breaks that)."""
+    try:
+        return "signature" in json.loads(_regular(campaign_dir / CAMPAIGN_SEAL))
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def _cover_locked(campaign_dir: Path, signer: signing.Signer | None) -> None:
@@ -279,21 +291,57 @@ def verify(campaign_dir: Path, trusted: signing.TrustedKeys | None = None,
     Without `trusted` keys the hashes and links are checked, which holds only against careless edits;
     with them every chain entry and the campaign's own files must carry a valid signature of a team
     member; with `anchor_repo` the chain must agree with the heads committed there (runs removed from
-    the end are found). Nothing outside campaign_dir (and the anchor repository) is read."""
+    the end are found). Nothing outside campaign_dir (and the anchor repository) is read: no link is
+    followed (each is named) and only regular files are read."""
+    links = _links(campaign_dir)
     try:
-        entries = chain_entries(campaign_dir)
+        entries = [json.loads(line) for line in _regular(campaign_dir / CHAIN).decode().splitlines() if line.strip()]
+    except FileNotFoundError:
+        entries = []
     except (ValueError, OSError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        return [f"{campaign_dir / CHAIN}: not a chain of JSON lines (rewritten or damaged)"]
+        return [*links, f"{campaign_dir / CHAIN}: not a chain of JSON lines (rewritten, damaged or a link)"]
     if not all(isinstance(e, dict) for e in entries):
         return [f"{campaign_dir / CHAIN}: a line is not a chain entry (rewritten or damaged)"]
     if not entries:
         return [f"{campaign_dir / CHAIN}: no sealed runs (missing or empty chain)"]
-    problems = _verify_chain(campaign_dir, entries, trusted)
+    problems = links + _verify_chain(campaign_dir, entries, trusted)
     problems += _verify_folders(campaign_dir, entries)
     problems += _verify_campaign_files(campaign_dir, entries, trusted)
     if anchor_repo is not None:
         problems += _verify_anchor(campaign_dir, entries, anchor_repo)
     return problems
+
+
+def _links(campaign_dir: Path) -> list[str]:
+    """Every symbolic link in the campaign (an archive holds none), named; none is followed."""
+    found = []
+    for root, dirs, files in os.walk(campaign_dir, followlinks=False):
+        found += [f"{Path(root) / name}: a link (an archive holds no links; not followed)"
+                  for name in (*dirs, *files) if (Path(root) / name).is_symlink()]
+    return sorted(found)
+
+
+def _regular(path: Path) -> bytes:
+    """A regular file's bytes, never through a link at its last component and never from a device or a pipe
+    (a link higher up is refused by _links and by the callers' is_symlink checks)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"{path} is not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
+
+
+def _files_below(folder: Path) -> list[Path]:
+    """Regular files and links below folder, without following a link into another folder."""
+    if folder.is_symlink() or not folder.is_dir():
+        return []
+    out = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        out += [Path(root) / n for n in files] + [Path(root) / d for d in dirs if (Path(root) / d).is_symlink()]
+    return sorted(out)
 
 
 def _verify_chain(campaign_dir: Path, entries: list[dict[str, Any]], trusted: signing.TrustedKeys | None) -> list[str]:
@@ -305,6 +353,8 @@ def _verify_chain(campaign_dir: Path, entries: list[dict[str, Any]], trusted: si
             problems.append(f"{campaign_dir / CHAIN}: entry {i + 1} names no run folder inside the campaign "
                             f"({str(entry.get('run_id'))[:80]!r}) or no manifest hash")
             continue
+        if run_dir.is_symlink():
+            continue  # named by _links, never entered
         manifest_path = run_dir / runinfo.MANIFEST
         if entry.get("prev") != prev:
             problems.append(f"{campaign_dir / CHAIN}: entry {entry['run_id']} does not link to the previous one")
@@ -323,10 +373,16 @@ def _verify_chain(campaign_dir: Path, entries: list[dict[str, Any]], trusted: si
 
 
 def _verify_run(run_dir: Path, manifest_path: Path, entry: dict[str, Any]) -> list[str]:
-    body = manifest_path.read_bytes()
+    try:
+        body = _regular(manifest_path)
+    except OSError:
+        return [f"{manifest_path}: not a regular file"]
     if hashlib.sha256(body).hexdigest() != entry["manifest_sha256"]:
         return [f"{manifest_path}: changed since it was sealed"]
-    manifest = json.loads(body)
+    try:
+        manifest = json.loads(body)
+    except ValueError:
+        manifest = None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict):
         return [f"{manifest_path}: not a manifest"]
     problems = []
@@ -343,21 +399,21 @@ def _verify_run(run_dir: Path, manifest_path: Path, entry: dict[str, Any]) -> li
         elif sha256_file(path) != digest:
             problems.append(f"{path}: changed since it was sealed")
     listed = set(manifest.get("files", {})) | {runinfo.MANIFEST}
-    problems += [f"{p}: not part of the sealed run" for p in sorted(run_dir.rglob("*"))
-                 if (p.is_file() or p.is_symlink()) and p.relative_to(run_dir).as_posix() not in listed]
+    problems += [f"{p}: not part of the sealed run" for p in _files_below(run_dir)
+                 if p.relative_to(run_dir).as_posix() not in listed]
     return problems
 
 
 def _verify_folders(campaign_dir: Path, entries: list[dict[str, Any]]) -> list[str]:
     """Every folder of the campaign is a chained run or one of its own folders."""
-    chained = {e.get("run_id") for e in entries}
+    chained = {str(e.get("run_id")) for e in entries}
     problems = []
-    for folder in sorted(p for p in campaign_dir.iterdir() if p.is_dir() or p.is_symlink()):
+    for folder in sorted(p for p in campaign_dir.iterdir() if p.is_dir() and not p.is_symlink()):
         if folder.name in chained or folder.name in CAMPAIGN_FOLDERS:
             continue
         manifest_path = folder / runinfo.MANIFEST
         try:
-            draft = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+            draft = json.loads(_regular(manifest_path))
         except (OSError, ValueError):
             draft = None
         if draft is None or not isinstance(draft, dict):
@@ -374,7 +430,7 @@ def _verify_campaign_files(campaign_dir: Path, entries: list[dict[str, Any]],
                            trusted: signing.TrustedKeys | None) -> list[str]:
     path = campaign_dir / CAMPAIGN_SEAL
     try:
-        sealed = json.loads(path.read_text())
+        sealed = json.loads(_regular(path))
     except FileNotFoundError:
         return [f"{path}: missing; the campaign's records, outbox, sign-offs and index are not covered"]
     except (OSError, ValueError):
@@ -404,7 +460,7 @@ def _verify_anchor(campaign_dir: Path, entries: list[dict[str, Any]], repo: Path
         anchored = anchor.entries(repo, campaign_dir.name, str(entries[0].get("run_id")))
     except anchor.AnchorError as exc:
         return [str(exc)]
-    chained = {e.get("run_id"): e.get("manifest_sha256") for e in entries}
+    chained = {str(e.get("run_id")): e.get("manifest_sha256") for e in entries}
     problems = []
     for item in anchored:
         run_id = item.get("run_id")

@@ -224,3 +224,48 @@ def test_verify_never_reads_a_link_leading_out(sealed: dict, copy: Path, tmp_pat
     (copy / last / "journal.jsonl").symlink_to(copy / last / "params.json")
     problems = check(sealed, copy, keyed=False)
     assert any("journal.jsonl: not a regular file" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("where", ["records", "chain.jsonl", "campaign.json", "manifest.json", "run"])
+def test_a_link_in_the_campaign_is_named_and_never_followed(sealed: dict, copy: Path, tmp_path: Path,
+                                                            where: str) -> None:
+    """Links put where verify reads by fixed names: each is named; verify reads nothing through it (the
+    outside folder holds a pipe, which would block a read, and a file verify would otherwise hash)."""
+    import os
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "looks-like-a-record.json").write_text("{}")
+    os.mkfifo(outside / "pipe")
+    last = copy / sealed["runs"][-1]
+    if where == "records":
+        shutil.rmtree(copy / "records")
+        (copy / "records").symlink_to(outside)
+        link = copy / "records"
+    elif where == "run":
+        shutil.move(str(last), str(outside / last.name))
+        last.symlink_to(outside / last.name)
+        link = last
+    else:
+        link = copy / where if where != "manifest.json" else last / where
+        link.unlink()
+        link.symlink_to(outside / "pipe")
+    problems = check(sealed, copy, keyed=False)
+    assert f"{link}: a link (an archive holds no links; not followed)" in problems, problems
+    assert not any("looks-like-a-record" in p for p in problems), problems
+
+
+def test_a_crafted_chain_or_manifest_is_reported_not_a_traceback(sealed: dict, copy: Path) -> None:
+    entries = chain(copy)
+    entries[0]["run_id"] = ["not", "a", "name"]
+    write_chain(copy, entries)
+    problems = check(sealed, copy)
+    assert any("entry 1 names no run folder inside the campaign" in p for p in problems), problems
+    # a manifest that is no JSON, with its hash set to match (possible without the key)
+    entries = chain(copy)
+    entries[0]["run_id"] = sealed["runs"][0]
+    manifest = copy / sealed["runs"][-1] / "manifest.json"
+    manifest.write_bytes(b"\xff not json")
+    entries[-1]["manifest_sha256"] = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    write_chain(copy, entries)
+    assert f"{manifest}: not a manifest" in check(sealed, copy, keyed=False)

@@ -45,9 +45,12 @@ def alias_bomb() -> str:
     (("a: " + "[" * 5000 + "]" * 5000 + "\n").encode(), "<top>", "nested more than"),
     (alias_bomb().encode(), "<top>", "aliases are expanded"),
     (b"evidence:\n" + b"".join(b"  k%d: '%s'\n" % (i, b"x" * 100) for i in range(4000)), "<top>", "larger than"),
+    (b"a: &x [*x]\n", "<top>", "an alias refers to a value that contains it"),
+    (b"a: &x {b: [1, *x]}\n", "<top>", "an alias refers to a value that contains it"),
     (b"campaign: a\ncampaign: b\n", "campaign", "duplicate key (line 2; first given on line 1)"),
     (b"campaign: a\ntarget: {name: t, name: u}\n", "name", "duplicate key"),
-], ids=["non-utf8", "deep-nesting", "alias-bomb", "oversized", "duplicate-top", "duplicate-nested"])
+], ids=["non-utf8", "deep-nesting", "alias-bomb", "oversized", "self-alias", "self-alias-nested", "duplicate-top",
+        "duplicate-nested"])
 def test_an_unreadable_or_oversized_file_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                                   content: bytes, named: str, why: str) -> None:
     path = tmp_path / "p.yaml"
@@ -85,7 +88,9 @@ def test_a_figure_that_is_not_a_number_is_refused(tmp_path: Path, capsys: pytest
     ({"cert_min_days": -100000}, "readiness.cert_min_days"),
     ({"swappiness_max": 100}, "readiness.swappiness_max"),
     ({"secret_rotation": "3650d"}, "readiness.secret_rotation"),
-    ({"latency_targets_ms": {"p99": 5000}}, "readiness.latency_targets_ms.p99"),
+    ({"latency_targets_ms": {"p50": 50, "p95": 200, "p99": 5000}}, "readiness.latency_targets_ms.p99"),
+    ({"latency_targets_ms": {"p50": 50, "p95": 200}}, "readiness.latency_targets_ms.p99"),  # a target dropped
+    ({"vector": {"min_version": {"ruvector": "1.0.0"}}}, "readiness.vector.min_version.ruvector"),
 ])
 def test_a_loosened_readiness_figure_needs_a_record(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                     readiness: dict, key: str) -> None:
@@ -130,8 +135,9 @@ def test_secret_files_in_a_listed_folder_are_read_and_a_system_folder_cannot_be_
                                                                          "password": "file:../vault/pw"}}}}
     assert check(write(sub, data), capsys)[0] == 2  # outside, not listed
     assert check(write(sub, {**data, "secret_dirs": ["../vault"]}), capsys, "--resolve")[0] == 0
-    code, lines = check(write(sub, {**data, "secret_dirs": ["/etc"]}), capsys)
-    assert code == 2 and "secret_dirs[0]" in lines[0], lines
+    for folder in ("/etc", "//etc", "/etc/../etc", "/proc/self", "/dev"):
+        code, lines = check(write(sub, {**data, "secret_dirs": [folder]}), capsys)
+        assert code == 2 and "secret_dirs[0]" in lines[0], (folder, lines)
 
 
 @pytest.mark.parametrize(("override", "key"), [
@@ -178,10 +184,12 @@ def test_the_archive_scan_catches_each_encoding_of_a_secret(tmp_path: Path, enco
     (tmp_path / "out.txt").write_text(f"before {encode(secret)} after")
     hits = archive.scan_and_mask(tmp_path, {secret})
     assert hits == ["out.txt"], encode(secret)
-    assert "before" in (tmp_path / "out.txt").read_text()
+    masked = (tmp_path / "out.txt").read_text()
+    assert "before" in masked and not any(form in masked for form in archive.secret_forms({secret})), masked
 
 
-def test_a_webhook_token_quoted_without_its_url_is_masked() -> None:
+def test_a_webhook_token_quoted_without_its_url_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(redact, "_values", set(redact._values))  # what this test registers goes with it
     token = "XyZ0123456789abcdefGHIJ"
     redact.register(f"https://hooks.chat.example.test/services/T000/B000/{token}")
     assert token not in redact.text(f"delivery failed for services/T000/B000/{token}: 404")
@@ -192,9 +200,16 @@ def test_a_failed_webhook_delivery_records_no_part_of_the_secret_url(tmp_path: P
     from runbook_lib.config.params import Notifications
     from runbook_lib.ops import notify
 
+    monkeypatch.setattr(redact, "_values", set(redact._values))
     token = "Zq9TokenPart0123456789xyz"
     monkeypatch.setenv("RB_HOOK", f"http://127.0.0.1:1/services/T0ABC/B0DEF/{token}")  # nothing listens on 1
     deliveries = notify.send(Notifications(webhook_url="env:RB_HOOK"), tmp_path, tmp_path / "c", "s", "b")
     failed = [d for d in deliveries if d.channel == "webhook"][0]
     assert not failed.ok and "ConnectionError" in failed.detail, failed.detail
     assert token not in failed.detail and "T0ABC" not in failed.detail.replace("env:RB_HOOK", "")
+
+
+def test_credential_text_is_masked_whole_and_prose_is_left_alone() -> None:
+    assert redact.text("password=ab&cdefgh123 rest") == "password=*** rest"
+    assert redact.text("Authorization: Basic dXNlcjpwYXNzd29yZA==") == "Authorization: Basic ***"
+    assert redact.text("Basic information about the rollout") == "Basic information about the rollout"
