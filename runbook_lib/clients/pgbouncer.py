@@ -199,11 +199,11 @@ def stage(spec: PgBouncerSpec, swarm_spec: Swarm | None, database: str, host: st
         raise PgBouncerError(f"PgBouncer service {spec.service} runs {len(running)} tasks: the switch rewrites and "
                              "reloads one of them, the others would keep sending the application to the old "
                              f"backend; scale it to one task for the window (docker service scale {spec.service}=1)")
-    # the values travel as positional arguments of the script, never spliced into its text
-    script = ('sed -i -E "s/^($1[[:space:]]*=.*host=)[^ ]+( port=)[0-9]+/\\\\1$2\\\\2$3/" "$4" '
-              '&& grep -E "^$1[[:space:]]*=" "$4"')
-    code, out = swarm.exec_in(swarm_spec, service, ["sh", "-c", script, "repoint", database, host, str(int(port)),
-                                                    spec.config_path])
+    # argv only, no shell: the name and host were checked above to hold no character sed or a shell reads
+    edit = f"s/^({database}[[:space:]]*=.*host=)[^ ]+( port=)[0-9]+/\\1{host}\\2{int(port)}/"
+    code, out = swarm.exec_in(swarm_spec, service, ["sed", "-i", "-E", edit, spec.config_path])
+    if code == 0:
+        code, out = swarm.exec_in(swarm_spec, service, ["grep", "-E", f"^{database}[[:space:]]*=", spec.config_path])
     entries = [_target_of(line) for line in out.splitlines() if line.strip()]
     if code != 0 or not entries or any(entry != (host, int(port)) for entry in entries):
         raise PgBouncerError(f"could not rewrite the {database} entry of {spec.config_path} to host={host} "
