@@ -21,6 +21,7 @@ from runbook_lib.config import redact, yamlsafe
 from runbook_lib.config.endpoints import Endpoints, PgBouncerSpec, PgSpec
 from runbook_lib.config.policy import Duration
 from runbook_lib.config.readiness_settings import ReadinessSettings
+from runbook_lib.config.readiness_settings import figure as readiness_figure
 from runbook_lib.config.readiness_settings import loosenings as readiness_loosenings
 from runbook_lib.config.sandbox_spec import SandboxSpec
 from runbook_lib.config.secrets import NEVER_READ, Secret, SecretError, SecretRef
@@ -541,9 +542,12 @@ def _unrecorded(section: str, whose: str, changes: list[policy_mod.Change],
                  f"{section}_loosening with key, reason and approved_by")
                 for c in changes if c.looser and c.key not in recorded]
     loosened = {c.key for c in changes if c.looser}
+    if section == "readiness":  # a record of a figure tightened since (say by -p) is merely unused; a typo is not
+        problems += [(f"readiness_loosening[{i}].key", f"{e.key!r} names no readiness figure")
+                     for i, e in enumerate(records) if not readiness_figure(e.key)]
+        return problems
     problems += [(f"{section}_loosening[{i}].key", f"{e.key!r} names no loosened {section} figure")
-                 for i, e in enumerate(records)
-                 if (f"{section}.{e.key}" if section == "readiness" else e.key) not in loosened]
+                 for i, e in enumerate(records) if e.key not in loosened]
     return problems
 
 

@@ -139,6 +139,14 @@ def _wide(cidrs: list[str]) -> list[str]:
     return wide
 
 
+def figure(key: str) -> bool:
+    """Whether `key` names a readiness figure the loosening rule watches (what a readiness_loosening may name)."""
+    head, _, rest = key.partition(".")
+    if head in ("latency_targets_ms", "vector"):
+        return bool(rest) and (head == "latency_targets_ms" or rest == "accepted" or rest.startswith("min_version."))
+    return head in (*_MINIMUMS, *_MAXIMUMS, "default_passwords", "allowed_cidrs", "admin_cidrs") and not rest
+
+
 def loosenings(effective: ReadinessSettings) -> list[tuple[str, object, object]]:
     """(field, default, value) for every readiness figure made looser than the checklist's own."""
     default = ReadinessSettings()

@@ -104,9 +104,12 @@ def test_a_loosened_readiness_figure_needs_a_record(tmp_path: Path, capsys: pyte
     # a tightening needs nothing, and a record that names no loosened figure is refused
     tight = {**BASE, "readiness": {"cert_min_days": 60, "allowed_cidrs": ["10.1.0.0/16"]}}
     assert check(write(tmp_path, tight), capsys)[0] == 0
+    # a record of a figure tightened since (by -p, say) is merely unused; one that names no figure is refused
     stale = {**tight, "readiness_loosening": [{"key": "cert_min_days", "reason": "no longer loose", "approved_by": "a tester"}]}
-    code, lines = check(write(tmp_path, stale), capsys)
-    assert code == 2 and "readiness_loosening[0].key" in lines[0], lines
+    assert check(write(tmp_path, stale), capsys)[0] == 0
+    typo = {**tight, "readiness_loosening": [{"key": "cert_min_dayz", "reason": "a misspelt key", "approved_by": "a tester"}]}
+    code, lines = check(write(tmp_path, typo), capsys)
+    assert code == 2 and "readiness_loosening[0].key" in lines[0] and "names no readiness figure" in lines[0], lines
 
 
 @pytest.mark.parametrize(("ref", "why"), [
