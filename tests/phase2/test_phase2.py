@@ -332,7 +332,16 @@ def filled(params_file: Path, campaign_dir: Path, fill: bool = True) -> session.
 def assert_legacy_serves_writes(params: Params, marker: str) -> None:
     """PgBouncer still points at legacy, the pool is not paused and legacy takes the application's writes."""
     assert pgbouncer.backend(params.endpoints.admin(), "app") == LEGACY
-    write_through_pool(params, marker)
+    # after a PAUSE given up at its bound, PgBouncer may refuse server logins for server_login_retry (15 s)
+    # with a cached "pause mode" error: the write is retried through that window, no longer
+    deadline = time.monotonic() + 25
+    while True:
+        try:
+            write_through_pool(params, marker)
+            break
+        except psycopg.errors.ProtocolViolation as exc:
+            assert "server login has been failing" in str(exc) and time.monotonic() < deadline, exc
+            time.sleep(1)
     assert count_marker(params, "legacy", marker) == 1
 
 
