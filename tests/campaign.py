@@ -7,8 +7,9 @@ from pathlib import Path
 
 from runbook_lib import rehearse
 from runbook_lib.campaign import records
-from runbook_lib.clients import prometheus
+from runbook_lib.clients import patroni, prometheus
 from runbook_lib.config.params import Params, load_params
+from runbook_lib.readiness import engine
 from runbook_lib.run import runner
 
 
@@ -46,3 +47,28 @@ def application_settled(params: Params, timeout: float = 240) -> None:
     while (prometheus.scalar(params.target.prometheus.url, expr) or 0) > 0:
         assert time.monotonic() < deadline, "the application still reports errors"
         time.sleep(2)
+
+
+def decide(params: Params, *ids: str, campaign: Path | None = None) -> dict[str, str]:
+    """The outcome of these readiness items on the target now."""
+    return {r.id: r.outcome for r in engine.run(params, only=list(ids), campaign_dir=campaign)}
+
+
+def wait_until(what: str, check, timeout: float = 120, interval: float = 1.0) -> None:  # noqa: ANN001
+    """Until check() is true (its errors count as not yet: the thing is down while we wait), bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - the thing is down while we wait
+            pass
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(interval)
+
+
+def cluster_healthy(params: Params) -> bool:
+    """Three members, one leader, every other one streaming."""
+    members = patroni.members(params.target.patroni)
+    return len(members) == 3 and sum(m["role"] == "leader" for m in members) == 1 and all(
+        m["role"] == "leader" or m.get("state") == "streaming" for m in members)

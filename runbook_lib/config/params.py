@@ -436,8 +436,16 @@ class Params(_Model):
         changes = policy_mod.compare(policy_mod.default_policy(), self.policy)
         loose_checks = [policy_mod.Change(f"readiness.{key}", old, new, looser=True)
                         for key, old, new in readiness_loosenings(self.readiness)]
-        problems = _unrecorded("policy", "the rollout policy", changes, self.policy_loosening)
-        problems += _unrecorded("readiness", "the checklist", loose_checks, self.readiness_loosening)
+        problems = _unrecorded(changes, {e.key for e in self.policy_loosening}, "policy.", "the rollout policy",
+                               "policy_loosening")
+        problems += _unrecorded(loose_checks, {f"readiness.{e.key}" for e in self.readiness_loosening}, "",
+                                "the checklist", "readiness_loosening")
+        loosened = {c.key for c in changes if c.looser}
+        problems += [(f"policy_loosening[{i}].key", f"{e.key!r} names no loosened policy figure")
+                     for i, e in enumerate(self.policy_loosening) if e.key not in loosened]
+        # a readiness record of a figure tightened since (say by -p) is merely unused; a typo is refused
+        problems += [(f"readiness_loosening[{i}].key", f"{e.key!r} names no readiness figure")
+                     for i, e in enumerate(self.readiness_loosening) if not readiness_figure(e.key)]
         if problems:
             raise _Problems(problems)
         self._changes = changes + loose_checks
@@ -533,22 +541,12 @@ class Params(_Model):
         return redact.obj(self.model_dump(mode="json", by_alias=True))
 
 
-def _unrecorded(section: str, whose: str, changes: list[policy_mod.Change],
-                records: list[Loosening]) -> list[tuple[str, str]]:
-    """Loosened figures without a record, and records that name no loosened figure."""
-    recorded = {f"{section}.{entry.key}" if section == "readiness" else entry.key for entry in records}
-    problems = [(c.key if section == "readiness" else f"policy.{c.key}",
-                 f"{_show(c.value)} is looser than {whose}'s {_show(c.default)}; a loosening needs an entry in "
-                 f"{section}_loosening with key, reason and approved_by")
-                for c in changes if c.looser and c.key not in recorded]
-    loosened = {c.key for c in changes if c.looser}
-    if section == "readiness":  # a record of a figure tightened since (say by -p) is merely unused; a typo is not
-        problems += [(f"readiness_loosening[{i}].key", f"{e.key!r} names no readiness figure")
-                     for i, e in enumerate(records) if not readiness_figure(e.key)]
-        return problems
-    problems += [(f"{section}_loosening[{i}].key", f"{e.key!r} names no loosened {section} figure")
-                 for i, e in enumerate(records) if e.key not in loosened]
-    return problems
+def _unrecorded(changes: list[policy_mod.Change], recorded: set[str], shown: str, whose: str,
+                records: str) -> list[tuple[str, str]]:
+    """Each loosened figure without a record, named at its key path (`shown` + its key)."""
+    return [(shown + c.key, f"{_show(c.value)} is looser than {whose}'s {_show(c.default)}; a loosening needs an "
+                            f"entry in {records} with key, reason and approved_by")
+            for c in changes if c.looser and c.key not in recorded]
 
 
 class _Problems(ValueError):

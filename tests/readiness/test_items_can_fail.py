@@ -26,29 +26,13 @@ from runbook_lib.campaign import records
 from runbook_lib.clients import http, patroni, postgres, swarm
 from runbook_lib.config.params import Params, load_params
 from runbook_lib.readiness import engine
-from tests.campaign import prometheus_sees_all_up
+from tests.campaign import cluster_healthy, decide, prometheus_sees_all_up, wait_until
 
 pytestmark = pytest.mark.sandbox
 
 
-def decide(params: Params, *ids: str, campaign: Path | None = None) -> dict[str, str]:
-    return {r.id: r.outcome for r in engine.run(params, only=list(ids), campaign_dir=campaign)}
-
-
 def with_overrides(sandbox_params_file: Path, *overrides: str) -> Params:
     return load_params(sandbox_params_file, list(overrides))
-
-
-def wait_until(what: str, check, timeout: float = 120, interval: float = 1.0) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except Exception:  # noqa: BLE001 - the thing is down while we wait
-            pass
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(interval)
 
 
 def leader_service(params: Params) -> object:
@@ -61,12 +45,6 @@ def replica_service(params: Params) -> object:
     leader = patroni.leader(params.target.patroni)
     member = next(m for m in params.target.patroni.members if m.name != leader)
     return swarm.for_target(params.target.swarm).services.get(member.service)
-
-
-def cluster_healthy(params: Params) -> bool:
-    members = patroni.members(params.target.patroni)
-    return len(members) == 3 and sum(m["role"] == "leader" for m in members) == 1 and all(
-        m["role"] == "leader" or m.get("state") == "streaming" for m in members)
 
 
 @contextmanager

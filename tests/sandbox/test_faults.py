@@ -14,8 +14,7 @@ from runbook_lib.clients import postgres, swarm
 from runbook_lib.config.params import Params
 from runbook_lib.readiness import engine
 from runbook_lib.run import runner
-from tests.campaign import prometheus_sees_all_up
-from tests.readiness.test_items_can_fail import cluster_healthy, decide, wait_until
+from tests.campaign import cluster_healthy, decide, prometheus_sees_all_up, wait_until
 
 pytestmark = pytest.mark.sandbox
 
