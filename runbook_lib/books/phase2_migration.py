@@ -200,18 +200,28 @@ def prepare_replication(session: Session) -> Outcome:
             bar.n = done
             bar.refresh()
 
-        copy = migration.wait_initial_copy(r.target, names.SUBSCRIPTION, m.copy_timeout, progress)
+        def restart() -> list[str]:
+            lost = migration.orphaned_syncs(r.target, r.source, names.SUBSCRIPTION)
+            if lost:
+                bar.write(f"table-sync slot lost for {', '.join(lost)}: the copy starts again from scratch")
+                migration.restart_copy(r.target, r.source, names.SUBSCRIPTION, names.PUBLICATION)
+            return lost
+
+        copy = migration.wait_initial_copy(r.target, names.SUBSCRIPTION, m.copy_timeout, progress, restart)
     tables = copy.states.get("r", 0)
     views = migration.refresh_materialized_views(r.target)
     rode_out = (f"; the new cluster's endpoint did not answer {copy.interruptions} poll(s) (a failover?) "
                 "and the copy carried on" if copy.interruptions else "")
+    rode_out += (f"; the copy started again from scratch: table-sync slot lost for {', '.join(copy.restarts)}"
+                 if copy.restarts else "")
     return _timer(session, Outcome(summary=f"{schema}; subscription {'created' if created else 'already present'}; "
                                            f"{tables} tables copied and streaming{rode_out}"
                                            + (f"; {len(views)} materialized views refreshed" if views else "")
                                            + ("; DDL frozen on legacy until the cutover" if frozen else "")
                                            + (f"; Patroni set to keep the way back: {', '.join(protected)}"
                                               if protected else ""),
-                                   metrics={"tables": tables, "copy_interruptions": copy.interruptions}))
+                                   metrics={"tables": tables, "copy_interruptions": copy.interruptions,
+                                            "copy_restarts": len(copy.restarts)}))
 
 
 @step("final_backup", "Final online backup of legacy (before the pause)", mutating=True,

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, LiteralString
 
 import psycopg
@@ -249,12 +249,72 @@ def not_ready(subscriber: PgSpec, name: str) -> list[str]:
 
 
 ERRORS_MAX = 3  # table-sync or apply errors in a row before the wait gives up (a worker retries every 5 s)
+RESTARTS_MAX = 2  # copies started again from scratch (a table-sync slot lost) before the wait gives up
 
 
 @dataclass
 class CopyResult:
     states: dict[str, int]
     interruptions: int  # polls that found the subscriber unreachable (a failover of the new cluster)
+    restarts: list[str] = field(default_factory=list)  # tables whose lost sync slot made the copy start again
+
+
+_FINISHED_COPY = """SELECT s.oid::text AS sub, c.oid::text AS rel, format('%%I.%%I', n.nspname, c.relname) AS t
+                     FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid
+                     JOIN pg_class c ON c.oid = r.srrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE s.subname = %s AND r.srsubstate = 'f'"""
+ORPHAN_CHECK_EVERY = 10.0  # seconds between looks for lost table-sync slots while a table is in state 'f'
+
+
+def orphaned_syncs(subscriber: PgSpec, publisher: PgSpec, name: str) -> list[str]:
+    """Tables whose copy finished ('f') but whose table-sync slot is gone from the publisher.
+
+    Why: a table-sync worker in state 'f' resumes from its own slot; when that slot is gone (a failover of
+    the subscriber promoted a member that missed the slot's drop, or the slot was lost on the publisher) the
+    worker fails on every retry and the table never streams. Only a copy from scratch mends it.
+    """
+    with _conn(subscriber) as conn:
+        rows = postgres.query(conn, _FINISHED_COPY, [name])
+    if not rows:
+        return []
+    with _conn(publisher) as conn:
+        slots = {r["slot_name"] for r in postgres.query(conn, "SELECT slot_name FROM pg_replication_slots "
+                                                               "WHERE slot_name LIKE 'pg\\_%%\\_sync\\_%%'")}
+    # PostgreSQL names a table-sync slot pg_<subscription oid>_sync_<relation oid>_<system identifier>
+    missing = {r["t"] for r in rows if not any(s.startswith(f"pg_{r['sub']}_sync_{r['rel']}_") for s in slots)}
+    if not missing:
+        return []
+    # a worker drops its slot only after it recorded the table synced: still 'f' now means the slot is lost
+    with _conn(subscriber) as conn:
+        still = {r["t"] for r in postgres.query(conn, _FINISHED_COPY, [name])}
+    return sorted(missing & still)
+
+
+def restart_copy(subscriber: PgSpec, publisher: PgSpec, name: str, publication: str) -> list[str]:
+    """The initial copy from scratch: the subscription disabled, every table it fills emptied on the subscriber
+    (a partition through its root), the subscription dropped (its slots with it) and made again. Only for a
+    subscriber that nothing but this subscription writes to (the new cluster before the cutover). Should the
+    tables not be emptied, the subscription is enabled again as it was. Returns the tables emptied."""
+    with _conn(subscriber) as conn:
+        tables = [(r["schema"], r["table"]) for r in postgres.query(
+            conn, """SELECT DISTINCT n.nspname AS schema, c.relname AS table FROM pg_subscription_rel r
+                     JOIN pg_subscription s ON s.oid = r.srsubid
+                     JOIN pg_class c ON c.oid = coalesce(pg_partition_root(r.srrelid), r.srrelid)
+                     JOIN pg_namespace n ON n.oid = c.relnamespace WHERE s.subname = %s ORDER BY 1, 2""", [name])]
+        subscription = sql.Identifier(name)
+        postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(subscription))
+        if tables:
+            try:
+                postgres.query(conn, sql.SQL("TRUNCATE {}").format(
+                    sql.SQL(", ").join(sql.Identifier(s, t) for s, t in tables)))
+            except psycopg.errors.FeatureNotSupported as exc:  # a table outside the subscription references one
+                postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(subscription))
+                raise MigrationError(f"the copy must start again (a table-sync slot was lost) but its tables cannot "
+                                     f"be emptied on {subscriber.name}: {first_line(exc)}; the subscription is "
+                                     "left as it was") from exc
+    drop_subscription(subscriber, name)  # tables emptied: a re-run from here makes it again and copies all
+    ensure_subscription(subscriber, publisher, name, publication, copy_data=True)
+    return [f"{s}.{t}" for s, t in tables]
 
 
 UNREACHABLE_MAX = 120.0  # seconds in a row the subscriber may not answer: a failover takes far less
@@ -262,16 +322,21 @@ _PERMANENT = ("password authentication failed", "does not exist", "no pg_hba.con
 
 
 def wait_initial_copy(subscriber: PgSpec, name: str, timeout: float,
-                      on_progress: Callable[[int, int], None] | None = None) -> CopyResult:
+                      on_progress: Callable[[int, int], None] | None = None,
+                      restart: Callable[[], list[str]] | None = None) -> CopyResult:
     """Wait until every table of the subscription is copied and streaming ('r').
 
     The subscriber's write endpoint may fail over meanwhile: the subscription lives in the cluster's
     catalog, so the new leader's workers carry on (a table whose copy was cut short starts again);
     this wait rides out the moments when the endpoint does not answer, but not a refusal that no
     failover explains (authentication, a missing database) nor a silence longer than UNREACHABLE_MAX.
+    While a table waits in state 'f', `restart()` is asked every ORPHAN_CHECK_EVERY seconds whether the copy
+    must start again (up to RESTARTS_MAX times): it answers the tables that made it restart, or an empty list.
     """
     deadline = time.monotonic() + timeout
     interruptions = 0
+    restarts: list[str] = []
+    rounds, looked = 0, time.monotonic()
     silent_since: float | None = None
     baseline = sync_errors(subscriber, name)
     while True:
@@ -280,6 +345,16 @@ def wait_initial_copy(subscriber: PgSpec, name: str, timeout: float,
             errors = sync_errors(subscriber, name)
             silent_since = None
             new = (errors[0] - baseline[0], errors[1] - baseline[1])
+            # a lost table-sync slot fails its worker outside the error counts: look for one while a table is 'f'
+            if states.get("f") and restart is not None and rounds < RESTARTS_MAX \
+                    and time.monotonic() - looked >= ORPHAN_CHECK_EVERY:
+                looked = time.monotonic()
+                mended = restart()
+                if mended:
+                    rounds += 1
+                    restarts.extend(mended)
+                    baseline = sync_errors(subscriber, name)
+                    continue
             if new[0] >= ERRORS_MAX or new[1] >= ERRORS_MAX:
                 raise MigrationError(
                     f"the copy is failing: {new[0]} table-sync and {new[1]} apply errors since it started; tables not "
@@ -301,7 +376,7 @@ def wait_initial_copy(subscriber: PgSpec, name: str, timeout: float,
             if on_progress:
                 on_progress(done, total)
             if total and done == total:
-                return CopyResult(states, interruptions)
+                return CopyResult(states, interruptions, restarts)
         if time.monotonic() > deadline:
             raise MigrationError(f"initial copy not finished after {timeout:g} s: "
                                  f"{states if states is not None else 'the new cluster does not answer'}")

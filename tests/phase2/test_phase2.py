@@ -443,6 +443,21 @@ def copy_ballast(sandbox_params: Params):  # noqa: ANN201
         postgres.query(conn, "DROP TABLE IF EXISTS copy_ballast")
 
 
+def copying(rb: session.Session) -> tuple[threading.Thread, dict[str, object]]:
+    """prepare_replication started in a thread; its StepResult (or the error) lands in the dict."""
+    outcome: dict[str, object] = {}
+
+    def fill() -> None:
+        try:
+            outcome["result"] = rb.run(phase2.prepare_replication)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            outcome["error"] = exc
+
+    filler = threading.Thread(target=fill)
+    filler.start()
+    return filler, outcome
+
+
 def test_a_failover_during_the_initial_copy_is_survived(sandbox, sandbox_params_file: Path,  # noqa: ANN001
                                                         sandbox_params: Params, signed: Path,
                                                         copy_ballast: str, restore_legacy: None) -> None:
@@ -450,16 +465,7 @@ def test_a_failover_during_the_initial_copy_is_survived(sandbox, sandbox_params_
 
     rb = filled(sandbox_params_file, signed, fill=False)
     try:
-        outcome: dict[str, object] = {}
-
-        def fill() -> None:
-            try:
-                outcome["result"] = rb.run(phase2.prepare_replication)
-            except BaseException as exc:  # noqa: BLE001 - reported by the test thread
-                outcome["error"] = exc
-
-        filler = threading.Thread(target=fill)
-        filler.start()
+        filler, outcome = copying(rb)
         wait_until("the ballast table's copy to start", lambda: _sync_state(sandbox_params, copy_ballast) == "d", 120)
         moved = sandboxes.failover(sandbox, timeout=90)  # the subscriber's leader goes away mid-copy
         assert moved["new_leader"] != moved["old_leader"]
@@ -471,6 +477,74 @@ def test_a_failover_during_the_initial_copy_is_survived(sandbox, sandbox_params_
         assert validated.status == "ok", validated.summary
         assert rb.run(phase2.cutover_step).status == "ok"
     finally:
+        rb.release()
+
+
+def _lose_sync_slot(params: Params, table: str) -> str:
+    """End the table-sync walsender of `table` on legacy and drop its slot: what a failover of the subscriber
+    to a member that missed the slot's drop leaves behind. Returns the slot's name."""
+    with postgres.connect(params.endpoints.db("dpg-rw")) as conn:
+        ids = postgres.query(conn, """SELECT r.srsubid::text AS sub, r.srrelid::oid::text AS rel
+                                      FROM pg_subscription_rel r WHERE r.srrelid = %s::regclass""", [table])[0]
+    prefix = f"pg_{ids['sub']}_sync_{ids['rel']}_"
+    with postgres.connect(params.endpoints.db("legacy")) as conn:
+        def dropped() -> bool:
+            slot = postgres.query(conn, "SELECT slot_name, active_pid FROM pg_replication_slots "
+                                        "WHERE starts_with(slot_name, %s)", [prefix])
+            if not slot:
+                return True
+            if slot[0]["active_pid"]:
+                postgres.query(conn, "SELECT pg_terminate_backend(%s)", [slot[0]["active_pid"]])
+            try:
+                postgres.query(conn, "SELECT pg_drop_replication_slot(%s)", [slot[0]["slot_name"]])
+            except psycopg.errors.ObjectInUse:
+                return False
+            return True
+
+        wait_until(f"the table-sync slot {prefix}* dropped on legacy", dropped, 30)
+    return prefix
+
+
+def test_a_lost_table_sync_slot_starts_the_copy_again(sandbox_params_file: Path, sandbox_params: Params,
+                                                      signed: Path, copy_ballast: str, restore_legacy: None) -> None:
+    """A table whose copy finished ('f') but whose table-sync slot is gone never streams (issue 15: seen after
+    a failover mid-copy); the copy must start again from scratch and end equal on both sides."""
+    rb = filled(sandbox_params_file, signed, fill=False)
+    stop = threading.Event()
+
+    def write_ballast() -> None:  # rows after the copy's snapshot: the table's catch-up has changes to apply
+        with postgres.connect(sandbox_params.endpoints.db("legacy")) as conn:
+            row = 2_000_000
+            while not stop.is_set():
+                postgres.query(conn, "INSERT INTO copy_ballast VALUES (%s, 'after the snapshot')", [row])
+                row += 1
+                stop.wait(0.1)
+
+    writer = threading.Thread(target=write_ballast)
+    writer.start()
+    try:
+        filler, outcome = copying(rb)
+        wait_until("the ballast table's copy to start", lambda: _sync_state(sandbox_params, copy_ballast) == "d", 120)
+        with postgres.connect(sandbox_params.endpoints.db("dpg-rw"), autocommit=False) as holder:
+            holder.execute("SET lock_timeout = '600s'")
+            # granted once the copy commits (state 'f'); the table's catch-up then waits on it, holding state 'f'
+            holder.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(copy_ballast)))
+            assert _sync_state(sandbox_params, copy_ballast) == "f"
+            _lose_sync_slot(sandbox_params, copy_ballast)
+            holder.rollback()
+        filler.join(timeout=900)
+        assert not filler.is_alive() and "error" not in outcome, outcome.get("error")
+        result = outcome["result"]
+        print(result.summary)
+        assert result.metrics["copy_restarts"] == 1, result.summary
+        assert "table-sync slot lost for public.copy_ballast" in result.summary
+        stop.set()
+        writer.join(timeout=30)
+        validated = rb.run(phase2.validate_cut)  # the ballast, its late rows included, equal on both sides
+        assert validated.status == "ok", validated.summary
+    finally:
+        stop.set()
+        writer.join(timeout=30)
         rb.release()
 
 
