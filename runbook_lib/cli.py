@@ -21,7 +21,7 @@ from rich.table import Column, Table  # noqa: E402
 from runbook_lib import __version__  # noqa: E402
 from runbook_lib.config import signing  # noqa: E402
 from runbook_lib.config.params import Params, ParamsError, load_params  # noqa: E402
-from runbook_lib.config.policy import format_duration, parse_duration  # noqa: E402
+from runbook_lib.config.policy import default_policy, format_duration, parse_duration  # noqa: E402
 from runbook_lib.config.secrets import SecretError  # noqa: E402
 from runbook_lib.errors import RunbookError  # noqa: E402
 from runbook_lib.run import archive, history, runinfo, runner, schedule  # noqa: E402
@@ -279,6 +279,24 @@ def _cmd_keys_init(args: argparse.Namespace) -> int:
     console.print(f"private key: {private} (0600; never share it, never put it in the archive)\n"
                   "add this line to the team's keys file (signing.trusted_keys):", highlight=False)
     print(line)
+    return 0
+
+
+def _cmd_monitoring_export(args: argparse.Namespace) -> int:
+    from runbook_lib.promql import export
+
+    try:
+        policy = load_params(args.params, args.p).policy if args.params else default_policy()
+        written = export.export(policy, Path(args.dir))
+    except ParamsError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        return runner.EXIT_BAD_INPUT
+    except OSError as exc:
+        console.print(f"[red]cannot write to {args.dir}: {exc.strerror}[/red]", highlight=False)
+        return runner.EXIT_BAD_INPUT
+    for path in written:
+        console.print(f"wrote {path}", highlight=False)
+    console.print("check them with: promtool check rules " + str(written[0]), highlight=False)
     return 0
 
 
@@ -645,6 +663,15 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "verify":
             cmd.add_argument("--keys", help="the team's public keys file (instead of the parameters' trusted_keys)")
             cmd.add_argument("--anchor", help="the anchor git repository (instead of the parameters' anchor_repo)")
+    mon = sub.add_parser("monitoring", help="what a production Prometheus and Grafana load").add_subparsers(
+        dest="monitoring_cmd", required=True)
+    mon_export = mon.add_parser("export", help="write the alert rules (monitoring matrix, rollback triggers) and the "
+                                               "Grafana dashboard built from the same metric definitions")
+    mon_export.add_argument("dir", help="folder to write prometheus/ and grafana/ into")
+    mon_export.add_argument("-f", "--params", help="parameters file whose policy (with its changes) to export "
+                                                   "(default: the built-in policy)")
+    mon_export.add_argument("-p", action="append", default=[], metavar="KEY=VALUE", help="override a parameter")
+    mon_export.set_defaults(func=_cmd_monitoring_export)
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="keys_cmd", required=True)
     keys_init = keys.add_parser("init", help="make an Ed25519 key pair for signing runs and approvals")
     keys_init.add_argument("name", help="your name as the team's keys file will list it")

@@ -47,14 +47,14 @@ def promql(trigger: Trigger) -> str | None:
     """The value to compare with the threshold, or None for a trigger raised by an operator."""
     if trigger.metric in RAISED_BY_OPERATOR:
         return None
-    expr = _measure(trigger)
+    expr = measure(trigger)
     if not trigger.for_:
         return expr
     worst = "min_over_time" if trigger.op in (">", ">=") else "max_over_time"
     return f"{worst}(({expr})[{format_duration(trigger.for_)}:{SUBQUERY_STEP}])"
 
 
-def _measure(trigger: Trigger) -> str:
+def measure(trigger: Trigger) -> str:
     """The metric's PromQL, counted within the trigger's own window where it names one."""
     return expression(trigger.metric, format_duration(trigger.within) if trigger.within else None)
 
@@ -95,7 +95,7 @@ def alert_rules(triggers: list[Trigger]) -> list[dict[str, Any]]:
             continue
         name = "".join(part.title() for part in t.metric.split("_"))
         rule: dict[str, Any] = {
-            "alert": f"RollbackTrigger{name}", "expr": f"({_measure(t)}) {t.op} {t.threshold:g}",
+            "alert": f"RollbackTrigger{name}", "expr": f"({measure(t)}) {t.op} {t.threshold:g}",
             "labels": {"severity": "critical", "metric": t.metric, "action": "rollback"},
             "annotations": {"summary": f"rollback trigger: {t.metric} {condition(t)}; run the rollback runbook"}}
         if t.for_:

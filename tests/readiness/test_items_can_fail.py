@@ -133,6 +133,7 @@ def test_sandbox_verdict_is_ready_with_waivers_listed(sandbox_params: Params, re
     assert v.ready, f"sandbox not ready: {not_ok}"
     waived = {r.id for r in results if r.outcome == "waived"}
     assert waived == {w.item for w in sandbox_params.waivers}
+    assert next(r for r in results if r.id == "MON-02").outcome == "pass"  # the exported dashboard (parameters/grafana)
     assert all(r.waiver and r.waiver["approved_by"] for r in results if r.outcome == "waived")
 
 

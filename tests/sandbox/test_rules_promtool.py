@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from runbook_lib.config.policy import default_policy
-from runbook_lib.promql import rules
+from runbook_lib.promql import export, rules, triggers
 
 pytestmark = pytest.mark.sandbox
 
@@ -43,9 +43,44 @@ def timeline(*steps: tuple[int, int]) -> str:
     return " ".join(f"{v}+0x{n}" for v, n in steps)
 
 
-def test_rules_pass_promtool_check(sandbox, tmp_path: Path) -> None:
-    (tmp_path / "rules.yml").write_text(rules.render(default_policy()))
-    result = promtool(sandbox, tmp_path, "check", "rules", "rules.yml")
+def test_the_exported_rules_pass_promtool_check(sandbox, tmp_path: Path) -> None:
+    written = export.export(default_policy(), tmp_path)  # what `runbook monitoring export` writes
+    result = promtool(sandbox, tmp_path, "check", "rules", str(written[0].relative_to(tmp_path)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
+RATIO_TRIGGERS = {"error_rate": "app_errors_total", "db_connection_errors": 'app_errors_total{kind="connection"}'}
+
+
+@pytest.mark.parametrize("metric", sorted(RATIO_TRIGGERS))
+def test_a_sustained_trigger_fires_after_its_window_of_breach_and_not_before(metric: str, sandbox,  # noqa: ANN001
+                                                                             tmp_path: Path) -> None:
+    """The policy's "> threshold for N min": a breach just above the threshold fires once it has held N minutes
+    (not a look earlier); one just under it never fires. Changing a rule's threshold or window fails this."""
+    trigger = next(t for t in default_policy().rollback_triggers if t.metric == metric)
+    alertname = next(r["alert"] for r in triggers.alert_rules([trigger]))
+    window_min = int(trigger.for_ / 60)
+    start = 10  # minutes of clean traffic before the breach
+    quiet, total = start * 4, (start + window_min + 10) * 4  # 15 s samples
+
+    def series(share: float) -> list[dict]:
+        per_sample = round(1000 * share)  # errors per 1,000 requests a sample
+        return [{"series": "app_requests_total", "values": f"0+1000x{total}"},
+                {"series": RATIO_TRIGGERS[metric], "values": f"0+0x{quiet} 0+{per_sample}x{total - quiet}"}]
+
+    # the expression's 1-minute rates hold the breach's full ratio once a whole minute of it is in the window;
+    # the rule's `for` counts from there
+    breached_at = start * 60 + 60
+    above, under = trigger.threshold * 1.2, trigger.threshold * 0.8
+    write_tests(tmp_path, [
+        {"interval": "15s", "input_series": series(above), "alert_rule_test": [
+            {"eval_time": f"{breached_at + window_min * 60 - 30}s", "alertname": alertname, "exp_alerts": []},
+            {"eval_time": f"{breached_at + window_min * 60 + 30}s", "alertname": alertname,
+             "exp_alerts": firing(alertname)}]},
+        {"interval": "15s", "input_series": series(under), "alert_rule_test": [
+            {"eval_time": f"{breached_at + window_min * 60 + 300}s", "alertname": alertname, "exp_alerts": []}]}])
+    result = promtool(sandbox, tmp_path, "test", "rules", "tests.yml")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
