@@ -1,30 +1,84 @@
-"""HTTP JSON calls with timeouts and errors that say which endpoint failed."""
+"""HTTP calls with timeouts, bounded retries, TLS trust, client certificates and credentials per API.
+
+One `requests.Session` per API origin (scheme, host, port): its CA bundle, client certificate and basic auth
+come from the parameters' `access` of that API (config.http_access); its retries are urllib3's `Retry`
+(a refused connection, and a GET whose answer did not come, are tried again a bounded number of times).
+Errors name the method and the endpoint, never a credential.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
-from runbook_lib.config import redact
+from runbook_lib.config import http_access, redact
 from runbook_lib.errors import RunbookError
 
 TIMEOUT = 5.0
+_DEFAULT = http_access.Access(api="an API without access settings")
+_SESSIONS: dict[tuple[str, http_access.Access], requests.Session] = {}
 
 
 class HttpError(RunbookError):
     pass
 
 
-def call(method: str, url: str, *, json_body: Any = None, params: dict[str, Any] | None = None, timeout: float = TIMEOUT,
-         expect_json: bool = True, ok_codes: tuple[int, ...] = (200,)) -> Any:
+def _session(url: str) -> tuple[requests.Session, http_access.Access]:
+    access = http_access.lookup(url) or _DEFAULT
+    key = (http_access.origin(url), access)
+    if key not in _SESSIONS:
+        session = requests.Session()
+        retry = Retry(total=access.retries, connect=access.retries, read=min(access.retries, 1), status=0,
+                      backoff_factor=0.1, allowed_methods=frozenset({"GET", "HEAD"}), raise_on_status=False)
+        session.mount(key[0].split(":")[0] + "://", HTTPAdapter(max_retries=retry))
+        if access.cert_file and access.key_file:
+            session.cert = (str(access.cert_file), str(access.key_file))
+        if access.username and access.password:
+            session.auth = (access.username, access.password.resolve().reveal())
+        _SESSIONS[key] = session
+    return _SESSIONS[key], access
+
+
+def call(method: str, url: str, *, json_body: Any = None, params: dict[str, Any] | None = None,
+         timeout: float | None = None, expect_json: bool = True, ok_codes: tuple[int, ...] = (200,),
+         data: bytes | None = None, headers: dict[str, str] | None = None) -> Any:
+    where = f"{method} {redact.text(url)}"
     try:
-        response = requests.request(method, url, json=json_body, params=params, timeout=timeout)
+        session, access = _session(url)
+        # verify per request: a session's own CA would lose to REQUESTS_CA_BUNDLE in the environment
+        response = session.request(method, url, json=json_body, params=params, data=data, headers=headers,
+                                   timeout=timeout or access.timeout,
+                                   verify=str(access.ca_file) if access.ca_file else True)
+    except requests.exceptions.SSLError as exc:
+        raise HttpError(f"{where}: TLS failed ({_reason(exc)}); is {_api(url)}.access.ca_file the CA that signed "
+                        "its certificate?") from None
     except requests.RequestException as exc:
-        raise HttpError(f"{method} {redact.text(url)}: {type(exc).__name__}: {exc}") from None
+        raise HttpError(f"{where}: {type(exc).__name__}: {redact.text(str(exc))}") from None
+    except RunbookError as exc:  # a credential reference that does not resolve
+        raise HttpError(f"{where}: {exc}") from None
+    if response.status_code in (401, 403) and response.status_code not in ok_codes:
+        raise HttpError(f"{where}: HTTP {response.status_code}: the API refuses these credentials; set "
+                        f"{_api(url)}.access (username and password, or a client certificate)")
     if response.status_code not in ok_codes:
-        raise HttpError(f"{method} {redact.text(url)}: HTTP {response.status_code} {response.text[:200]}")
+        raise HttpError(f"{where}: HTTP {response.status_code} {redact.text(response.text[:200])}")
     return response.json() if expect_json else response
+
+
+def _api(url: str) -> str:
+    access = http_access.lookup(url)
+    return access.api if access else "the API"
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    for marker in ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed", "WRONG_VERSION_NUMBER", "alert"):
+        if marker in text:
+            return text[text.index(marker):][:120]
+    return text[:160]
 
 
 def get(url: str, **kw: Any) -> Any:
@@ -33,6 +87,14 @@ def get(url: str, **kw: Any) -> Any:
 
 def post(url: str, body: Any = None, **kw: Any) -> Any:
     return call("POST", url, json_body=body if body is not None else {}, **kw)
+
+
+def status(url: str) -> int | None:
+    """The answer's status code, None when nothing answers (health checks that read the code only)."""
+    try:
+        return int(call("GET", url, expect_json=False, ok_codes=tuple(range(100, 600))).status_code)
+    except HttpError:
+        return None
 
 
 def first_answer(urls: list[str], what: str, call: Any) -> Any:
@@ -44,3 +106,11 @@ def first_answer(urls: list[str], what: str, call: Any) -> Any:
         except HttpError as exc:
             errors.append(str(exc))
     raise HttpError(f"no endpoint answered {what}: " + "; ".join(errors))
+
+
+def push_handler(url: str, method: str, timeout: float | None, headers: list[tuple[str, str]],
+                 data: bytes) -> Callable[[], None]:
+    """prometheus_client's push handler, through this module's sessions (the Pushgateway's TLS and credentials)."""
+    def handle() -> None:
+        call(method, url, data=data, headers=dict(headers), timeout=timeout, expect_json=False, ok_codes=(200, 202))
+    return handle

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import requests
-
 from runbook_lib.clients import http
 from runbook_lib.config.params import Patroni
 
@@ -26,10 +24,7 @@ def leader(spec: Patroni) -> str | None:
 
 def is_primary(api_url: str) -> bool:
     """GET /primary answers 200 only on the leader (what HAProxy's health check asks)."""
-    try:
-        return requests.get(f"{api_url.rstrip('/')}/primary", timeout=http.TIMEOUT).status_code == 200
-    except requests.RequestException:
-        return False
+    return http.status(f"{api_url.rstrip('/')}/primary") == 200
 
 
 def config(spec: Patroni) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from runbook_lib.config import http_access, redact, yamlsafe
 from runbook_lib.config import policy as policy_mod
-from runbook_lib.config import redact, yamlsafe
 from runbook_lib.config.endpoints import Endpoints, PgBouncerSpec, PgSpec
 from runbook_lib.config.policy import Duration
 from runbook_lib.config.readiness_settings import ReadinessSettings
@@ -90,6 +90,42 @@ class Database(_Model):
                       connect_timeout=self.connect_timeout, role=self.role)
 
 
+class HttpAccess(_Model):
+    """How the runbooks reach one HTTP API: the CA that signed its certificate, a client certificate, credentials.
+    Paths are relative to the parameters file; the password is a secret reference, resolved only when sent."""
+
+    ca_file: str | None = Field(None, description="CA bundle that signed the API's server certificate (https)")
+    cert_file: str | None = Field(None, description="client certificate (PEM) for APIs that ask for one (etcd)")
+    key_file: str | None = Field(None, description="the client certificate's private key (PEM)")
+    username: str | None = Field(None, pattern=r"^[^:\s]+$", description="basic auth user")
+    password: SecretRef | None = Field(None, description="basic auth password (a secret reference)")
+    timeout: float = Field(5.0, gt=0, le=120, description="seconds to connect and to read an answer")
+    retries: int = Field(2, ge=0, le=10, description="retries of a refused connection (and of a GET's read)")
+
+    @model_validator(mode="after")
+    def _pairs(self) -> HttpAccess:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("cert_file and key_file go together (a client certificate and its key)")
+        if bool(self.username) != bool(self.password):
+            raise ValueError("username and password go together (basic auth)")
+        return self
+
+    def runtime(self, api: str, base_dir: Path) -> http_access.Access:
+        return http_access.Access(api=api, ca_file=_anchored(self.ca_file, base_dir),
+                                  cert_file=_anchored(self.cert_file, base_dir),
+                                  key_file=_anchored(self.key_file, base_dir), username=self.username,
+                                  password=self.password.absolute(base_dir) if self.password else None,
+                                  timeout=self.timeout, retries=self.retries)
+
+
+def _no_plaintext_credentials(urls: list[str], access: HttpAccess | None) -> None:
+    """Credentials or a client key sent over http:// would cross the network in the clear."""
+    if access and (access.password or access.key_file):
+        plain = [u for u in urls if u.lower().startswith("http://")]
+        if plain:
+            raise ValueError(f"access carries credentials but {plain[0]} is plain http: use https")
+
+
 class PatroniMember(_Model):
     name: str
     api_url: str
@@ -101,12 +137,30 @@ class PatroniMember(_Model):
 class Patroni(_Model):
     scope: str
     members: list[PatroniMember] = Field(min_length=1)
+    access: HttpAccess | None = Field(None, description="TLS and credentials of the members' REST API")
+
+    @model_validator(mode="after")
+    def _secure(self) -> Patroni:
+        _no_plaintext_credentials([m.api_url for m in self.members], self.access)
+        return self
+
+    def urls(self) -> list[str]:
+        return [m.api_url for m in self.members]
 
 
 class Etcd(_Model):
     endpoints: list[str] = Field(min_length=1)
+    access: HttpAccess | None = Field(None, description="TLS, client certificate and credentials of etcd")
 
     _check = field_validator("endpoints")(lambda v: [_no_embedded_password(e) for e in v])
+
+    @model_validator(mode="after")
+    def _secure(self) -> Etcd:
+        _no_plaintext_credentials(self.endpoints, self.access)
+        return self
+
+    def urls(self) -> list[str]:
+        return list(self.endpoints)
 
 
 class HAProxy(_Model):
@@ -144,7 +198,17 @@ class HttpService(_Model):
         default_factory=dict, description="Alertmanager: extra labels that route the test alert to a receiver "
                                           "(receiver -> labels); every test alert also carries test_receiver=<name>")
 
+    access: HttpAccess | None = Field(None, description="TLS and credentials of this API")
+
     _check = field_validator("url", "webhook_url")(_no_embedded_password)
+
+    @model_validator(mode="after")
+    def _secure(self) -> HttpService:
+        _no_plaintext_credentials(self.urls(), self.access)
+        return self
+
+    def urls(self) -> list[str]:
+        return [u for u in (self.url, self.webhook_url) if u]
 
 
 class Swarm(_Model):
@@ -510,6 +574,21 @@ class Params(_Model):
                 problems.append(f"{path}: {exc}")
         return problems
 
+    def http_apis(self) -> dict[str, tuple[list[str], HttpAccess | None]]:
+        """Every HTTP API of the target: its key path, its URLs and how to reach them."""
+        t = self.target
+        apis: dict[str, tuple[list[str], HttpAccess | None]] = {}
+        for key, api in (("target.patroni", t.patroni), ("target.etcd", t.etcd), ("target.prometheus", t.prometheus),
+                         ("target.alertmanager", t.alertmanager), ("target.pushgateway", t.pushgateway)):
+            if api is not None:
+                apis[key] = (api.urls(), api.access)
+        return apis
+
+    def register_http_access(self) -> None:
+        """Make each API's TLS trust and credentials the ones the HTTP client uses for its URLs."""
+        for key, (urls, access) in self.http_apis().items():
+            http_access.register(urls, access.runtime(key, self.base_dir) if access else http_access.Access(api=key))
+
     def resolve(self, ref: SecretRef) -> Secret:
         """Resolve a reference from these parameters (file: paths anchored at the file's directory)."""
         return ref.absolute(self.base_dir).resolve()
@@ -651,6 +730,7 @@ def validate(raw: dict[str, Any], source: Path | None = None) -> Params:
         confined = params.confinement_problems()
         if confined:
             raise ParamsError(confined, name)
+    params.register_http_access()
     return params
 
 

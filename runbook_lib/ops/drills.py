@@ -61,7 +61,7 @@ def _push(pushgateway: str, count: int) -> None:
     registry = CollectorRegistry()
     Gauge(PLANNED_PROMOTIONS, "promotions the runbooks' drills made on purpose (a running count)",
           registry=registry).set(count)
-    push_to_gateway(pushgateway, job="runbook_drills", registry=registry, timeout=10)
+    push_to_gateway(pushgateway, job="runbook_drills", registry=registry, timeout=10, handler=http.push_handler)
 
 
 @dataclass

@@ -25,7 +25,7 @@ import psycopg
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 from psycopg import sql
 
-from runbook_lib.clients import patroni, postgres
+from runbook_lib.clients import http, patroni, postgres
 from runbook_lib.config.endpoints import PgSpec
 from runbook_lib.config.names import PUBLICATION, REVERSE_PUBLICATION, REVERSE_SUBSCRIPTION
 from runbook_lib.config.names import REVERSE_SLOT as SLOT
@@ -259,7 +259,7 @@ def expect(pushgateway: HttpService | None, expected: bool) -> bool:
     registry = CollectorRegistry()
     Gauge(WAY_BACK_EXPECTED, "1 while reverse replication to legacy must run (after a logical cutover)",
           registry=registry).set(1 if expected else 0)
-    push_to_gateway(pushgateway.url, job="runbook_way_back", registry=registry, timeout=10)
+    push_to_gateway(pushgateway.url, job="runbook_way_back", registry=registry, timeout=10, handler=http.push_handler)
     return True
 
 

@@ -1,0 +1,145 @@
+"""The runbooks' HTTP client against secured APIs (issue 12): a real Prometheus behind its web config (TLS and
+basic auth) and a real etcd asking for client certificates, both from the sandbox image. Each refuses the
+runbooks without the parameters' access (401, or a failed TLS handshake) and answers with it; no error carries
+the password."""
+
+from __future__ import annotations
+
+import copy
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import bcrypt
+import pytest
+import yaml
+
+from runbook_lib.clients import etcd, http, prometheus
+from runbook_lib.config.params import Params, load_params
+from tests.campaign import wait_until
+from tests.conftest import free_port
+from tests.unit.test_params import BASE
+
+pytestmark = pytest.mark.sandbox
+PASSWORD_VAR = "RUNBOOK_TEST_PROMETHEUS_PASSWORD"
+
+
+def _container(sandbox, folder: Path, *command: str) -> Iterator[None]:  # noqa: ANN001
+    name = f"runbook-secured-{secrets.token_hex(4)}"
+    subprocess.run(["docker", "run", "-d", "--rm", "--name", name, "--network", "host", "-v", f"{folder}:/t:ro",
+                    "--entrypoint", command[0], sandbox.spec.image_tag(), *command[1:]],
+                   check=True, capture_output=True, timeout=120, env=sandbox.docker_env())
+    try:
+        yield
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60, env=sandbox.docker_env())
+
+
+def _tls(sandbox, folder: Path) -> None:  # noqa: ANN001
+    """The sandbox CA's server certificate (127.0.0.1), one for etcd (whose gateway also presents it as a
+    client), and a client certificate for the runbooks, all signed by the sandbox's CA."""
+    for name in ("ca.crt", "server.crt", "server.key"):
+        shutil.copy(sandbox.tls_dir / name, folder / name)
+    _sign(sandbox, folder, "client", "extendedKeyUsage=clientAuth\n")
+    _sign(sandbox, folder, "etcd", "extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1\n")
+    for key in folder.glob("*.key"):
+        key.chmod(0o644)  # read by the server inside its container (a throwaway key of a test)
+
+
+def _sign(sandbox, folder: Path, name: str, extensions: str) -> None:  # noqa: ANN001
+    (folder / f"{name}.ext").write_text("basicConstraints=CA:FALSE\n" + extensions)
+    for args in (["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                  "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=runbook {name}"],
+                 ["x509", "-req", "-in", f"{name}.csr", "-CA", str(sandbox.tls_dir / "ca.crt"), "-CAkey",
+                  str(sandbox.tls_dir / "ca.key"), "-CAcreateserial", "-CAserial", f"{name}.srl",
+                  "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext"]):
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True, timeout=60)
+
+
+def _params(tmp_path: Path, section: str, spec: dict) -> Params:
+    data = copy.deepcopy(BASE)
+    data["target"][section] = spec
+    path = tmp_path / f"{section}-{secrets.token_hex(3)}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_params(path)
+
+
+@pytest.fixture
+def secured_prometheus(sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:  # noqa: ANN001
+    folder = tmp_path / "prometheus"
+    folder.mkdir()
+    _tls(sandbox, folder)
+    password = secrets.token_urlsafe(18)
+    monkeypatch.setenv(PASSWORD_VAR, password)
+    (folder / "web.yml").write_text(yaml.safe_dump({
+        "tls_server_config": {"cert_file": "/t/server.crt", "key_file": "/t/server.key"},
+        "basic_auth_users": {"runbook": bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=8)).decode()}}))
+    (folder / "prometheus.yml").write_text("global: {scrape_interval: 15s}\n")
+    port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    yield from _started(_container(sandbox, folder, "prometheus", "--config.file=/t/prometheus.yml",
+                                   "--web.config.file=/t/web.yml", f"--web.listen-address=127.0.0.1:{port}",
+                                   "--storage.tsdb.path=/tmp/prometheus"), url)
+
+
+def _started(container: Iterator[None], url: str) -> Iterator[str]:
+    """The container's URL once it accepts connections; the container removed after the test."""
+    next(container)
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        wait_until(f"{url} to accept connections", lambda: socket.create_connection(("127.0.0.1", port), 2).close()
+                   is None, 90)
+        yield url
+    finally:
+        next(container, None)
+
+
+def test_prometheus_refuses_the_runbooks_without_credentials_and_answers_with_them(
+        secured_prometheus: str, tmp_path: Path) -> None:
+    url, password = secured_prometheus, os.environ[PASSWORD_VAR]
+    ca = str(tmp_path / "prometheus" / "ca.crt")
+    _params(tmp_path, "prometheus", {"url": url, "access": {"ca_file": ca, "username": "runbook",
+                                                            "password": f"env:{PASSWORD_VAR}"}})
+    assert prometheus.scalar(url, "vector(7)") == 7.0  # TLS verified against the CA, basic auth accepted
+
+    _params(tmp_path, "prometheus", {"url": url, "access": {"ca_file": ca}})  # the CA, no credentials
+    with pytest.raises(http.HttpError, match="HTTP 401: the API refuses these credentials; set "
+                                             "target.prometheus.access") as refused:
+        prometheus.scalar(url, "vector(7)")
+    _params(tmp_path, "prometheus", {"url": url})  # not even the CA: the handshake fails, nothing is sent
+    with pytest.raises(http.HttpError, match="TLS failed .*target.prometheus.access.ca_file") as untrusted:
+        prometheus.scalar(url, "vector(7)")
+    assert password not in str(refused.value) + str(untrusted.value)
+
+
+@pytest.fixture
+def secured_etcd(sandbox, tmp_path: Path) -> Iterator[str]:  # noqa: ANN001
+    folder = tmp_path / "etcd"
+    folder.mkdir()
+    _tls(sandbox, folder)
+    client, peer = free_port(), free_port()
+    url = f"https://127.0.0.1:{client}"
+    yield from _started(_container(
+        sandbox, folder, "etcd", "--name", "t", "--data-dir", "/tmp/etcd", "--listen-client-urls", url,
+        "--advertise-client-urls", url, "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+        "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}", "--initial-cluster", f"t=http://127.0.0.1:{peer}",
+        "--cert-file", "/t/etcd.crt", "--key-file", "/t/etcd.key", "--client-cert-auth",
+        "--trusted-ca-file", "/t/ca.crt"), url)
+
+
+def test_etcd_refuses_the_runbooks_without_a_client_certificate_and_answers_with_one(
+        secured_etcd: str, tmp_path: Path) -> None:
+    folder = tmp_path / "etcd"
+    params = _params(tmp_path, "etcd", {"endpoints": [secured_etcd], "access": {
+        "ca_file": str(folder / "ca.crt"), "cert_file": str(folder / "client.crt"), "key_file": str(folder / "client.key")}})
+    assert params.target.etcd is not None
+    members = etcd.member_list(params.target.etcd)["members"]
+    assert [m["name"] for m in members] == ["t"]
+    params = _params(tmp_path, "etcd", {"endpoints": [secured_etcd], "access": {"ca_file": str(folder / "ca.crt")}})
+    assert params.target.etcd is not None
+    with pytest.raises(http.HttpError, match="no endpoint answered etcd member/list: POST https://127.0.0.1:[0-9]+"):
+        etcd.member_list(params.target.etcd)
