@@ -250,28 +250,32 @@ def not_ready(subscriber: PgSpec, name: str) -> list[str]:
 
 ERRORS_MAX = 3  # table-sync or apply errors in a row before the wait gives up (a worker retries every 5 s)
 RESTARTS_MAX = 2  # copies started again from scratch (a table-sync slot lost) before the wait gives up
+ORPHAN_CHECK_EVERY = 10.0  # seconds between looks for lost table-sync slots while a table is in state 'f'
+WORKERS_STOP_MAX = 60.0  # seconds a disabled subscription's workers may take to exit
 
 
 @dataclass
 class CopyResult:
     states: dict[str, int]
     interruptions: int  # polls that found the subscriber unreachable (a failover of the new cluster)
-    restarts: list[str] = field(default_factory=list)  # tables whose lost sync slot made the copy start again
+    restarts: int = 0  # times the copy started again from scratch
+    lost: list[str] = field(default_factory=list)  # the tables whose lost sync slot made it start again
 
 
 _FINISHED_COPY = """SELECT s.oid::text AS sub, c.oid::text AS rel, format('%%I.%%I', n.nspname, c.relname) AS t
                      FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid
                      JOIN pg_class c ON c.oid = r.srrelid JOIN pg_namespace n ON n.oid = c.relnamespace
                      WHERE s.subname = %s AND r.srsubstate = 'f'"""
-ORPHAN_CHECK_EVERY = 10.0  # seconds between looks for lost table-sync slots while a table is in state 'f'
 
 
 def orphaned_syncs(subscriber: PgSpec, publisher: PgSpec, name: str) -> list[str]:
-    """Tables whose copy finished ('f') but whose table-sync slot is gone from the publisher.
+    """Tables whose copy finished ('f') and whose table-sync slot is not on the publisher now.
 
     Why: a table-sync worker in state 'f' resumes from its own slot; when that slot is gone (a failover of
     the subscriber promoted a member that missed the slot's drop, or the slot was lost on the publisher) the
-    worker fails on every retry and the table never streams. Only a copy from scratch mends it.
+    worker fails on every retry, outside the subscription's error counts, and the table never streams.
+    One look is not proof: a worker drops its slot just before it commits the table synced (LostSyncSlots
+    asks twice).
     """
     with _conn(subscriber) as conn:
         rows = postgres.query(conn, _FINISHED_COPY, [name])
@@ -281,37 +285,69 @@ def orphaned_syncs(subscriber: PgSpec, publisher: PgSpec, name: str) -> list[str
         slots = {r["slot_name"] for r in postgres.query(conn, "SELECT slot_name FROM pg_replication_slots "
                                                                "WHERE slot_name LIKE 'pg\\_%%\\_sync\\_%%'")}
     # PostgreSQL names a table-sync slot pg_<subscription oid>_sync_<relation oid>_<system identifier>
-    missing = {r["t"] for r in rows if not any(s.startswith(f"pg_{r['sub']}_sync_{r['rel']}_") for s in slots)}
-    if not missing:
-        return []
-    # a worker drops its slot only after it recorded the table synced: still 'f' now means the slot is lost
-    with _conn(subscriber) as conn:
-        still = {r["t"] for r in postgres.query(conn, _FINISHED_COPY, [name])}
-    return sorted(missing & still)
+    return sorted(r["t"] for r in rows if not any(s.startswith(f"pg_{r['sub']}_sync_{r['rel']}_") for s in slots))
+
+
+@dataclass
+class LostSyncSlots:
+    """Called while a table sits in state 'f': a table seen without its sync slot at two looks in a row (a
+    worker that just finished has committed 's' by the second) makes the copy start again from scratch.
+    Returns the tables that did; past RESTARTS_MAX restarts a lost slot is an error naming them."""
+
+    subscriber: PgSpec
+    publisher: PgSpec
+    name: str
+    publication: str
+    suspects: set[str] = field(default_factory=set)
+    restarts: int = 0
+
+    def __call__(self) -> list[str]:
+        lost = set(orphaned_syncs(self.subscriber, self.publisher, self.name))
+        confirmed, self.suspects = sorted(lost & self.suspects), lost
+        if not confirmed:
+            return []
+        if self.restarts >= RESTARTS_MAX:
+            raise MigrationError(f"the table-sync slot of {', '.join(confirmed)} was lost again after "
+                                 f"{self.restarts} copies from scratch; the subscription stays (find what drops "
+                                 "slots on the publisher, then re-run)")
+        restart_copy(self.subscriber, self.publisher, self.name, self.publication)
+        self.restarts += 1
+        self.suspects = set()
+        return confirmed
 
 
 def restart_copy(subscriber: PgSpec, publisher: PgSpec, name: str, publication: str) -> list[str]:
-    """The initial copy from scratch: the subscription disabled, every table it fills emptied on the subscriber
-    (a partition through its root), the subscription dropped (its slots with it) and made again. Only for a
-    subscriber that nothing but this subscription writes to (the new cluster before the cutover). Should the
-    tables not be emptied, the subscription is enabled again as it was. Returns the tables emptied."""
+    """The initial copy from scratch: the subscription disabled and its workers gone, every table it fills
+    emptied on the subscriber (a partition through its root), the subscription dropped (its slots with it) and
+    made again. Only for a subscriber that nothing but this subscription writes to (the new cluster before the
+    cutover). Should the tables not be emptied, the subscription is enabled again as it was. Returns the tables
+    emptied."""
+    subscription = sql.Identifier(name)
     with _conn(subscriber) as conn:
         tables = [(r["schema"], r["table"]) for r in postgres.query(
             conn, """SELECT DISTINCT n.nspname AS schema, c.relname AS table FROM pg_subscription_rel r
                      JOIN pg_subscription s ON s.oid = r.srsubid
                      JOIN pg_class c ON c.oid = coalesce(pg_partition_root(r.srrelid), r.srrelid)
                      JOIN pg_namespace n ON n.oid = c.relnamespace WHERE s.subname = %s ORDER BY 1, 2""", [name])]
-        subscription = sql.Identifier(name)
         postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(subscription))
-        if tables:
-            try:
+        try:
+            # DISABLE does not wait: a worker inside a transaction would apply it after the TRUNCATE
+            deadline = time.monotonic() + WORKERS_STOP_MAX
+            while postgres.scalar(conn, """SELECT count(*) FROM pg_stat_subscription st JOIN pg_subscription s
+                                           ON s.oid = st.subid WHERE s.subname = %s AND st.pid IS NOT NULL""", [name]):
+                if time.monotonic() > deadline:
+                    raise MigrationError(f"the workers of subscription {name} did not exit within "
+                                         f"{WORKERS_STOP_MAX:g} s of DISABLE")
+                time.sleep(0.5)
+            if tables:
+                postgres.query(conn, "SET lock_timeout = '30s'")
                 postgres.query(conn, sql.SQL("TRUNCATE {}").format(
                     sql.SQL(", ").join(sql.Identifier(s, t) for s, t in tables)))
-            except psycopg.errors.FeatureNotSupported as exc:  # a table outside the subscription references one
-                postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(subscription))
-                raise MigrationError(f"the copy must start again (a table-sync slot was lost) but its tables cannot "
-                                     f"be emptied on {subscriber.name}: {first_line(exc)}; the subscription is "
-                                     "left as it was") from exc
+        except (psycopg.Error, MigrationError) as exc:
+            postgres.query(conn, sql.SQL("ALTER SUBSCRIPTION {} ENABLE").format(subscription))
+            raise MigrationError(f"the copy must start again (a table-sync slot was lost) but its tables could not "
+                                 f"be emptied on {subscriber.name}: {first_line(exc)}; the subscription is left as "
+                                 "it was") from exc
     drop_subscription(subscriber, name)  # tables emptied: a re-run from here makes it again and copies all
     ensure_subscription(subscriber, publisher, name, publication, copy_data=True)
     return [f"{s}.{t}" for s, t in tables]
@@ -330,13 +366,14 @@ def wait_initial_copy(subscriber: PgSpec, name: str, timeout: float,
     catalog, so the new leader's workers carry on (a table whose copy was cut short starts again);
     this wait rides out the moments when the endpoint does not answer, but not a refusal that no
     failover explains (authentication, a missing database) nor a silence longer than UNREACHABLE_MAX.
-    While a table waits in state 'f', `restart()` is asked every ORPHAN_CHECK_EVERY seconds whether the copy
-    must start again (up to RESTARTS_MAX times): it answers the tables that made it restart, or an empty list.
+    While a table waits in state 'f', `restart()` (a LostSyncSlots) is asked every ORPHAN_CHECK_EVERY
+    seconds whether the copy must start again; it answers the tables that made it, and the wait's
+    bound starts again with the copy.
     """
     deadline = time.monotonic() + timeout
     interruptions = 0
-    restarts: list[str] = []
-    rounds, looked = 0, time.monotonic()
+    result = CopyResult({}, 0)
+    looked = time.monotonic()
     silent_since: float | None = None
     baseline = sync_errors(subscriber, name)
     while True:
@@ -346,14 +383,14 @@ def wait_initial_copy(subscriber: PgSpec, name: str, timeout: float,
             silent_since = None
             new = (errors[0] - baseline[0], errors[1] - baseline[1])
             # a lost table-sync slot fails its worker outside the error counts: look for one while a table is 'f'
-            if states.get("f") and restart is not None and rounds < RESTARTS_MAX \
-                    and time.monotonic() - looked >= ORPHAN_CHECK_EVERY:
+            if states.get("f") and restart is not None and time.monotonic() - looked >= ORPHAN_CHECK_EVERY:
                 looked = time.monotonic()
-                mended = restart()
-                if mended:
-                    rounds += 1
-                    restarts.extend(mended)
+                lost = restart()
+                if lost:
+                    result.restarts += 1
+                    result.lost.extend(lost)
                     baseline = sync_errors(subscriber, name)
+                    deadline = time.monotonic() + timeout
                     continue
             if new[0] >= ERRORS_MAX or new[1] >= ERRORS_MAX:
                 raise MigrationError(
@@ -376,7 +413,8 @@ def wait_initial_copy(subscriber: PgSpec, name: str, timeout: float,
             if on_progress:
                 on_progress(done, total)
             if total and done == total:
-                return CopyResult(states, interruptions, restarts)
+                result.states, result.interruptions = states, interruptions
+                return result
         if time.monotonic() > deadline:
             raise MigrationError(f"initial copy not finished after {timeout:g} s: "
                                  f"{states if states is not None else 'the new cluster does not answer'}")
