@@ -200,20 +200,14 @@ def prepare_replication(session: Session) -> Outcome:
             bar.n = done
             bar.refresh()
 
-        def restart() -> list[str]:
-            lost = migration.orphaned_syncs(r.target, r.source, names.SUBSCRIPTION)
-            if lost:
-                bar.write(f"table-sync slot lost for {', '.join(lost)}: the copy starts again from scratch")
-                migration.restart_copy(r.target, r.source, names.SUBSCRIPTION, names.PUBLICATION)
-            return lost
-
-        copy = migration.wait_initial_copy(r.target, names.SUBSCRIPTION, m.copy_timeout, progress, restart)
+        lost_slots = migration.LostSyncSlots(r.target, r.source, names.SUBSCRIPTION, names.PUBLICATION)
+        copy = migration.wait_initial_copy(r.target, names.SUBSCRIPTION, m.copy_timeout, progress, lost_slots)
     tables = copy.states.get("r", 0)
     views = migration.refresh_materialized_views(r.target)
     rode_out = (f"; the new cluster's endpoint did not answer {copy.interruptions} poll(s) (a failover?) "
                 "and the copy carried on" if copy.interruptions else "")
-    rode_out += (f"; the copy started again from scratch: table-sync slot lost for {', '.join(copy.restarts)}"
-                 if copy.restarts else "")
+    rode_out += (f"; the copy started again from scratch {copy.restarts} time(s): table-sync slot lost for "
+                 f"{', '.join(copy.lost)}" if copy.restarts else "")
     return _timer(session, Outcome(summary=f"{schema}; subscription {'created' if created else 'already present'}; "
                                            f"{tables} tables copied and streaming{rode_out}"
                                            + (f"; {len(views)} materialized views refreshed" if views else "")
@@ -221,7 +215,7 @@ def prepare_replication(session: Session) -> Outcome:
                                            + (f"; Patroni set to keep the way back: {', '.join(protected)}"
                                               if protected else ""),
                                    metrics={"tables": tables, "copy_interruptions": copy.interruptions,
-                                            "copy_restarts": len(copy.restarts)}))
+                                            "copy_restarts": copy.restarts}))
 
 
 @step("final_backup", "Final online backup of legacy (before the pause)", mutating=True,
@@ -238,6 +232,13 @@ def final_backup(session: Session) -> Outcome:
     return _timer(session, Outcome(summary=f"backup {result.id} verified, ends at LSN {result.end_lsn}",
                                    metrics={"backup_end_lsn": result.end_lsn, "backup_seconds": result.seconds},
                                    state={"final_backup": {"id": result.id, "end_lsn": result.end_lsn}}))
+
+
+def _not_cut(session: Session, exc: BaseException, prepared: list[str], retried: list[str]) -> Outcome:
+    return _timer(session, Outcome(summary=f"cutover not done: {exc}; legacy serving, writable, the pool resumed on "
+                                           "it, nothing switched", failed=True,
+                                   evidence=[{"before the pause": d} for d in prepared]
+                                   + [{"when": "the cut", "what": d} for d in retried]))
 
 
 def _pause(session: Session) -> bool:
@@ -358,17 +359,24 @@ def cutover_step(session: Session) -> Outcome:
     except BaseException as exc:
         cutover.unstage_after(r, leg, serving, exc)  # a later RELOAD must not find the new backend staged
         raise
-    try:
-        cut = cutover.cut(r, leg, m.critical_section_max, large_objects=m.large_objects == "copy")
-    except cutover.CutoverAborted as exc:
-        cutover.unstage(r, leg, serving)
-        return _timer(session, Outcome(summary=f"cutover not done: {exc}; legacy serving, writable, the pool "
-                                               "resumed on it, nothing switched", failed=True,
-                                       evidence=[{"before the pause": d} for d in prepared]))
-    except BaseException as exc:
-        if cutover.switched(r, leg) is False:  # a later RELOAD must not find the new backend staged
-            cutover.unstage_after(r, leg, serving, exc)
-        raise
+    first_pause, retried = time.time(), []
+    for attempt in range(1, cutover.CUT_ATTEMPTS + 1):
+        try:
+            cut = cutover.cut(r, leg, m.critical_section_max, large_objects=m.large_objects == "copy")
+            break
+        except cutover.UnattributedWrite as exc:
+            if attempt < cutover.CUT_ATTEMPTS:  # given back, still staged: the next cut takes it
+                retried.append(f"attempt {attempt} given back: {exc}")
+                continue
+            cutover.unstage(r, leg, serving)
+            return _not_cut(session, exc, prepared, retried)
+        except cutover.CutoverAborted as exc:
+            cutover.unstage(r, leg, serving)
+            return _not_cut(session, exc, prepared, retried)
+        except BaseException as exc:
+            if cutover.switched(r, leg) is False:  # a later RELOAD must not find the new backend staged
+                cutover.unstage_after(r, leg, serving, exc)
+            raise
     done_state = {"cutover_lsn": cut.lsn, "cut": cut.to_dict()}
     try:
         after = cutover.finish_forward(r, cut.reverse_from)
@@ -380,8 +388,9 @@ def cutover_step(session: Session) -> Outcome:
     host, port = r.new_backend
     metrics = {"pool_paused_s": round(cut.paused_s, 4), "apply_wait_s": cut.apply_wait_s,
                "cutover_lsn": cut.lsn, "sequences": cut.sequences,
-               **_probe_across(session, cut.pause_sent, cut.resumed_at)}
+               **_probe_across(session, first_pause if retried else cut.pause_sent, cut.resumed_at)}
     evidence = [{"when": "before the pause", "what": d} for d in prepared]
+    evidence += [{"when": "the cut", "what": d} for d in retried]
     evidence += [{"when": f"+{t:.3f} s", "what": name} for name, t in cut.marks.items()]
     evidence += [{"when": "after the resume", "what": d} for d in after]
     gap = (f"; the write probe's longest gap {metrics['probe_longest_gap_s']} s"

@@ -34,6 +34,15 @@ class CutoverAborted(MigrationError):
     """The critical section stopped before the switch: legacy serves, writable, the pool resumed."""
 
 
+class UnattributedWrite(CutoverAborted):
+    """Aborted because a transaction with an xid ended on the origin during the cut and no session holds one:
+    a writer the stop missed, or the server's own (an autovacuum's ANALYZE takes an xid). Safe to try the cut
+    once more: a real writer shows again."""
+
+
+CUT_ATTEMPTS = 2  # a cut aborted by an UnattributedWrite is tried once more
+
+
 @dataclass
 class Cut:
     """The critical section as it happened; times are epoch seconds, marks are seconds after PAUSE was sent."""
@@ -184,8 +193,9 @@ def cut(r: Route, leg: Leg, budget: float, large_objects: bool = False,
                 reverse_from = migration.advance_slot_on(destination, leg.reverse_slot)
                 mark("reverse slot at the cut")
             if later := migration.writes_since(origin, xmax):
-                raise CutoverAborted(f"something wrote on {leg.origin.name} during the cut, which the write stop "
-                                     f"does not cover: {', '.join(later)}")
+                kind = UnattributedWrite if not migration.writers_on(origin, idle_too=False) else CutoverAborted
+                raise kind(f"something wrote on {leg.origin.name} during the cut, which the write stop "
+                           f"does not cover: {', '.join(later)}")
             if leg.reopen:
                 migration.set_read_only_on(destination, r.app_role, False)
                 reopened = destination

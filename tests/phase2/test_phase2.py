@@ -404,6 +404,36 @@ def test_a_cut_that_cannot_end_in_its_bound_leaves_legacy_serving(sandbox_params
     assert_legacy_serves_writes(sandbox_params, f"slow-{rb.info.run_id}")
 
 
+def test_a_write_no_session_owns_aborts_the_cut_and_the_next_cut_takes_it(sandbox_params_file: Path,
+                                                                         sandbox_params: Params, signed: Path,
+                                                                         restore_legacy: None) -> None:
+    """A transaction with an xid that ends on legacy inside the cut, leaving no session holding one (what an
+    autovacuum's ANALYZE does), aborts the cut as an UnattributedWrite with legacy given back; the runbooks try
+    the cut once more, and that cut carries the write over."""
+    legacy = sandbox_params.endpoints.db("legacy")
+    writeprobe.ensure_table(legacy, sandbox_params.target.app.role)  # published, so copied and streamed
+    rb = filled(sandbox_params_file, signed)
+    r = migration.route(sandbox_params)
+    marker = f"quiet-{rb.info.run_id}"
+    try:
+        leg = cutover.forward(r)
+        cutover.prepare(r, leg, 60)
+
+        def quiet_write() -> None:  # committed before the check looks: no session holds its xid any more
+            writeprobe.mark(legacy, marker)
+
+        with pytest.raises(cutover.UnattributedWrite, match="transactions that ended meanwhile"):
+            cutover.cut(r, leg, 10, at_cut=quiet_write)
+        assert not pgbouncer.paused(sandbox_params.endpoints.admin(), "app")
+        assert pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == LEGACY  # given back, still staged
+        done = cutover.cut(r, leg, 10)  # the second attempt: nothing writes now
+        assert "switched" in done.marks
+        cutover.finish_forward(r, done.reverse_from)
+        assert count_marker(sandbox_params, "dpg-rw", marker) == 1  # the write the first cut saw is carried over
+    finally:
+        rb.release()
+
+
 def test_a_failover_after_the_copy_is_survived(sandbox, sandbox_params_file: Path, sandbox_params: Params,  # noqa: ANN001
                                                signed: Path, restore_legacy: None) -> None:
     from tests import sandboxes
