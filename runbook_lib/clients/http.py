@@ -8,6 +8,7 @@ Errors name the method and the endpoint, never a credential.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from runbook_lib.errors import RunbookError
 TIMEOUT = 5.0
 _DEFAULT = http_access.Access(api="an API without access settings")
 _SESSIONS: dict[tuple[str, http_access.Access], requests.Session] = {}
+_MAKING = threading.Lock()  # the drills poll from threads: one session per API, made once
 
 
 class HttpError(RunbookError):
@@ -30,17 +32,24 @@ class HttpError(RunbookError):
 def _session(url: str) -> tuple[requests.Session, http_access.Access]:
     access = http_access.lookup(url) or _DEFAULT
     key = (http_access.origin(url), access)
-    if key not in _SESSIONS:
-        session = requests.Session()
-        retry = Retry(total=access.retries, connect=access.retries, read=min(access.retries, 1), status=0,
-                      backoff_factor=0.1, allowed_methods=frozenset({"GET", "HEAD"}), raise_on_status=False)
-        session.mount(key[0].split(":")[0] + "://", HTTPAdapter(max_retries=retry))
-        if access.cert_file and access.key_file:
-            session.cert = (str(access.cert_file), str(access.key_file))
-        if access.username and access.password:
-            session.auth = (access.username, access.password.resolve().reveal())
-        _SESSIONS[key] = session
+    with _MAKING:
+        if key not in _SESSIONS:
+            _SESSIONS[key] = _new_session(key[0], access)
     return _SESSIONS[key], access
+
+
+def _new_session(origin: str, access: http_access.Access) -> requests.Session:
+    session = requests.Session()
+    # only what cannot have reached the API is retried for every method (a refused connection); a GET's lost
+    # answer once; never an error after a request was sent (other=0): a POST /switchover is not sent twice
+    retry = Retry(total=access.retries, connect=access.retries, read=min(access.retries, 1), status=0, other=0,
+                  backoff_factor=0.1, allowed_methods=frozenset({"GET", "HEAD"}), raise_on_status=False)
+    session.mount(origin.split(":")[0] + "://", HTTPAdapter(max_retries=retry))
+    if access.cert_file and access.key_file:
+        session.cert = (str(access.cert_file), str(access.key_file))
+    if access.username and access.password:
+        session.auth = (access.username, access.password.resolve().reveal())
+    return session
 
 
 def call(method: str, url: str, *, json_body: Any = None, params: dict[str, Any] | None = None,
@@ -54,10 +63,16 @@ def call(method: str, url: str, *, json_body: Any = None, params: dict[str, Any]
                                    timeout=timeout or access.timeout,
                                    verify=str(access.ca_file) if access.ca_file else True)
     except requests.exceptions.SSLError as exc:
-        raise HttpError(f"{where}: TLS failed ({_reason(exc)}); is {_api(url)}.access.ca_file the CA that signed "
-                        "its certificate?") from None
+        reason = _reason(exc)
+        hint = (f"does the API want a client certificate ({_api(url)}.access.cert_file and key_file)?"
+                if "certificate required" in reason.lower() or "bad certificate" in reason.lower() else
+                f"is {_api(url)}.access.ca_file the CA that signed its certificate?")
+        raise HttpError(f"{where}: TLS failed ({reason}); {hint}") from None
     except requests.RequestException as exc:
         raise HttpError(f"{where}: {type(exc).__name__}: {redact.text(str(exc))}") from None
+    except OSError as exc:  # requests reads the CA and the client certificate only when it sends
+        raise HttpError(f"{where}: cannot read {exc.filename or 'a file'} named in {_api(url)}.access "
+                        f"({exc.strerror or exc})") from None
     except RunbookError as exc:  # a credential reference that does not resolve
         raise HttpError(f"{where}: {exc}") from None
     if response.status_code in (401, 403) and response.status_code not in ok_codes:
@@ -75,7 +90,8 @@ def _api(url: str) -> str:
 
 def _reason(exc: BaseException) -> str:
     text = str(exc)
-    for marker in ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed", "WRONG_VERSION_NUMBER", "alert"):
+    for marker in ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed", "WRONG_VERSION_NUMBER", "CERTIFICATE_REQUIRED",
+                   "alert"):
         if marker in text:
             return text[text.index(marker):][:120]
     return text[:160]

@@ -208,7 +208,8 @@ class HttpService(_Model):
         return self
 
     def urls(self) -> list[str]:
-        return [u for u in (self.url, self.webhook_url) if u]
+        """The API's own URL; webhook_url is a receiver's, which must never get this API's credentials."""
+        return [self.url]
 
 
 class Swarm(_Model):

@@ -24,21 +24,39 @@ TITLE = "Rollout watch"
 _SECONDS = {"latency_p95", "replication_lag", "wal_flush_time"}  # the rest are ratios (0..1)
 _COUNTS = {"oom_events", "unplanned_failovers"}
 _WIDTH, _HEIGHT = 8, 7  # three panels a row on Grafana's 24-column grid
+# a point per 15 s (the scrape interval) up to 1,500 points: a breach the alert sees is not averaged away
+_RESOLUTION = {"interval": "15s", "maxDataPoints": 1500}
 
 
 def _unit(metric: str) -> str:
     return "s" if metric in _SECONDS else "short" if metric in _COUNTS else "percentunit"
 
 
-def _steps(*lines: tuple[str, float]) -> list[dict[str, Any]]:
-    """Grafana threshold steps: green below the first line, then each line's colour from its value up."""
-    return [{"color": "green", "value": None}] + [{"color": c, "value": v} for c, v in sorted(lines, key=lambda x: x[1])]
+def _steps(*lines: tuple[str, float], base: str = "green") -> list[dict[str, Any]]:
+    """Grafana threshold steps: `base` below the lowest line, then each line's colour from its value up."""
+    return [{"color": base, "value": None}] + [{"color": c, "value": v} for c, v in sorted(lines, key=lambda x: x[1])]
+
+
+def _bands(target: float, alert: float, op: str) -> list[dict[str, Any]]:
+    """Green where the target holds, orange past it, red past the alert threshold, whichever way is worse."""
+    if op in (">", ">="):
+        return _steps(("orange", target), ("red", alert))
+    return _steps(("orange", alert), ("green", target), base="red")
+
+
+def _line(threshold: float, op: str) -> list[dict[str, Any]]:
+    """Red on the side of a trigger's threshold where the rollback runs."""
+    return _steps(("red", threshold)) if op in (">", ">=") else _steps(("green", threshold), base="red")
 
 
 def _series(title: str, expr: str, unit: str, steps: list[dict[str, Any]], description: str) -> TimeSeries:
     return TimeSeries(title=title, description=description, dataSource="${datasource}", unit=unit,
-                      targets=[Target(expr=expr, legendFormat=title, refId="A")], thresholds=steps,
-                      thresholdsStyleMode="line", gridPos=GridPos(h=_HEIGHT, w=_WIDTH, x=0, y=0))
+                      targets=[_target(expr, title)], thresholds=steps, thresholdsStyleMode="line",
+                      gridPos=GridPos(h=_HEIGHT, w=_WIDTH, x=0, y=0), **_RESOLUTION)
+
+
+def _target(expr: str, legend: str = "") -> Target:
+    return Target(expr=expr, legendFormat=legend, refId="A", intervalFactor=1)
 
 
 def _placed(panels: list[Any]) -> list[Any]:
@@ -61,27 +79,27 @@ def build(policy: Policy) -> Dashboard:
     panels: list[Any] = [RowPanel(title="Monitoring matrix: target (orange) and alert threshold (red)")]
     for row in policy.monitoring_matrix:
         panels.append(_series(row.metric, expression(row.metric), _unit(row.metric),
-                              _steps(("orange", row.target.value), ("red", row.alert.value)),
+                              _bands(row.target.value, row.alert.value, row.alert.op),
                               f"target {row.target.text}, alert {row.alert.text}, checked every {row.every:g} s"))
     panels.append(RowPanel(title="Rollback triggers: the rollback runbook runs when one holds"))
     for trigger in policy.rollback_triggers:
         if trigger.metric in RAISED_BY_OPERATOR:
             continue
         panels.append(_series(f"trigger {trigger.metric}", measure(trigger), _unit(trigger.metric),
-                              _steps(("red", float(trigger.threshold))),
+                              _line(float(trigger.threshold), trigger.op),
                               f"rollback when {trigger.metric} {trigger.op} {trigger.threshold:g}"
                               + (f" for {trigger.for_:g} s" if trigger.for_ else "")
                               + (f" within {trigger.within:g} s" if trigger.within else "")))
     panels += [
         RowPanel(title="Alerts and the way back"),
         Stat(title="rollback triggers firing", dataSource="${datasource}", reduceCalc="lastNotNull",
-             targets=[Target(expr='count(ALERTS{alertstate="firing", action="rollback"}) or vector(0)', refId="A")],
+             targets=[_target('count(ALERTS{alertstate="firing", action="rollback"}) or vector(0)')],
              thresholds=_steps(("red", 1))),
         Stat(title="critical alerts firing", dataSource="${datasource}", reduceCalc="lastNotNull",
-             targets=[Target(expr='count(ALERTS{alertstate="firing", severity="critical"}) or vector(0)', refId="A")],
+             targets=[_target('count(ALERTS{alertstate="firing", severity="critical"}) or vector(0)')],
              thresholds=_steps(("red", 1))),
         Stat(title="way back (reverse replication) active", dataSource="${datasource}", reduceCalc="lastNotNull",
-             targets=[Target(expr=way_back_active(REVERSE_SLOT), refId="A")],
+             targets=[_target(way_back_active(REVERSE_SLOT))],
              thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}]),
         _series("application requests per second", "sum(rate(app_requests_total[1m]))", "reqps", _steps(),
                 "the load the watch judges: no requests means no evidence"),

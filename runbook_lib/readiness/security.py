@@ -10,9 +10,8 @@ from functools import partial
 from typing import Any
 
 import psycopg
-import requests
 
-from runbook_lib.clients import swarm, tlsprobe
+from runbook_lib.clients import http, swarm, tlsprobe
 from runbook_lib.readiness.model import Finding
 from runbook_lib.readiness.probe import Probe
 from runbook_lib.readiness.registry import check
@@ -251,7 +250,7 @@ def sec16(p: Probe) -> Finding:
         return Finding("n/a", "no HTTPS endpoint configured", "readiness.https_endpoints", "parameters")
     missing = {}
     for url in p.settings.https_endpoints:
-        headers = requests.get(url, timeout=5).headers
+        headers = http.call("GET", url, expect_json=False, ok_codes=tuple(range(100, 600))).headers  # any answer
         lacking = [h for h in ("Strict-Transport-Security", "Content-Security-Policy") if h not in headers]
         if lacking:
             missing[url] = lacking

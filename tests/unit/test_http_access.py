@@ -61,3 +61,21 @@ def test_a_credential_that_does_not_resolve_is_named_before_anything_is_sent(tmp
                                              password="env:RUNBOOK_TEST_NO_SUCH_VAR")))
     with pytest.raises(http.HttpError, match=r"GET https://127\.0\.0\.1:1/cluster: .*RUNBOOK_TEST_NO_SUCH_VAR"):
         http.get("https://127.0.0.1:1/cluster")
+
+
+def test_a_receiver_never_gets_the_api_credentials(tmp_path: Path) -> None:
+    data = copy.deepcopy(BASE)
+    data["target"]["alertmanager"] = {"url": "https://am.example:9093", "webhook_url": "https://receiver.example/hook",
+                                      "access": {"username": "runbook", "password": "env:AM_PW"}}
+    load_params(write(tmp_path, data))
+    access = http_access.lookup("https://am.example:9093/api/v2/alerts")
+    assert access is not None and access.username == "runbook"
+    receiver = http_access.lookup("https://receiver.example/hook")
+    assert receiver is None or receiver.password is None
+
+
+def test_an_unreadable_certificate_file_is_an_error_naming_the_access(tmp_path: Path) -> None:
+    load_params(write(tmp_path, with_patroni("https://127.0.0.1:1", ca_file="no-such-ca.crt",
+                                             cert_file="no-such.crt", key_file="no-such.key")))
+    with pytest.raises(http.HttpError, match=r"target\.patroni\.access"):
+        http.get("https://127.0.0.1:1/cluster")

@@ -57,27 +57,24 @@ def test_export_writes_the_rules_and_a_dashboard_of_the_same_queries(tmp_path: P
     assert len(ids) == len(set(ids)) and board["uid"] == dashboard.UID
 
 
-def with_alert(tmp_path: Path, alert: str) -> Path:
-    """The sandbox's parameters with the error rate's alert threshold changed (a copy beside the original)."""
-    path = SANDBOX.parent / f".export-test-{tmp_path.name}.yaml"
+def with_alert(folder: Path, alert: str) -> Path:
+    """The sandbox's parameters, copied into `folder`, with the error rate's alert threshold changed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "sandbox.yaml"
     path.write_text(SANDBOX.read_text() + "\npolicy:\n  monitoring_matrix:\n    - {metric: error_rate, "
                     f'target: "< 0.1%", alert: "{alert}", every: 1m}}\n')
     return path
 
 
 def test_export_follows_the_parameters_policy_and_refuses_bad_input(tmp_path: Path) -> None:
-    tightened, bad = with_alert(tmp_path, "> 0.5%"), with_alert(tmp_path / "bad", "lots")
-    try:
-        done = run_export(str(tmp_path / "out"), "-f", str(tightened))
-        assert done.returncode == 0, done.stderr
-        board = json.loads((tmp_path / "out" / export.DASHBOARD_FILE).read_text())
-        assert steps(panels(board)["error_rate"])[-1] == 0.005
-        refused = run_export(str(tmp_path / "refused"), "-f", str(bad))
-        assert refused.returncode == 2 and "policy.monitoring_matrix" in refused.stdout + refused.stderr
-        assert not (tmp_path / "refused").exists()  # nothing written for a refused policy
-    finally:
-        tightened.unlink(missing_ok=True)
-        bad.unlink(missing_ok=True)
+    tightened, bad = with_alert(tmp_path / "tight", "> 0.5%"), with_alert(tmp_path / "bad", "lots")
+    done = run_export(str(tmp_path / "out"), "-f", str(tightened))
+    assert done.returncode == 0, done.stderr
+    board = json.loads((tmp_path / "out" / export.DASHBOARD_FILE).read_text())
+    assert steps(panels(board)["error_rate"])[-1] == 0.005
+    refused = run_export(str(tmp_path / "refused"), "-f", str(bad))
+    assert refused.returncode == 2 and "policy.monitoring_matrix" in refused.stdout + refused.stderr
+    assert not (tmp_path / "refused").exists()  # nothing written for a refused policy
 
 
 def test_the_sandbox_files_are_the_export_of_its_policy(tmp_path: Path) -> None:
