@@ -19,7 +19,6 @@ from urllib3.util.retry import Retry
 from runbook_lib.config import http_access, redact
 from runbook_lib.errors import RunbookError
 
-TIMEOUT = 5.0
 _DEFAULT = http_access.Access(api="an API without access settings")
 _SESSIONS: dict[tuple[str, http_access.Access], requests.Session] = {}
 _MAKING = threading.Lock()  # the drills poll from threads: one session per API, made once

@@ -118,12 +118,22 @@ class HttpAccess(_Model):
                                   timeout=self.timeout, retries=self.retries)
 
 
-def _no_plaintext_credentials(urls: list[str], access: HttpAccess | None) -> None:
-    """Credentials or a client key sent over http:// would cross the network in the clear."""
-    if access and (access.password or access.key_file):
-        plain = [u for u in urls if u.lower().startswith("http://")]
-        if plain:
-            raise ValueError(f"access carries credentials but {plain[0]} is plain http: use https")
+class _HttpApi(_Model):
+    """An HTTP API of the target: its URLs, and the access the runbooks reach them with."""
+
+    access: HttpAccess | None = Field(None, description="TLS, client certificate and credentials of this API")
+
+    def urls(self) -> list[str]:
+        raise NotImplementedError
+
+    @model_validator(mode="after")
+    def _no_plaintext_credentials(self) -> _HttpApi:
+        """Credentials or a client key sent over http:// would cross the network in the clear."""
+        if self.access and (self.access.password or self.access.key_file):
+            plain = [u for u in self.urls() if u.lower().startswith("http://")]
+            if plain:
+                raise ValueError(f"access carries credentials but {plain[0]} is plain http: use https")
+        return self
 
 
 class PatroniMember(_Model):
@@ -134,30 +144,18 @@ class PatroniMember(_Model):
     _check = field_validator("api_url")(_no_embedded_password)
 
 
-class Patroni(_Model):
+class Patroni(_HttpApi):
     scope: str
     members: list[PatroniMember] = Field(min_length=1)
-    access: HttpAccess | None = Field(None, description="TLS and credentials of the members' REST API")
-
-    @model_validator(mode="after")
-    def _secure(self) -> Patroni:
-        _no_plaintext_credentials([m.api_url for m in self.members], self.access)
-        return self
 
     def urls(self) -> list[str]:
         return [m.api_url for m in self.members]
 
 
-class Etcd(_Model):
+class Etcd(_HttpApi):
     endpoints: list[str] = Field(min_length=1)
-    access: HttpAccess | None = Field(None, description="TLS, client certificate and credentials of etcd")
 
     _check = field_validator("endpoints")(lambda v: [_no_embedded_password(e) for e in v])
-
-    @model_validator(mode="after")
-    def _secure(self) -> Etcd:
-        _no_plaintext_credentials(self.endpoints, self.access)
-        return self
 
     def urls(self) -> list[str]:
         return list(self.endpoints)
@@ -189,7 +187,7 @@ class PgBouncer(_Model):
         return PgBouncerSpec(admin=admin, service=self.service, config_path=self.config_path)
 
 
-class HttpService(_Model):
+class HttpService(_HttpApi):
     url: str
     webhook_url: str | None = None
     receivers: list[str] | None = Field(None, description="Alertmanager: the receivers a test alert must reach "
@@ -198,14 +196,7 @@ class HttpService(_Model):
         default_factory=dict, description="Alertmanager: extra labels that route the test alert to a receiver "
                                           "(receiver -> labels); every test alert also carries test_receiver=<name>")
 
-    access: HttpAccess | None = Field(None, description="TLS and credentials of this API")
-
     _check = field_validator("url", "webhook_url")(_no_embedded_password)
-
-    @model_validator(mode="after")
-    def _secure(self) -> HttpService:
-        _no_plaintext_credentials(self.urls(), self.access)
-        return self
 
     def urls(self) -> list[str]:
         """The API's own URL; webhook_url is a receiver's, which must never get this API's credentials."""

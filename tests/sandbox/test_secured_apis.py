@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import bcrypt
@@ -28,13 +29,19 @@ pytestmark = pytest.mark.sandbox
 PASSWORD_VAR = "RUNBOOK_TEST_PROMETHEUS_PASSWORD"
 
 
-def _container(sandbox, folder: Path, *command: str) -> Iterator[None]:  # noqa: ANN001
+@contextmanager
+def _serving(sandbox, folder: Path, url: str, *command: str) -> Iterator[str]:  # noqa: ANN001
+    """A container of the sandbox image running `command` (host network, `folder` at /t), yielding `url` once
+    its port accepts connections; removed afterwards."""
     name = f"runbook-secured-{secrets.token_hex(4)}"
     subprocess.run(["docker", "run", "-d", "--rm", "--name", name, "--network", "host", "-v", f"{folder}:/t:ro",
                     "--entrypoint", command[0], sandbox.spec.image_tag(), *command[1:]],
                    check=True, capture_output=True, timeout=120, env=sandbox.docker_env())
     try:
-        yield
+        port = int(url.rsplit(":", 1)[1])
+        wait_until(f"{url} to accept connections", lambda: socket.create_connection(("127.0.0.1", port), 2).close()
+                   is None, 90)
+        yield url
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60, env=sandbox.docker_env())
 
@@ -81,21 +88,9 @@ def secured_prometheus(sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     (folder / "prometheus.yml").write_text("global: {scrape_interval: 15s}\n")
     port = free_port()
     url = f"https://127.0.0.1:{port}"
-    yield from _started(_container(sandbox, folder, "prometheus", "--config.file=/t/prometheus.yml",
-                                   "--web.config.file=/t/web.yml", f"--web.listen-address=127.0.0.1:{port}",
-                                   "--storage.tsdb.path=/tmp/prometheus"), url)
-
-
-def _started(container: Iterator[None], url: str) -> Iterator[str]:
-    """The container's URL once it accepts connections; the container removed after the test."""
-    next(container)
-    try:
-        port = int(url.rsplit(":", 1)[1])
-        wait_until(f"{url} to accept connections", lambda: socket.create_connection(("127.0.0.1", port), 2).close()
-                   is None, 90)
+    with _serving(sandbox, folder, url, "prometheus", "--config.file=/t/prometheus.yml", "--web.config.file=/t/web.yml",
+                  f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.path=/tmp/prometheus"):
         yield url
-    finally:
-        next(container, None)
 
 
 def test_prometheus_refuses_the_runbooks_without_credentials_and_answers_with_them(
@@ -123,12 +118,13 @@ def secured_etcd(sandbox, tmp_path: Path) -> Iterator[str]:  # noqa: ANN001
     _tls(sandbox, folder)
     client, peer = free_port(), free_port()
     url = f"https://127.0.0.1:{client}"
-    yield from _started(_container(
-        sandbox, folder, "etcd", "--name", "t", "--data-dir", "/tmp/etcd", "--listen-client-urls", url,
+    with _serving(
+        sandbox, folder, url, "etcd", "--name", "t", "--data-dir", "/tmp/etcd", "--listen-client-urls", url,
         "--advertise-client-urls", url, "--listen-peer-urls", f"http://127.0.0.1:{peer}",
         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}", "--initial-cluster", f"t=http://127.0.0.1:{peer}",
         "--cert-file", "/t/etcd.crt", "--key-file", "/t/etcd.key", "--client-cert-auth",
-        "--trusted-ca-file", "/t/ca.crt"), url)
+        "--trusted-ca-file", "/t/ca.crt"):
+        yield url
 
 
 def test_etcd_refuses_the_runbooks_without_a_client_certificate_and_answers_with_one(
