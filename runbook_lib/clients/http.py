@@ -8,11 +8,13 @@ Errors name the method and the endpoint, never a credential.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import requests
+import requests.auth
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -28,8 +30,12 @@ class HttpError(RunbookError):
     pass
 
 
-def _session(url: str) -> tuple[requests.Session, http_access.Access]:
+def _session(url: str, anonymous: bool = False, login: bool = True) -> tuple[requests.Session, http_access.Access]:
     access = http_access.lookup(url) or _DEFAULT
+    if anonymous:  # the API's CA and bounds, without its client certificate or credentials
+        access = dataclasses.replace(access, cert_file=None, key_file=None, username=None, password=None)
+    elif not login:  # the client certificate, no credentials
+        access = dataclasses.replace(access, username=None, password=None)
     key = (http_access.origin(url), access)
     with _MAKING:
         if key not in _SESSIONS:
@@ -47,16 +53,64 @@ def _new_session(origin: str, access: http_access.Access) -> requests.Session:
     if access.cert_file and access.key_file:
         session.cert = (str(access.cert_file), str(access.key_file))
     if access.username and access.password:
-        session.auth = (access.username, access.password.resolve().reveal())
+        session.auth = (EtcdToken(origin, access) if access.login == "etcd"
+                        else (access.username, access.password.resolve().reveal()))
     return session
+
+
+class EtcdToken(requests.auth.AuthBase):
+    """etcd's login on its JSON gateway: a token from /v3/auth/authenticate in the Authorization header, fetched
+    once and again when etcd answers 401 (the token expired, or auth was turned on since): a request refused for
+    its token was not carried out, so it is sent once more with the new one."""
+
+    def __init__(self, origin: str, access: http_access.Access) -> None:
+        self.origin, self.access = origin, access
+        self.token: str | None = None
+        self._lock = threading.Lock()
+
+    def _login(self) -> str:
+        a = self.access
+        assert a.username and a.password
+        reply = requests.post(f"{self.origin}/v3/auth/authenticate", timeout=a.timeout,
+                              json={"name": a.username, "password": a.password.resolve().reveal()},
+                              verify=str(a.ca_file) if a.ca_file else True,
+                              cert=(str(a.cert_file), str(a.key_file)) if a.cert_file and a.key_file else None)
+        if reply.status_code != 200 and "authentication is not enabled" in reply.text:
+            return ""  # auth off: requests go without a token (a 401 once it is on logs in then)
+        if reply.status_code != 200:
+            raise HttpError(f"etcd login as {a.username} at {self.origin}: HTTP {reply.status_code} "
+                            f"{redact.text(reply.text[:160])}; check {a.api}.access (username and password)")
+        return str(reply.json()["token"])
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        with self._lock:
+            if self.token is None:
+                self.token = self._login()
+            if self.token:
+                request.headers["Authorization"] = self.token
+        request.register_hook("response", self._again_when_expired)  # type: ignore[no-untyped-call]
+        return request
+
+    def _again_when_expired(self, response: requests.Response, **kw: Any) -> requests.Response:
+        if response.status_code != 401 or response.request.headers.get("X-Relogin"):
+            return response
+        with self._lock:
+            self.token = self._login()
+        again = response.request.copy()
+        again.headers["Authorization"], again.headers["X-Relogin"] = self.token, "1"
+        response.content  # noqa: B018 - read the refused answer so its connection can be reused
+        return response.connection.send(again, **kw)
 
 
 def call(method: str, url: str, *, json_body: Any = None, params: dict[str, Any] | None = None,
          timeout: float | None = None, expect_json: bool = True, ok_codes: tuple[int, ...] = (200,),
-         data: bytes | None = None, headers: dict[str, str] | None = None) -> Any:
+         data: bytes | None = None, headers: dict[str, str] | None = None, anonymous: bool = False,
+         login: bool = True) -> Any:
+    """One request. `anonymous` sends it as a stranger would (readiness asks whether the API refuses one);
+    `login=False` keeps the client certificate but sends no credentials (a login of its own)."""
     where = f"{method} {redact.text(url)}"
     try:
-        session, access = _session(url)
+        session, access = _session(url, anonymous, login)
         # verify per request: a session's own CA would lose to REQUESTS_CA_BUNDLE in the environment
         response = session.request(method, url, json=json_body, params=params, data=data, headers=headers,
                                    timeout=timeout or access.timeout,

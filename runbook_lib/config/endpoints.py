@@ -37,6 +37,7 @@ class PgSpec:
     password: SecretRef | None = field(default=None, repr=False)
     connect_timeout: int = 5
     role: str = "any"
+    server_sslrootcert: str | None = None  # the CA's path on the servers (a subscriber's, verifying this publisher)
 
     def conninfo(self) -> str:
         """A displayable connection string (libpq keywords, TLS included, never the password)."""

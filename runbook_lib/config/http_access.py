@@ -27,6 +27,9 @@ class Access:
     password: SecretRef | None = None
     timeout: float = 5.0
     retries: int = 2
+    # how username and password are sent: HTTP basic auth, or etcd's login (a token from /v3/auth/authenticate:
+    # etcd's JSON gateway knows no basic auth, and ignores a client certificate's name as the user)
+    login: str = "basic"
 
 
 _REGISTRY: dict[str, Access] = {}

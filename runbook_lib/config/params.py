@@ -77,6 +77,9 @@ class Database(_Model):
     password: SecretRef | None = None
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
     sslrootcert: str | None = None
+    server_sslrootcert: str | None = Field(
+        None, description="the CA file's path on the database servers: a subscriber that replicates from this "
+                          "endpoint verifies it with that file (without it, verify-ca/verify-full become require)")
     role: Literal["legacy", "primary", "replica", "member", "pooler", "any"] = "any"
     connect_timeout: int = Field(5, ge=1, le=120)
 
@@ -87,7 +90,8 @@ class Database(_Model):
         return PgSpec(name=name, host=self.host, port=self.port, dbname=self.dbname, user=self.user,
                       sslmode=self.sslmode, sslrootcert=_anchored(self.sslrootcert, base_dir),
                       password=self.password.absolute(base_dir) if self.password else None,
-                      connect_timeout=self.connect_timeout, role=self.role)
+                      connect_timeout=self.connect_timeout, role=self.role,
+                      server_sslrootcert=self.server_sslrootcert)
 
 
 class HttpAccess(_Model):
@@ -110,8 +114,8 @@ class HttpAccess(_Model):
             raise ValueError("username and password go together (basic auth)")
         return self
 
-    def runtime(self, api: str, base_dir: Path) -> http_access.Access:
-        return http_access.Access(api=api, ca_file=_anchored(self.ca_file, base_dir),
+    def runtime(self, api: str, base_dir: Path, login: str = "basic") -> http_access.Access:
+        return http_access.Access(api=api, login=login, ca_file=_anchored(self.ca_file, base_dir),
                                   cert_file=_anchored(self.cert_file, base_dir),
                                   key_file=_anchored(self.key_file, base_dir), username=self.username,
                                   password=self.password.absolute(base_dir) if self.password else None,
@@ -579,7 +583,9 @@ class Params(_Model):
     def register_http_access(self) -> None:
         """Make each API's TLS trust and credentials the ones the HTTP client uses for its URLs."""
         for key, (urls, access) in self.http_apis().items():
-            http_access.register(urls, access.runtime(key, self.base_dir) if access else http_access.Access(api=key))
+            login = "etcd" if key == "target.etcd" else "basic"
+            http_access.register(urls, access.runtime(key, self.base_dir, login) if access
+                                 else http_access.Access(api=key))
 
     def resolve(self, ref: SecretRef) -> Secret:
         """Resolve a reference from these parameters (file: paths anchored at the file's directory)."""

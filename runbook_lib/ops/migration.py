@@ -111,13 +111,17 @@ def dump_restore(tools: Tools, source: PgSpec, target: PgSpec) -> None:
 def subscription_conninfo(publisher: PgSpec) -> str:
     """How the subscriber's server reaches the publisher (its password included: it lives in the catalog).
 
-    The CA file is a path on the operator's machine, not on the subscriber's server, so verify-ca
-    and verify-full are asked as `require` (encrypted, unverified) from there.
+    The subscriber verifies the publisher with the CA file at `server_sslrootcert`, a path on the database
+    servers; the operator's `sslrootcert` means nothing there, so without it verify-ca and verify-full are asked
+    as `require` (encrypted, unverified).
     """
+    verify = publisher.sslmode in ("verify-ca", "verify-full")
     kwargs: dict[str, Any] = {"host": publisher.host, "port": publisher.port, "dbname": publisher.dbname,
                               "user": publisher.user,
-                              "sslmode": "require" if publisher.sslmode in ("verify-ca", "verify-full")
-                              else publisher.sslmode}
+                              "sslmode": publisher.sslmode if not verify or publisher.server_sslrootcert
+                              else "require"}
+    if verify and publisher.server_sslrootcert:
+        kwargs["sslrootcert"] = publisher.server_sslrootcert
     if publisher.password:
         kwargs["password"] = publisher.password.resolve().reveal()
     return make_conninfo(**kwargs)

@@ -92,10 +92,67 @@ def sec01(p: Probe) -> Finding:
                 continue
             if not any(net.version == a.version and net.subnet_of(a) for a in admin):  # type: ignore[arg-type]
                 exposed.append(f"{r['member']} line {r['line_number']}: {net}")
-    return Finding.check(not accepted and not exposed, {"default_password_logins": accepted,
-                                                        "superuser_network_lines": exposed},
-                         f"no default password works; superuser reachable only from {p.settings.admin_cidrs}",
-                         "login attempts; pg_hba_file_rules")
+    control_plane = control_plane_open(p)
+    return Finding.check(not accepted and not exposed and not control_plane,
+                         {"default_password_logins": accepted, "superuser_network_lines": exposed,
+                          "control_plane_open": control_plane},
+                         f"no default password works; superuser reachable only from {p.settings.admin_cidrs}; "
+                         "the control plane refuses strangers (Patroni REST over TLS with auth, etcd over TLS with "
+                         "client certificates and auth on, Prometheus' admin API off)",
+                         "login attempts; pg_hba_file_rules; Patroni, etcd and Prometheus APIs")
+
+
+_ANY_STATUS = tuple(range(100, 600))
+
+
+def control_plane_open(p: Probe) -> dict[str, str]:
+    """API -> what it lets a stranger do. Why in SEC-01: Patroni's REST API and etcd steer the cluster (a
+    switchover, the leader key) and Prometheus' admin API deletes series: each is the superuser by another door."""
+    t = p.params.target
+    found: dict[str, str] = {}
+    for member in t.patroni.members if t.patroni else []:
+        found[f"patroni {member.name}"] = patroni_rest_open(member.api_url.rstrip("/"))
+    for endpoint in t.etcd.endpoints if t.etcd else []:
+        found[f"etcd {endpoint}"] = etcd_open(endpoint.rstrip("/"))
+    if t.prometheus:
+        found["prometheus"] = prometheus_admin_api(t.prometheus.url.rstrip("/"))
+    return {api: what for api, what in found.items() if what}
+
+
+def patroni_rest_open(api: str) -> str:
+    """A failover without a candidate is refused (400) after the credential check: asked without credentials,
+    a protected API says 401, an open one 400, and nothing happens either way."""
+    if not api.lower().startswith("https://"):
+        return "plain http (no TLS)"
+    answer = http.call("POST", f"{api}/failover", json_body={"candidate": ""}, anonymous=True, expect_json=False,
+                       ok_codes=_ANY_STATUS)
+    return "" if answer.status_code in (401, 403) else \
+        f"POST /failover without credentials reached the handler (HTTP {answer.status_code})"
+
+
+def etcd_open(endpoint: str) -> str:
+    if not endpoint.lower().startswith("https://"):
+        return "plain http (no TLS)"
+    http.post(f"{endpoint}/v3/cluster/member/list")  # reachable with the parameters' access
+    problems = []
+    try:
+        http.call("POST", f"{endpoint}/v3/cluster/member/list", json_body={}, anonymous=True)
+        problems.append("answers without a client certificate")
+    except http.HttpError:
+        pass  # refused the stranger (it answered the runbooks a moment ago)
+    status = http.call("POST", f"{endpoint}/v3/auth/status", json_body={}, ok_codes=(200, 401))
+    if isinstance(status, dict) and not status.get("enabled"):
+        problems.append("auth off")
+    return "; ".join(problems)
+
+
+def prometheus_admin_api(url: str) -> str:
+    """clean_tombstones is the admin API's harmless call: 204 when the API is on, an error naming it when off."""
+    answer = http.call("POST", f"{url}/api/v1/admin/tsdb/clean_tombstones", expect_json=False, ok_codes=_ANY_STATUS)
+    if answer.status_code in (401, 403):
+        raise http.HttpError(f"Prometheus refused the runbooks (HTTP {answer.status_code}): set "
+                             "target.prometheus.access to ask whether its admin API is on")
+    return "admin API on (--web.enable-admin-api)" if answer.status_code in (200, 204) else ""
 
 
 @check("SEC-02")

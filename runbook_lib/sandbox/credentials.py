@@ -10,6 +10,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import bcrypt
+import yaml
+
 from runbook_lib.config import signing
 from runbook_lib.sandbox.context import Sandbox
 
@@ -20,7 +23,15 @@ NAMES = {
     "app_password": "least-privilege application role",
     "monitor_password": "pg_monitor role used by the exporters",
     "pgbouncer_admin_password": "PgBouncer admin console user",
+    "patroni_api_password": "Patroni REST API basic auth (its unsafe methods: switchover, config)",
+    "monitoring_password": "Prometheus, Alertmanager and Pushgateway web basic auth",
+    "etcd_root_password": "etcd's root user (the runbooks; auth is on)",
+    "etcd_patroni_password": "etcd's patroni user (Patroni's namespace only)",
 }
+PATRONI_API_USER = "patroni"
+MONITORING_USER = "runbook"
+# derived from a password above, handed to the services as Docker secrets too
+WEB_CONFIG = "monitoring_web_yml"  # Prometheus/Alertmanager/Pushgateway web config: TLS and a bcrypt hash
 
 
 def ensure(sb: Sandbox) -> dict[str, Path]:
@@ -37,7 +48,30 @@ def ensure(sb: Sandbox) -> dict[str, Path]:
                 fh.write(secrets.token_urlsafe(24))
         os.chmod(path, 0o600)
         out[name] = path
+    out[WEB_CONFIG] = _web_config(sb, out["monitoring_password"])
     return out
+
+
+def _web_config(sb: Sandbox, password_file: Path) -> Path:
+    """The exporter-toolkit web config: TLS with the sandbox's server certificate, one basic-auth user.
+
+    The bcrypt hash is salted at random, so it is kept and remade only when the password changed: an unchanged
+    file keeps its Docker secret name and an `up` does not restart the monitoring services."""
+    path = sb.secrets_dir / WEB_CONFIG
+    password = password_file.read_text().strip().encode()
+    if path.exists():
+        current = yaml.safe_load(path.read_text()) or {}
+        hashed = (current.get("basic_auth_users") or {}).get(MONITORING_USER, "")
+        if hashed and bcrypt.checkpw(password, hashed.encode()):
+            return path
+    hashed = bcrypt.hashpw(password, bcrypt.gensalt(rounds=10)).decode()
+    text = yaml.safe_dump({"tls_server_config": {"cert_file": "/run/secrets/tls_server_crt",
+                                                 "key_file": "/run/secrets/tls_server_key"},
+                           "basic_auth_users": {MONITORING_USER: hashed}}, sort_keys=False)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return path
 
 
 SIGNING_KEY = "operator_signing_key"  # not a Docker secret: the runbooks' own key, for sealing runs

@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-import requests
 
-from runbook_lib.sandbox import credentials, docker_cli, stacks
+from runbook_lib.clients import etcd, http
+from runbook_lib.sandbox import credentials, docker_cli
 from runbook_lib.sandbox.context import STACKS, Sandbox, SandboxError
 
 
@@ -148,14 +148,29 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: floa
     raise SandboxError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last})" if last else ""))
 
 
+def patroni_apis(sb: Sandbox) -> list[str]:
+    """The members' REST API URLs as the parameters give them (TLS and credentials come with their access)."""
+    patroni = sb.params.target.patroni
+    return [m.api_url.rstrip("/") for m in patroni.members] if patroni else []
+
+
+def etcd_answers(sb: Sandbox) -> bool:
+    """etcd has a quorum: a member list comes back (the parameters' client certificate)."""
+    return sb.params.target.etcd is not None and bool(etcd.member_list(sb.params.target.etcd).get("members"))
+
+
+def reload_prometheus(sb: Sandbox) -> None:
+    """POST /-/reload: rule files live on a bind mount, a running Prometheus re-reads them only when told."""
+    if sb.params.target.prometheus is not None:
+        http.call("POST", f"{sb.params.target.prometheus.url.rstrip('/')}/-/reload", expect_json=False, timeout=10)
+
+
 def patroni_cluster(sb: Sandbox) -> dict[str, Any] | None:
     """GET /cluster from the first member that answers."""
-    for m in stacks.members(sb):
+    for api in patroni_apis(sb):
         try:
-            r = requests.get(f"http://127.0.0.1:{m['api']}/cluster", timeout=2)
-            if r.ok:
-                return r.json()
-        except requests.RequestException:
+            return http.get(f"{api}/cluster", timeout=2)  # type: ignore[no-any-return]
+        except http.HttpError:
             continue
     return None
 
@@ -187,15 +202,14 @@ def leader_name(sb: Sandbox) -> str | None:
 def align_patroni_parameters(sb: Sandbox, wanted: dict[str, Any]) -> list[str]:
     """Patroni keeps PostgreSQL settings in its dynamic configuration (etcd), written once at bootstrap:
     PATCH the ones that differ from the sandbox's settings so a changed setting reaches a running cluster."""
-    for m in stacks.members(sb):
+    for api in patroni_apis(sb):
         try:
-            current = requests.get(f"http://127.0.0.1:{m['api']}/config", timeout=3).json()
-        except requests.RequestException:
+            current = http.get(f"{api}/config", timeout=3)
+        except http.HttpError:
             continue
         have = (current.get("postgresql") or {}).get("parameters") or {}
         changed = {k: v for k, v in wanted.items() if str(have.get(k)) != str(v)}
         if changed:
-            requests.patch(f"http://127.0.0.1:{m['api']}/config", json={"postgresql": {"parameters": changed}},
-                           timeout=5).raise_for_status()
+            http.call("PATCH", f"{api}/config", json_body={"postgresql": {"parameters": changed}}, timeout=5)
         return sorted(changed)
     raise SandboxError("no Patroni member answers its REST API: cannot align the PostgreSQL settings")

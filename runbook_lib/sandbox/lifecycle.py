@@ -11,13 +11,13 @@ import time
 from collections.abc import Callable
 
 import psycopg
-import requests
 from psycopg import sql
 
 from runbook_lib.sandbox import (
     credentials,
     docker_cli,
     dockerd,
+    etcd_auth,
     health,
     pgconf,
     ports,
@@ -100,6 +100,10 @@ def up(sb: Sandbox, scale: int | None = None, profile: str | None = None,
                 raise SandboxError(str(exc)) from None
         progress.info("already seeded" if counts is None else
                       "seeded " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    with progress.step("etcd: auth on (client certificates, users log in)"):
+        health.wait_for("etcd to answer over TLS", lambda: health.etcd_answers(sb), timeout,
+                        abort=lambda: health.crashlooping(sb, since))
+        progress.info(etcd_auth.enable(sb))
     with progress.step("dpg cluster: leader, roles, two streaming replicas"):
         # The leader's passwords first: a member that must pg_rewind or re-clone from the leader
         # authenticates with this state directory's passwords, which an older volume lacks until reset
@@ -130,7 +134,7 @@ def up(sb: Sandbox, scale: int | None = None, profile: str | None = None,
             settle()
         health.wait_for("an application query through PgBouncer", lambda: _app_query(sb, app_db, app_role), 60)
         # rule files live on a bind mount: a Prometheus that was already running must re-read them
-        requests.post(f"http://127.0.0.1:{sb.spec.ports.prometheus}/-/reload", timeout=10).raise_for_status()
+        health.reload_prometheus(sb)
     elapsed = time.monotonic() - start
     progress.info(f"sandbox up: deploy to all healthy in {elapsed:.1f}s")
     return elapsed

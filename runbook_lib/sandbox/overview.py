@@ -7,40 +7,31 @@ import json
 from typing import Any
 
 import psycopg
-import requests
 from rich.table import Table
 
+from runbook_lib.clients import etcd, http
 from runbook_lib.sandbox import credentials, docker_cli, dockerd, health, progress, stacks
 from runbook_lib.sandbox.context import Sandbox
 
 
 def etcd_members(sb: Sandbox) -> list[dict[str, Any]]:
-    """Member list (v3 JSON gateway) plus per-endpoint health."""
+    """Member list (v3 JSON gateway) plus per-endpoint health, over TLS with the parameters' client certificate."""
+    spec = sb.params.target.etcd
+    if spec is None:
+        return []
+    try:
+        listing = etcd.member_list(spec).get("members", [])
+    except http.HttpError:
+        return []
     out: list[dict[str, Any]] = []
-    eps = [f"http://127.0.0.1:{m['etcd_client']}" for m in stacks.members(sb)]
-    listing: list[dict[str, Any]] = []
-    for ep in eps:
-        try:
-            listing = requests.post(f"{ep}/v3/cluster/member/list", json={}, timeout=2).json().get("members", [])
-            break
-        except (requests.RequestException, ValueError):
-            continue
-    leader_id = None
-    for ep in eps:
-        try:
-            st = requests.post(f"{ep}/v3/maintenance/status", json={}, timeout=2).json()
-            leader_id = st.get("leader")
-            break
-        except (requests.RequestException, ValueError):
-            continue
     for m in listing:
         url = (m.get("clientURLs") or [""])[0]
         try:
-            ok = requests.get(f"{url}/health", timeout=2).json().get("health") == "true"
-        except (requests.RequestException, ValueError):
-            ok = False
-        out.append({"name": m.get("name"), "client_url": url, "healthy": ok,
-                    "leader": str(m.get("ID")) == str(leader_id)})
+            status = etcd.endpoint_status(url)
+        except http.HttpError:
+            status = {"healthy": False, "member_id": None, "leader": None}
+        out.append({"name": m.get("name"), "client_url": url, "healthy": status["healthy"],
+                    "leader": status["leader"] is not None and str(m.get("ID")) == str(status["leader"])})
     return out
 
 
@@ -67,9 +58,12 @@ def pgbouncer_backend(sb: Sandbox) -> dict[str, Any]:
 
 
 def prometheus_targets(sb: Sandbox) -> list[dict[str, Any]]:
+    prometheus = sb.params.target.prometheus
+    if prometheus is None:
+        return []
     try:
-        data = requests.get(f"http://127.0.0.1:{sb.spec.ports.prometheus}/api/v1/targets", timeout=3).json()
-    except (requests.RequestException, ValueError):
+        data = http.get(f"{prometheus.url.rstrip('/')}/api/v1/targets", timeout=3)
+    except http.HttpError:
         return []
     return [{"job": t["labels"].get("job"), "instance": t["labels"].get("instance"), "health": t.get("health"),
              "last_error": t.get("lastError", "")} for t in data.get("data", {}).get("activeTargets", [])]

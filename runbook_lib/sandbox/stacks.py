@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 
 from runbook_lib.promql import rules as matrix_rules
-from runbook_lib.sandbox import build, credentials, docker_cli, pgconf
+from runbook_lib.sandbox import build, credentials, docker_cli, pgconf, tls
 from runbook_lib.sandbox.context import IMAGE_DIR, STACKS, Sandbox
 
 TEMPLATES = IMAGE_DIR / "templates"
@@ -28,11 +28,13 @@ CONFIGS = {
                "legacy_conf": "@legacy_conf", "legacy_hba": "@hba"},
     "dpg": {"entry": "entry.py", "patroni_yml": "patroni.yml.j2", "haproxy_cfg": "haproxy.cfg.j2"},
     "edge": {"entry": "entry.py", "pgbouncer_ini": "pgbouncer.ini.j2", "pgbouncer_users": "userlist.txt.j2"},
-    "monitoring": {"prometheus_yml": "prometheus.yml.j2", "rules_yml": "rules.yml.j2",
+    "monitoring": {"entry": "entry.py", "prometheus_yml": "prometheus.yml.j2", "rules_yml": "rules.yml.j2",
                    "alertmanager_yml": "alertmanager.yml.j2", "webhook_py": "webhook.py"},
     "app": {"app_py": "app.py"},
 }
-TLS_SECRETS = {"tls_server_key": "server.key", "tls_server_crt": "server.crt", "tls_ca_crt": "ca.crt"}
+TLS_SECRETS = {"tls_server_key": "server.key", "tls_server_crt": "server.crt", "tls_ca_crt": "ca.crt",
+               **{f"tls_{stem.replace('-', '_')}_{kind}": f"{stem}.{kind}"
+                  for stem in tls.CLIENTS for kind in ("crt", "key")}}
 
 
 def _env() -> jinja2.Environment:
@@ -68,7 +70,7 @@ def scope(sb: Sandbox) -> str:
 def secret_names(sb: Sandbox) -> dict[str, tuple[str, Path]]:
     """Docker secret name and source file for every secret the stacks use."""
     out: dict[str, tuple[str, Path]] = {}
-    files = {n: sb.secrets_dir / n for n in credentials.NAMES}
+    files = {n: sb.secrets_dir / n for n in [*credentials.NAMES, credentials.WEB_CONFIG]}
     files.update({n: sb.tls_dir / f for n, f in TLS_SECRETS.items()})
     for name, path in files.items():
         out[name] = (f"{sb.spec.stack_prefix}sbx_{name}_{credentials.content_hash(path)}", path)
@@ -96,6 +98,7 @@ def context(sb: Sandbox) -> dict[str, Any]:
         "net": {"external": True, "name": "host"},
         "scope": scope(sb), "target_name": sb.params.target.name,
         "etcd_hosts": ",".join(f"127.0.0.1:{m['etcd_client']}" for m in ms),
+        "patroni_api_user": credentials.PATRONI_API_USER, "monitoring_user": credentials.MONITORING_USER,
         "etcd_initial_cluster": ",".join(f"{m['etcd']}=http://127.0.0.1:{m['etcd_peer']}" for m in ms),
         "etcd_targets": json.dumps([f"127.0.0.1:{m['etcd_client']}" for m in ms]),
         "app_targets": json.dumps([f"127.0.0.1:{ports.app_metrics_base + s}"

@@ -1,6 +1,7 @@
-"""A CA per sandbox and one server certificate for 127.0.0.1/localhost signed by it (openssl CLI).
+"""A CA per sandbox, a server certificate for 127.0.0.1/localhost and client certificates, signed by it (openssl).
 
-Why a CA and not a self-signed leaf: the readiness checks verify the chain and refuse self-signed leaves.
+Why a CA and not a self-signed leaf: the readiness checks verify the chain and refuse self-signed leaves. Why
+client certificates: etcd runs with client-certificate auth (CLIENTS below).
 """
 
 from __future__ import annotations
@@ -21,29 +22,50 @@ def _openssl(*args: str, cwd: Path) -> None:
         raise SandboxError(f"openssl {args[0]} failed: {proc.stderr.strip()}")
 
 
+# client certificates the sandbox issues: file stem -> subject. etcdctl (gRPC) takes a certificate's common name as
+# its user (root). etcd 3.5's JSON gateway, which Patroni and the runbooks speak, refuses any request whose
+# certificate has a common name once auth is on ("CommonName of client sending a request against gateway will be
+# ignored"): its clients' certificates carry none, and they log in with a password.
+CLIENTS = {"client-root": "/CN=root", "client-patroni": "/O=runbook sandbox/OU=patroni",
+           "client-runbook": "/O=runbook sandbox/OU=runbook", "client-monitor": "/CN=monitor"}
+
+
+def _leaf(d: Path, stem: str, subject: str, ext: str) -> None:
+    """A key and a certificate signed by the sandbox CA (files <stem>.key, <stem>.crt)."""
+    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", f"{stem}.key", "-out", f"{stem}.csr", "-subj", subject, cwd=d)
+    (d / f"{stem}.ext").write_text(f"basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n{ext}\n")
+    _openssl("x509", "-req", "-in", f"{stem}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", f"{stem}.crt", "-days", str(DAYS_LEAF), "-extfile", f"{stem}.ext", cwd=d)
+    for tmp in (f"{stem}.csr", f"{stem}.ext", "ca.srl"):
+        (d / tmp).unlink(missing_ok=True)
+
+
 def ensure(sb: Sandbox) -> dict[str, Path]:
-    """Create ca.crt/ca.key and server.crt/server.key once (keys 0600); return name -> path."""
+    """Create the CA, the server certificate (127.0.0.1/localhost) and the client certificates once (keys 0600);
+    return file name -> path. A new CA reissues every leaf."""
     d = sb.tls_dir
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
-    files = {n: d / n for n in ("ca.crt", "ca.key", "server.crt", "server.key")}
+    # the server certificate names its hosts in subjectAltName only (etcd's gateway dials etcd with it)
+    stems = {"server": "/O=runbook sandbox/OU=server", **CLIENTS}
+    files = {"ca.crt": d / "ca.crt", "ca.key": d / "ca.key"}
+    files.update({f"{stem}.{kind}": d / f"{stem}.{kind}" for stem in stems for kind in ("crt", "key")})
     if not (files["ca.crt"].exists() and files["ca.key"].exists()):
         _openssl("req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                  "-keyout", "ca.key", "-out", "ca.crt", "-days", str(DAYS_CA),
                  "-subj", f"/CN=runbook sandbox CA {sb.params.target.name}",
                  "-addext", "basicConstraints=critical,CA:TRUE",
                  "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-        files["server.crt"].unlink(missing_ok=True)
-    if not (files["server.crt"].exists() and files["server.key"].exists()):
-        _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                 "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost", cwd=d)
-        ext = d / "server.ext"
-        ext.write_text("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-                       "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
-        _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", "server.crt", "-days", str(DAYS_LEAF), "-extfile", "server.ext", cwd=d)
-        for tmp in ("server.csr", "server.ext", "ca.srl"):
-            (d / tmp).unlink(missing_ok=True)
-    for name in ("ca.key", "server.key"):
-        os.chmod(files[name], 0o600)
+        for stem in stems:
+            (d / f"{stem}.crt").unlink(missing_ok=True)
+    for stem, subject in stems.items():
+        if not ((d / f"{stem}.crt").exists() and (d / f"{stem}.key").exists()):
+            # the server certificate is a client's too: etcd's gateway dials its own gRPC port with it, and
+            # with client-certificate auth on that port wants clientAuth
+            ext = ("extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1"
+                   if stem == "server" else "extendedKeyUsage=clientAuth")
+            _leaf(d, stem, subject, ext)
+    for name, path in files.items():
+        os.chmod(path, 0o600 if name.endswith(".key") else 0o644)
     return files

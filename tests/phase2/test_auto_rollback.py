@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 
 from runbook_lib import autorollback
@@ -19,7 +18,7 @@ from runbook_lib.config.params import Params, load_params
 from runbook_lib.promql import rules
 from runbook_lib.promql.expressions import expression
 from runbook_lib.run import runner
-from runbook_lib.sandbox import stacks
+from runbook_lib.sandbox import health, stacks
 from tests.phase2.conftest import LEGACY, manifest_steps
 from tests.sandboxes import app_fault
 
@@ -53,7 +52,7 @@ def test_a_measured_trigger_rolls_back_by_itself(sandbox, sandbox_params_file: P
     prom = params.target.prometheus.url
     rule_file = stacks.rules_dir(sandbox) / "automatic-rollback-test.yml"
     rule_file.write_text(rules.render(params.policy))  # Prometheus alerts on the tightened trigger
-    requests.post(f"{prom}/-/reload", timeout=10).raise_for_status()
+    health.reload_prometheus(sandbox)
     receiver = autorollback.Receiver(str(params_file), signed.name, signed.parent)
     server = autorollback.serve(receiver, "127.0.0.1", params.sandbox.ports.auto_rollback)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -70,7 +69,7 @@ def test_a_measured_trigger_rolls_back_by_itself(sandbox, sandbox_params_file: P
         server.shutdown()
         server.server_close()
         rule_file.unlink(missing_ok=True)
-        requests.post(f"{prom}/-/reload", timeout=10)
+        health.reload_prometheus(sandbox)
     history = [r["data"] for r in records.history(signed, autorollback.RECORD)]
     started = [d for d in history if d["act"] and d["run_id"]]
     assert all(d["alert"] == "RollbackTriggerErrorRate" for d in history if d["act"]), history

@@ -165,7 +165,7 @@ def test_rollback_runbook_after_a_logical_cutover(sandbox_params_file: Path, san
     cut_over(sandbox_params_file, signed)
     new_rw = ("127.0.0.1", 25500)
     # no trigger holds (Prometheus unreachable: never taken as a trigger) and no reason: nothing changes
-    calm = rollback_run(sandbox_params_file, signed, "target.prometheus.url=http://127.0.0.1:9")
+    calm = rollback_run(sandbox_params_file, signed, "target.prometheus.url=https://127.0.0.1:9")
     assert calm.exit_code == 2 and pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == new_rw
     decision = manifest_steps(calm.run_dir)["rollback_decision"]
     assert "no trigger holds (5 unreadable" in decision["summary"], decision["summary"]

@@ -25,7 +25,7 @@ import pytest
 from runbook_lib.campaign import records
 from runbook_lib.clients import http, patroni, postgres, swarm
 from runbook_lib.config.params import Params, load_params
-from runbook_lib.readiness import engine
+from runbook_lib.readiness import engine, security
 from tests.campaign import cluster_healthy, decide, prometheus_sees_all_up, wait_until
 
 pytestmark = pytest.mark.sandbox
@@ -145,7 +145,7 @@ def test_sandbox_verdict_is_ready_with_waivers_listed(sandbox_params: Params, re
     ("INF-05", ["readiness.database_services=[dpg_haproxy]"], "fail"),
     ("INF-06", ["readiness.cert_min_days=100000"], "fail"),
     ("INF-07", ["readiness.dns={localhost: 10.255.255.1}"], "warn"),
-    ("INF-08", ["target.prometheus.url=http://127.0.0.1:1"], "warn"),
+    ("INF-08", ["target.prometheus.url=https://127.0.0.1:1"], "warn"),
     ("INF-15", ["readiness.backup_space_multiple=1000000000"], "fail"),
     ("DB-02", ["readiness.vector.min_version={vector: 99.0.0}"], "fail"),
     ("DB-03", ["readiness.node_memory=100GB"], "warn"),
@@ -179,6 +179,39 @@ def test_sec03_certificate_not_from_the_configured_ca(sandbox_params_file: Path,
     params = with_overrides(sandbox_params_file, f"target.databases.pg1.sslrootcert={tmp_path / 'other-ca.crt'}",
                             "target.databases.pg1.sslmode=require")
     assert decide(params, "SEC-03")["SEC-03"] == "fail"
+
+
+def test_sec01_fails_when_a_patroni_rest_api_takes_strangers(sandbox_params: Params) -> None:
+    """Basic auth taken out of one replica's Patroni configuration (and reloaded): SEC-01 names that member; put
+    back, it passes again. Patroni re-reads its REST API settings on a reload."""
+    service = replica_service(sandbox_params)
+    member = next(m for m in sandbox_params.target.patroni.members if m.service == service.name)
+    config = "/run/sandbox/patroni.yml"
+    edit = ("import yaml; p = '" + config + "'; c = yaml.safe_load(open(p)); c['restapi'].pop('authentication'); "
+            "open(p, 'w').write(yaml.safe_dump(c))")
+
+    def run(*cmd: str) -> None:
+        code, out = swarm.exec_in(sandbox_params.target.swarm, service, list(cmd))
+        assert code == 0, out
+
+    def reload() -> None:
+        http.call("POST", f"{member.api_url}/reload", expect_json=False, ok_codes=(200, 202))
+
+    run("cp", "-p", config, "/tmp/patroni.yml.secured")
+    try:
+        run("python3", "-c", edit)
+        reload()
+        wait_until("the member to take POST without credentials",
+                   lambda: security.patroni_rest_open(member.api_url) != "", timeout=60)
+        result = next(r for r in engine.run(sandbox_params, only=["SEC-01"]))
+        assert result.outcome == "fail"
+        assert list(result.observed["control_plane_open"]) == [f"patroni {member.name}"], result.observed
+    finally:
+        run("cp", "-p", "/tmp/patroni.yml.secured", config)
+        reload()
+        wait_until("the member to want credentials again",
+                   lambda: security.patroni_rest_open(member.api_url) == "", timeout=60)
+    assert decide(sandbox_params, "SEC-01") == {"SEC-01": "pass"}
 
 
 def test_sec16_mon02_mon05_sec17_with_bad_sources(sandbox_params_file: Path, tmp_path: Path) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-import requests
 
+from runbook_lib.clients import http
 from runbook_lib.sandbox import health, overview, stacks
 from tests import sandboxes
 
@@ -100,7 +100,7 @@ def test_etcd_has_three_healthy_members_and_a_leader(sandbox):
 
 def test_patroni_metrics_endpoint(sandbox):
     api = sandbox.params.target.patroni.members[0].api_url
-    assert "patroni_postgres_running" in requests.get(f"{api}/metrics", timeout=3).text
+    assert "patroni_postgres_running" in http.get(f"{api}/metrics", expect_json=False).text
 
 
 @pytest.mark.parametrize("where", ["legacy", "leader"])

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import requests
 
+from runbook_lib.clients import http
 from runbook_lib.sandbox import health
 
 pytestmark = pytest.mark.sandbox
 
 
 def _prom(sandbox, path, **params):
-    return requests.get(f"{sandbox.params.target.prometheus.url}{path}", params=params, timeout=5).json()
+    return http.get(f"{sandbox.params.target.prometheus.url}{path}", params=params)
 
 
 def _targets(sandbox):
@@ -55,5 +56,4 @@ def test_alerts_reach_the_webhook_receiver(sandbox):
 
 
 def test_alertmanager_ready(sandbox):
-    r = requests.get(f"{sandbox.params.target.alertmanager.url}/-/ready", timeout=3)
-    assert r.status_code == 200
+    assert http.status(f"{sandbox.params.target.alertmanager.url}/-/ready") == 200

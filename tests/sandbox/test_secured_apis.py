@@ -21,6 +21,7 @@ import yaml
 
 from runbook_lib.clients import etcd, http, prometheus
 from runbook_lib.config.params import Params, load_params
+from runbook_lib.readiness import security
 from tests.campaign import wait_until
 from tests.conftest import free_port
 from tests.unit.test_params import BASE
@@ -75,10 +76,9 @@ def _params(tmp_path: Path, section: str, spec: dict) -> Params:
     return load_params(path)
 
 
-@pytest.fixture
-def secured_prometheus(sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:  # noqa: ANN001
-    folder = tmp_path / "prometheus"
-    folder.mkdir()
+def _web_prometheus(sandbox, folder: Path, monkeypatch: pytest.MonkeyPatch) -> str:  # noqa: ANN001
+    """A web config (TLS with the sandbox CA's certificate, bcrypt basic auth) and a config in `folder`; the URL
+    a Prometheus started with _prometheus_command will answer on."""
     _tls(sandbox, folder)
     password = secrets.token_urlsafe(18)
     monkeypatch.setenv(PASSWORD_VAR, password)
@@ -86,10 +86,20 @@ def secured_prometheus(sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         "tls_server_config": {"cert_file": "/t/server.crt", "key_file": "/t/server.key"},
         "basic_auth_users": {"runbook": bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=8)).decode()}}))
     (folder / "prometheus.yml").write_text("global: {scrape_interval: 15s}\n")
-    port = free_port()
-    url = f"https://127.0.0.1:{port}"
-    with _serving(sandbox, folder, url, "prometheus", "--config.file=/t/prometheus.yml", "--web.config.file=/t/web.yml",
-                  f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.path=/tmp/prometheus"):
+    return f"https://127.0.0.1:{free_port()}"
+
+
+def _prometheus_command(url: str) -> list[str]:
+    return ["prometheus", "--config.file=/t/prometheus.yml", "--web.config.file=/t/web.yml",
+            f"--web.listen-address=127.0.0.1:{url.rsplit(':', 1)[1]}", "--storage.tsdb.path=/tmp/prometheus"]
+
+
+@pytest.fixture
+def secured_prometheus(sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:  # noqa: ANN001
+    folder = tmp_path / "prometheus"
+    folder.mkdir()
+    url = _web_prometheus(sandbox, folder, monkeypatch)
+    with _serving(sandbox, folder, url, *_prometheus_command(url)):
         yield url
 
 
@@ -111,19 +121,23 @@ def test_prometheus_refuses_the_runbooks_without_credentials_and_answers_with_th
     assert password not in str(refused.value) + str(untrusted.value)
 
 
+def _etcd(sandbox, folder: Path, *protection: str):  # noqa: ANN001
+    """A one-member etcd over TLS from the sandbox image; `protection` adds its flags (client certificates)."""
+    client, peer = free_port(), free_port()
+    url = f"https://127.0.0.1:{client}"
+    return _serving(
+        sandbox, folder, url, "etcd", "--name", "t", "--data-dir", "/tmp/etcd", "--listen-client-urls", url,
+        "--advertise-client-urls", url, "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+        "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}", "--initial-cluster", f"t=http://127.0.0.1:{peer}",
+        "--cert-file", "/t/etcd.crt", "--key-file", "/t/etcd.key", *protection)
+
+
 @pytest.fixture
 def secured_etcd(sandbox, tmp_path: Path) -> Iterator[str]:  # noqa: ANN001
     folder = tmp_path / "etcd"
     folder.mkdir()
     _tls(sandbox, folder)
-    client, peer = free_port(), free_port()
-    url = f"https://127.0.0.1:{client}"
-    with _serving(
-        sandbox, folder, url, "etcd", "--name", "t", "--data-dir", "/tmp/etcd", "--listen-client-urls", url,
-        "--advertise-client-urls", url, "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-        "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}", "--initial-cluster", f"t=http://127.0.0.1:{peer}",
-        "--cert-file", "/t/etcd.crt", "--key-file", "/t/etcd.key", "--client-cert-auth",
-        "--trusted-ca-file", "/t/ca.crt"):
+    with _etcd(sandbox, folder, "--client-cert-auth", "--trusted-ca-file", "/t/ca.crt") as url:
         yield url
 
 
@@ -139,3 +153,32 @@ def test_etcd_refuses_the_runbooks_without_a_client_certificate_and_answers_with
     assert params.target.etcd is not None
     with pytest.raises(http.HttpError, match="no endpoint answered etcd member/list: POST https://127.0.0.1:[0-9]+"):
         etcd.member_list(params.target.etcd)
+
+
+def test_readiness_names_an_etcd_that_takes_strangers(sandbox, tmp_path: Path) -> None:  # noqa: ANN001
+    """SEC-01's etcd probe: the sandbox's etcd (client certificates, auth on) passes; one over TLS without
+    --client-cert-auth and without auth is named for both."""
+    for endpoint in sandbox.params.target.etcd.endpoints:
+        assert security.etcd_open(endpoint) == ""
+    folder = tmp_path / "etcd"
+    folder.mkdir()
+    _tls(sandbox, folder)
+    with _etcd(sandbox, folder) as url:
+        params = _params(tmp_path, "etcd", {"endpoints": [url], "access": {"ca_file": str(folder / "ca.crt")}})
+        wait_until("the open etcd to answer", lambda: etcd.member_list(params.target.etcd), 60)
+        assert security.etcd_open(url) == "answers without a client certificate; auth off"
+
+
+def test_readiness_names_a_prometheus_whose_admin_api_is_on(sandbox, tmp_path: Path,  # noqa: ANN001
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """SEC-01's Prometheus probe: the sandbox's (no admin API) passes; one started with --web.enable-admin-api
+    behind the same web config is named."""
+    assert security.prometheus_admin_api(sandbox.params.target.prometheus.url) == ""
+    folder = tmp_path / "prometheus"
+    folder.mkdir()
+    url = _web_prometheus(sandbox, folder, monkeypatch)
+    with _serving(sandbox, folder, url, *_prometheus_command(url), "--web.enable-admin-api"):
+        _params(tmp_path, "prometheus", {"url": url, "access": {
+            "ca_file": str(folder / "ca.crt"), "username": "runbook", "password": f"env:{PASSWORD_VAR}"}})
+        wait_until("the Prometheus to be ready", lambda: http.status(f"{url}/-/ready") == 200, 90)
+        assert security.prometheus_admin_api(url) == "admin API on (--web.enable-admin-api)"

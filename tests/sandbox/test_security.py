@@ -65,5 +65,8 @@ def test_server_certificate_is_signed_by_the_sandbox_ca(sandbox):
     assert out.returncode == 0, out.stderr
     subj = subprocess.run(["openssl", "x509", "-noout", "-subject", "-issuer", "-in", str(tls / "server.crt")],
                           capture_output=True, text=True).stdout
-    assert "CA" in subj.split("issuer")[1] and "localhost" in subj
+    assert "CA" in subj.split("issuer")[1] and "OU = server" in subj.split("issuer")[0]
+    names = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(tls / "server.crt")],
+                           capture_output=True, text=True, check=True).stdout
+    assert "DNS:localhost" in names and "IP Address:127.0.0.1" in names
     assert stacks.secret_names(sandbox)["tls_ca_crt"][0].startswith(sandbox.spec.stack_prefix + "sbx_tls_ca_crt_")

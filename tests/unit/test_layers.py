@@ -20,7 +20,7 @@ ALLOWED = {
     "ops": {"config", "clients", "promql", "run.step"},
     "readiness": {"config", "clients", "promql", "ops", "campaign", "run.runinfo"},
     "books": {"config", "clients", "promql", "ops", "campaign", "readiness", "run"},
-    "sandbox": {"config", "promql"},
+    "sandbox": {"config", "clients", "promql"},
 }
 
 

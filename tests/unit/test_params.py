@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,17 @@ def test_a_secret_file_that_is_not_text_is_named_without_its_bytes(tmp_path: Pat
     with pytest.raises(SecretError, match="is not UTF-8 text") as err:
         SecretRef(f"file:{tmp_path / 's'}").resolve()
     assert "secret-bytes" not in str(err.value) and "\\xff" not in str(err.value)
+
+
+def test_a_subscription_verifies_its_publisher_with_the_servers_ca() -> None:
+    """The subscriber's server checks the publisher with the CA path on the servers; without one it can only
+    ask for encryption (require), never with the operator's path."""
+    from runbook_lib.config.endpoints import PgSpec
+    from runbook_lib.ops.migration import subscription_conninfo
+
+    publisher = PgSpec(name="legacy", host="10.0.0.5", port=5432, dbname="app", user="rollout",
+                       sslmode="verify-full", sslrootcert=Path("/home/op/ca.crt"))
+    assert "sslmode=require" in subscription_conninfo(publisher)
+    assert "/home/op/ca.crt" not in subscription_conninfo(publisher)
+    verified = subscription_conninfo(dataclasses.replace(publisher, server_sslrootcert="/etc/ssl/db-ca.crt"))
+    assert "sslmode=verify-full" in verified and "sslrootcert=/etc/ssl/db-ca.crt" in verified
