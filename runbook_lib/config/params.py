@@ -200,11 +200,24 @@ class HttpService(_HttpApi):
         default_factory=dict, description="Alertmanager: extra labels that route the test alert to a receiver "
                                           "(receiver -> labels); every test alert also carries test_receiver=<name>")
 
+    webhook_access: HttpAccess | None = Field(
+        None, description="Alertmanager: how the runbooks read webhook_url (a receiver's own TLS and credentials)")
+
     _check = field_validator("url", "webhook_url")(_no_embedded_password)
 
     def urls(self) -> list[str]:
         """The API's own URL; webhook_url is a receiver's, which must never get this API's credentials."""
         return [self.url]
+
+    @model_validator(mode="after")
+    def _webhook_access_over_tls(self) -> HttpService:
+        access = self.webhook_access
+        if access and (access.password or access.key_file):
+            if not self.webhook_url:
+                raise ValueError("webhook_access is set but webhook_url is not")
+            if self.webhook_url.lower().startswith("http://"):
+                raise ValueError(f"webhook_access carries credentials but {self.webhook_url} is plain http: use https")
+        return self
 
 
 class Swarm(_Model):
@@ -578,6 +591,8 @@ class Params(_Model):
                          ("target.alertmanager", t.alertmanager), ("target.pushgateway", t.pushgateway)):
             if api is not None:
                 apis[key] = (api.urls(), api.access)
+        if t.alertmanager and t.alertmanager.webhook_url:  # the receiver's own access, never the API's
+            apis["target.alertmanager.webhook"] = ([t.alertmanager.webhook_url], t.alertmanager.webhook_access)
         return apis
 
     def register_http_access(self) -> None:

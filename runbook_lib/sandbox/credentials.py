@@ -26,10 +26,12 @@ NAMES = {
     "patroni_api_password": "Patroni REST API basic auth (its unsafe methods: switchover, config)",
     "monitoring_password": "Prometheus, Alertmanager and Pushgateway web basic auth",
     "etcd_root_password": "etcd's root user (the runbooks; auth is on)",
+    "webhook_password": "the alert webhook receiver's basic auth (Alertmanager posts, the runbooks read)",
     "etcd_patroni_password": "etcd's patroni user (Patroni's namespace only)",
 }
 PATRONI_API_USER = "patroni"
 MONITORING_USER = "runbook"
+WEBHOOK_USER = "alerts"
 # derived from a password above, handed to the services as Docker secrets too
 WEB_CONFIG = "monitoring_web_yml"  # Prometheus/Alertmanager/Pushgateway web config: TLS and a bcrypt hash
 

@@ -99,6 +99,7 @@ def context(sb: Sandbox) -> dict[str, Any]:
         "scope": scope(sb), "target_name": sb.params.target.name,
         "etcd_hosts": ",".join(f"127.0.0.1:{m['etcd_client']}" for m in ms),
         "patroni_api_user": credentials.PATRONI_API_USER, "monitoring_user": credentials.MONITORING_USER,
+        "webhook_user": credentials.WEBHOOK_USER,
         "etcd_initial_cluster": ",".join(f"{m['etcd']}=http://127.0.0.1:{m['etcd_peer']}" for m in ms),
         "etcd_targets": json.dumps([f"127.0.0.1:{m['etcd_client']}" for m in ms]),
         "app_targets": json.dumps([f"127.0.0.1:{ports.app_metrics_base + s}"

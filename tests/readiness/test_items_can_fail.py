@@ -350,7 +350,7 @@ def test_mon01_stopped_exporter_and_mon04_unreadable_receiver(sandbox_params: Pa
         swarm.scale(sandbox_params.target.swarm, service.name, 1)
     wait_until("the exporter back up", lambda: decide(sandbox_params, "MON-01")["MON-01"] == "pass", timeout=120,
                interval=3)
-    params = with_overrides(sandbox_params_file, "target.alertmanager.webhook_url=http://127.0.0.1:25094/elsewhere",
+    params = with_overrides(sandbox_params_file, "target.alertmanager.webhook_url=https://127.0.0.1:25094/elsewhere",
                             "readiness.item_timeout_s=12")
     unreadable = next(iter(engine.run(params, only=["MON-04"])))  # the read-back URL answers 404: undecided
     assert unreadable.outcome == "error" and "HTTP 404" in unreadable.reason and "/elsewhere" in unreadable.reason, \

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import requests
 
 from runbook_lib.clients import http
 from runbook_lib.sandbox import health
@@ -40,7 +39,7 @@ def test_application_metrics_arrive(sandbox):
     ops = {r["metric"]["op"] for r in _prom(sandbox, "/api/v1/query", query="app_requests_total")["data"]["result"]}
     assert {"point_read", "insert", "update", "knn"} <= ops
     # the error series exists for the error-rate rules once a failure happened; the metric is declared
-    text = requests.get(f"http://127.0.0.1:{sandbox.spec.ports.app_metrics_base + 1}/metrics", timeout=3).text
+    text = http.get(f"http://127.0.0.1:{sandbox.spec.ports.app_metrics_base + 1}/metrics", expect_json=False).text
     assert "# TYPE app_errors_total counter" in text
 
 
@@ -48,7 +47,7 @@ def test_alerts_reach_the_webhook_receiver(sandbox):
     url = sandbox.params.target.alertmanager.webhook_url
 
     def watchdog_received():
-        body = requests.get(url, timeout=3).json()
+        body = http.get(url)
         return any(a["labels"].get("alertname") == "SandboxWatchdog"
                    for n in body["notifications"] for a in n["payload"].get("alerts", []))
 

@@ -5,8 +5,10 @@ the password."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -182,3 +184,31 @@ def test_readiness_names_a_prometheus_whose_admin_api_is_on(sandbox, tmp_path: P
             "ca_file": str(folder / "ca.crt"), "username": "runbook", "password": f"env:{PASSWORD_VAR}"}})
         wait_until("the Prometheus to be ready", lambda: http.status(f"{url}/-/ready") == 200, 90)
         assert security.prometheus_admin_api(url) == "admin API on (--web.enable-admin-api)"
+
+
+REFUSED = re.compile(r"HTTP 401|HTTP 403|TLS failed|SSLError|Connection aborted|reset by peer")
+
+
+def test_every_api_of_the_sandbox_refuses_a_stranger_and_answers_the_runbooks(sandbox) -> None:  # noqa: ANN001
+    """The sandbox's own control plane, secured like production's: each API, asked without the parameters'
+    access (no credentials, no client certificate), is refused (401 or a failed handshake); asked with it,
+    answers. The calls change nothing (an empty config patch, reads)."""
+    t = sandbox.params.target
+    leader_key = base64.b64encode(f"/service/{t.patroni.scope}/leader".encode()).decode()
+    calls = {
+        "patroni": ("PATCH", f"{t.patroni.members[0].api_url}/config", {}),
+        "etcd": ("POST", f"{t.etcd.endpoints[0]}/v3/kv/range", {"key": leader_key}),
+        "prometheus": ("GET", f"{t.prometheus.url}/api/v1/query?query=vector(1)", None),
+        "alertmanager": ("GET", f"{t.alertmanager.url}/api/v2/status", None),
+        "pushgateway": ("GET", f"{t.pushgateway.url}/api/v1/status", None),
+        "alert webhook": ("GET", t.alertmanager.webhook_url, None),
+    }
+    for api, (method, url, body) in calls.items():
+        assert url.startswith("https://"), api
+        answer = http.call(method, url, json_body=body, expect_json=False)
+        assert answer.status_code == 200, (api, answer.status_code)
+        with pytest.raises(http.HttpError) as refused:
+            http.call(method, url, json_body=body, expect_json=False, anonymous=True)
+        assert REFUSED.search(str(refused.value)), (api, str(refused.value))
+    leader = http.call("POST", f"{t.etcd.endpoints[0]}/v3/kv/range", json_body={"key": leader_key})
+    assert leader.get("kvs"), "the runbooks' etcd user cannot read Patroni's leader key"

@@ -10,7 +10,7 @@ import pytest
 
 from runbook_lib.clients import http
 from runbook_lib.config import http_access
-from runbook_lib.config.params import load_params
+from runbook_lib.config.params import ParamsError, load_params
 from tests.unit.test_params import BASE, errors, write
 
 
@@ -72,6 +72,15 @@ def test_a_receiver_never_gets_the_api_credentials(tmp_path: Path) -> None:
     assert access is not None and access.username == "runbook"
     receiver = http_access.lookup("https://receiver.example/hook")
     assert receiver is None or receiver.password is None
+
+    # the receiver's own login, given as webhook_access, is the one its URL gets
+    data["target"]["alertmanager"]["webhook_access"] = {"username": "alerts", "password": "env:HOOK_PW"}
+    load_params(write(tmp_path, data))
+    receiver = http_access.lookup("https://receiver.example/hook")
+    assert receiver is not None and receiver.username == "alerts" and receiver.api == "target.alertmanager.webhook"
+    data["target"]["alertmanager"]["webhook_url"] = "http://receiver.example/hook"
+    with pytest.raises(ParamsError, match="webhook_access carries credentials but http://receiver.example/hook"):
+        load_params(write(tmp_path, data))
 
 
 def test_an_unreadable_certificate_file_is_an_error_naming_the_access(tmp_path: Path) -> None:

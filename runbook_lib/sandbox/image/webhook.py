@@ -6,11 +6,18 @@ Why: the runbooks must be able to prove that an alert reached a receiver of any 
 filters); DELETE /alerts clears them. The SMTP server (aiosmtpd, on SMTP_PORT) stores each mail;
 GET /mail lists them (?since= too); PUT /mail?refuse=1 makes it refuse every mail (550) and
 ?refuse=0 accepts again, so a test can break the email receiver without touching Alertmanager.
+With WEBHOOK_TLS_CERT/WEBHOOK_TLS_KEY it serves HTTPS; with WEBHOOK_USER/WEBHOOK_PASSWORD_FILE every request
+but GET /healthz wants that basic auth (401 otherwise): a receiver that takes alerts from anyone, or hands
+them to anyone, is a hole.
 
 usage: webhook.py HOST PORT [SMTP_PORT]
 """
 
+import base64
+import hmac
 import json
+import os
+import ssl
 import sys
 import threading
 import time
@@ -40,7 +47,40 @@ class MailSink:
         return "250 Message accepted for delivery"
 
 
+def _expected_auth():
+    user, path = os.environ.get("WEBHOOK_USER"), os.environ.get("WEBHOOK_PASSWORD_FILE")
+    if not (user and path):
+        return None
+    with open(path) as fh:
+        return "Basic " + base64.b64encode(f"{user}:{fh.read().strip()}".encode()).decode()
+
+
+_AUTH = None
+
+
 class Handler(BaseHTTPRequestHandler):
+    def handle_one_request(self):
+        """Basic auth before any handler (GET /healthz excepted: the container's health check)."""
+        self.raw_requestline = self.rfile.readline(65537)
+        if not self.raw_requestline or not self.parse_request():
+            self.close_connection = True
+            return
+        if _AUTH and self.path != "/healthz" and \
+                not hmac.compare_digest(self.headers.get("Authorization", ""), _AUTH):
+            data = b'{"error": "credentials required"}'
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="webhook"')
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        method = getattr(self, "do_" + self.command, None)
+        if method is None:
+            self.send_error(501)
+            return
+        method()
+        self.wfile.flush()
+
     def _send(self, code, body):
         data = json.dumps(body).encode()
         self.send_response(code)
@@ -92,4 +132,11 @@ if __name__ == "__main__":
         from aiosmtpd.controller import Controller
 
         Controller(MailSink(), hostname=sys.argv[1], port=int(sys.argv[3])).start()
-    ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Handler).serve_forever()
+    _AUTH = _expected_auth()
+    server = ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Handler)
+    if os.environ.get("WEBHOOK_TLS_CERT"):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(os.environ["WEBHOOK_TLS_CERT"], os.environ["WEBHOOK_TLS_KEY"])
+        # the handshake in the request's own thread (on its first read), not in the accepting one
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    server.serve_forever()
