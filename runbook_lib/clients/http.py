@@ -60,8 +60,8 @@ def _new_session(origin: str, access: http_access.Access) -> requests.Session:
 
 class EtcdToken(requests.auth.AuthBase):
     """etcd's login on its JSON gateway: a token from /v3/auth/authenticate in the Authorization header, fetched
-    once and again when etcd answers 401 (the token expired, or auth was turned on since): a request refused for
-    its token was not carried out, so it is sent once more with the new one."""
+    once and again when etcd refuses the token (401: expired) or its absence (auth was turned on since): a request
+    refused for its token was not carried out, so it is sent once more with the new one."""
 
     def __init__(self, origin: str, access: http_access.Access) -> None:
         self.origin, self.access = origin, access
@@ -92,7 +92,9 @@ class EtcdToken(requests.auth.AuthBase):
         return request
 
     def _again_when_expired(self, response: requests.Response, **kw: Any) -> requests.Response:
-        if response.status_code != 401 or response.request.headers.get("X-Relogin"):
+        # 401: the token expired or is unknown; 400 "user name is empty": auth was turned on after the login
+        wants_login = response.status_code == 401 or (response.status_code == 400 and "user name is empty" in response.text)
+        if not wants_login or response.request.headers.get("X-Relogin"):
             return response
         with self._lock:
             self.token = self._login()
