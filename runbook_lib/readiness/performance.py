@@ -179,16 +179,24 @@ def perf11(p: Probe) -> Finding:
             postgres.query(conn, "SET LOCAL enable_seqscan = off")
             plan = postgres.query(conn, sql.SQL("EXPLAIN (FORMAT JSON) ") + knn, [samples[0]["v"]])[0]["QUERY PLAN"]
         index_used = any(name in str(plan) for name in col["hnsw_indexes"])
-        for sample in samples:
-            with conn.transaction():  # through the index, as the application's k-NN queries are meant to run
-                postgres.query(conn, "SET LOCAL enable_seqscan = off")
-                t0 = time.perf_counter()
-                approx = {r["id"] for r in postgres.query(conn, knn, [sample["v"]])}
-                latencies.append((time.perf_counter() - t0) * 1000)
+        # every k-NN query first, the exact ones after: an exact search reads the whole table, and timed between
+        # them each k-NN query would find the index pushed out of the cache, which is not how the application runs
+        # them; one untimed round first brings the index in, as the application's steady stream keeps it
+        approx: list[set[str]] = []
+        for timed in (False, True):
+            for sample in samples:
+                with conn.transaction():  # through the index, as the application's k-NN queries are meant to run
+                    postgres.query(conn, "SET LOCAL enable_seqscan = off")
+                    t0 = time.perf_counter()
+                    ids = {r["id"] for r in postgres.query(conn, knn, [sample["v"]])}
+                    if timed:
+                        latencies.append((time.perf_counter() - t0) * 1000)
+                        approx.append(ids)
+        for sample, found in zip(samples, approx, strict=True):
             with conn.transaction():
                 postgres.query(conn, "SET LOCAL enable_indexscan = off")
                 exact = {r["id"] for r in postgres.query(conn, knn, [sample["v"]])}
-            recalls.append(len(approx & exact) / max(len(exact), 1))
+            recalls.append(len(found & exact) / max(len(exact), 1))
     return decide_knn(latencies, recalls, index_used, p.settings.vector_p95_max_ms, p.settings.vector_recall_min)
 
 
