@@ -26,6 +26,9 @@ _SESSIONS: dict[tuple[str, http_access.Access], requests.Session] = {}
 _MAKING = threading.Lock()  # the drills poll from threads: one session per API, made once
 
 
+ANY_STATUS = tuple(range(100, 600))  # ok_codes for a caller that reads the answer's status itself
+
+
 class HttpError(RunbookError):
     pass
 
@@ -163,7 +166,7 @@ def post(url: str, body: Any = None, **kw: Any) -> Any:
 def status(url: str) -> int | None:
     """The answer's status code, None when nothing answers (health checks that read the code only)."""
     try:
-        return int(call("GET", url, expect_json=False, ok_codes=tuple(range(100, 600))).status_code)
+        return int(call("GET", url, expect_json=False, ok_codes=ANY_STATUS).status_code)
     except HttpError:
         return None
 

@@ -102,9 +102,6 @@ def sec01(p: Probe) -> Finding:
                          "login attempts; pg_hba_file_rules; Patroni, etcd and Prometheus APIs")
 
 
-_ANY_STATUS = tuple(range(100, 600))
-
-
 def control_plane_open(p: Probe) -> dict[str, str]:
     """API -> what it lets a stranger do. Why in SEC-01: Patroni's REST API and etcd steer the cluster (a
     switchover, the leader key) and Prometheus' admin API deletes series: each is the superuser by another door."""
@@ -125,7 +122,7 @@ def patroni_rest_open(api: str) -> str:
     if not api.lower().startswith("https://"):
         return "plain http (no TLS)"
     answer = http.call("POST", f"{api}/failover", json_body={"candidate": ""}, anonymous=True, expect_json=False,
-                       ok_codes=_ANY_STATUS)
+                       ok_codes=http.ANY_STATUS)
     return "" if answer.status_code in (401, 403) else \
         f"POST /failover without credentials reached the handler (HTTP {answer.status_code})"
 
@@ -148,7 +145,7 @@ def etcd_open(endpoint: str) -> str:
 
 def prometheus_admin_api(url: str) -> str:
     """clean_tombstones is the admin API's harmless call: 204 when the API is on, an error naming it when off."""
-    answer = http.call("POST", f"{url}/api/v1/admin/tsdb/clean_tombstones", expect_json=False, ok_codes=_ANY_STATUS)
+    answer = http.call("POST", f"{url}/api/v1/admin/tsdb/clean_tombstones", expect_json=False, ok_codes=http.ANY_STATUS)
     if answer.status_code in (401, 403):
         raise http.HttpError(f"Prometheus refused the runbooks (HTTP {answer.status_code}): set "
                              "target.prometheus.access to ask whether its admin API is on")
@@ -307,7 +304,7 @@ def sec16(p: Probe) -> Finding:
         return Finding("n/a", "no HTTPS endpoint configured", "readiness.https_endpoints", "parameters")
     missing = {}
     for url in p.settings.https_endpoints:
-        headers = http.call("GET", url, expect_json=False, ok_codes=tuple(range(100, 600))).headers  # any answer
+        headers = http.call("GET", url, expect_json=False, ok_codes=http.ANY_STATUS).headers  # any answer
         lacking = [h for h in ("Strict-Transport-Security", "Content-Security-Policy") if h not in headers]
         if lacking:
             missing[url] = lacking

@@ -59,27 +59,15 @@ _AUTH = None
 
 
 class Handler(BaseHTTPRequestHandler):
-    def handle_one_request(self):
-        """Basic auth before any handler (GET /healthz excepted: the container's health check)."""
-        self.raw_requestline = self.rfile.readline(65537)
-        if not self.raw_requestline or not self.parse_request():
-            self.close_connection = True
-            return
-        if _AUTH and self.path != "/healthz" and \
-                not hmac.compare_digest(self.headers.get("Authorization", ""), _AUTH):
-            data = b'{"error": "credentials required"}'
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="webhook"')
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            return
-        method = getattr(self, "do_" + self.command, None)
-        if method is None:
-            self.send_error(501)
-            return
-        method()
-        self.wfile.flush()
+    def _refused(self):
+        """True (and a 401 sent) when credentials are required and these are not them."""
+        if not _AUTH or hmac.compare_digest(self.headers.get("Authorization", ""), _AUTH):
+            return False
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="webhook"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return True
 
     def _send(self, code, body):
         data = json.dumps(body).encode()
@@ -90,6 +78,8 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_POST(self):
+        if self._refused():
+            return
         length = int(self.headers.get("Content-Length", 0))
         try:
             payload = json.loads(self.rfile.read(length) or b"{}")
@@ -101,8 +91,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         url = urlparse(self.path)
-        if url.path == "/healthz":
+        if url.path == "/healthz":  # the container's health check, without credentials
             return self._send(200, {"ok": True})
+        if self._refused():
+            return
         if url.path not in ("/alerts", "/mail"):
             return self._send(404, {"error": "GET /alerts, /mail or /healthz"})
         since = float(parse_qs(url.query).get("since", ["0"])[0])
@@ -111,6 +103,8 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, {"count": len(items), "notifications": items, "refusing": _REFUSE.is_set()})
 
     def do_PUT(self):
+        if self._refused():
+            return
         url = urlparse(self.path)
         if url.path != "/mail":
             return self._send(404, {"error": "PUT /mail?refuse=1|0"})
@@ -119,6 +113,8 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, {"refusing": refuse})
 
     def do_DELETE(self):
+        if self._refused():
+            return
         with _LOCK:
             _RECEIVED.clear()
         self._send(200, {"ok": True})
