@@ -1,4 +1,4 @@
-"""Run the checklist: every item decided concurrently, with per-item timeouts, waivers and evidence."""
+"""Run the checklist: every item decided concurrently (latencies alone, after), with per-item timeouts, waivers and evidence."""
 
 from __future__ import annotations
 
@@ -55,14 +55,25 @@ def _result(item: Item, finding: Finding, seconds: float, params: Params) -> Ite
 
 def run(params: Params, *, only: list[str] | None = None, campaign_dir: Path | None = None,
         on_done: Callable[[ItemResult], None] | None = None) -> list[ItemResult]:
-    """Decide every item (or `only` these ids); results come back in checklist order."""
+    """Decide every item (or `only` these ids); results come back in checklist order. Items registered `alone`
+    (latencies) are decided one at a time after the others, so no other check's load is in their figure."""
     items = [it for it in checklist() if only is None or it.id in only]
     unknown = sorted(set(only or []) - {it.id for it in items})
     if unknown:
         raise ValueError(f"unknown readiness items: {', '.join(unknown)}")
     probe = Probe(params, campaign_dir)
+    results: dict[str, ItemResult] = {}
+    together = [it for it in items if it.id not in registry.ALONE]
+    results.update(_decide_all(together, probe, params, params.readiness.concurrency, on_done))
+    results.update(_decide_all([it for it in items if it.id in registry.ALONE], probe, params, 1, on_done))
+    return [results[it.id] for it in items]
+
+
+def _decide_all(items: list[Item], probe: Probe, params: Params, concurrency: int,
+                on_done: Callable[[ItemResult], None] | None) -> dict[str, ItemResult]:
+    """Decide `items` on at most `concurrency` threads, each bounded by the item timeout."""
     settings = params.readiness
-    slots = threading.BoundedSemaphore(settings.concurrency)
+    slots = threading.BoundedSemaphore(concurrency)
     started: dict[str, float] = {}
     finished: dict[str, ItemResult] = {}
     lock = threading.Lock()
@@ -80,7 +91,7 @@ def run(params: Params, *, only: list[str] | None = None, campaign_dir: Path | N
     for item in items:
         threading.Thread(target=work, args=(item,), name=f"readiness-{item.id}", daemon=True).start()
     # items queued behind hung ones still end: nothing waits longer than every slot timing out in turn
-    overall = time.monotonic() + settings.item_timeout_s * (len(items) / settings.concurrency + 1)
+    overall = time.monotonic() + settings.item_timeout_s * (len(items) / concurrency + 1)
     results: dict[str, ItemResult] = {}
     while len(results) < len(items):
         now = time.monotonic()
@@ -103,4 +114,4 @@ def run(params: Params, *, only: list[str] | None = None, campaign_dir: Path | N
             if on_done:
                 on_done(results[item.id])
         time.sleep(0.02)
-    return [results[it.id] for it in items]
+    return results

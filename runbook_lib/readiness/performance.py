@@ -156,7 +156,7 @@ def perf10(p: Probe) -> Finding:
                          "max_over_time(disk_io) over the last hour", otherwise="warn")
 
 
-@check("PERF-11")
+@check("PERF-11", alone=True)
 def perf11(p: Probe) -> Finding:
     endpoint = p.app_endpoint
     columns = [c for c in vector_columns(p, endpoint) if c["hnsw_indexes"]]

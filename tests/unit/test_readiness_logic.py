@@ -106,6 +106,42 @@ def test_engine_times_out_an_item(monkeypatch: pytest.MonkeyPatch) -> None:
     assert r.outcome == "error" and "timed out" in r.reason and time.monotonic() - started < 2.5
 
 
+def test_a_latency_item_is_decided_with_no_other_check_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PERF-11 times queries: the other checks' threads and queries would be in its figure (CI saw p95 58 ms)."""
+    import threading
+    import time
+
+    from runbook_lib.readiness.model import Finding
+
+    running: set[str] = set()
+    seen_beside: dict[str, set[str]] = {}
+    lock = threading.Lock()
+
+    def timed(item_id: str):  # type: ignore[no-untyped-def]
+        def fn(p):  # type: ignore[no-untyped-def]
+            with lock:
+                running.add(item_id)
+                seen_beside[item_id] = set(running) - {item_id}
+            time.sleep(0.3)
+            with lock:
+                seen_beside[item_id] |= set(running) - {item_id}
+                running.discard(item_id)
+            return Finding("pass")
+        return fn
+
+    ids = ["DB-13", "DB-14", "PERF-11", "PERF-08"]
+    for item_id in ids:
+        monkeypatch.setitem(registry.CHECKS, item_id, timed(item_id))
+    assert "PERF-11" in registry.ALONE and not {"DB-13", "DB-14", "PERF-08"} & registry.ALONE
+    params = validate({"target": {"name": "t", "environment": "sandbox",
+                                  "databases": {"m": {"host": "127.0.0.1", "user": "u"}}}})
+    results = engine.run(params, only=ids)
+    assert [r.id for r in results] == ["DB-13", "DB-14", "PERF-08", "PERF-11"]  # checklist order kept
+    assert all(r.outcome == "pass" for r in results)
+    assert seen_beside["PERF-11"] == set()
+    assert seen_beside["DB-13"] & {"DB-14", "PERF-08"}  # the others still run together
+
+
 def test_unknown_item_rejected() -> None:
     params = validate({"target": {"name": "t", "environment": "sandbox",
                                   "databases": {"m": {"host": "h", "user": "u"}}}})
