@@ -12,6 +12,7 @@ for PostgreSQL). Passwords go on stdin from the task's Docker secrets, never on 
 
 from __future__ import annotations
 
+from runbook_lib.clients import etcd as etcd_client
 from runbook_lib.clients import http
 from runbook_lib.sandbox import credentials, docker_cli, resync
 from runbook_lib.sandbox.context import Sandbox, SandboxError
@@ -26,9 +27,14 @@ def _logs_in(url: str, user: str, password: str) -> bool:
     return reply.status_code == 200 or "authentication is not enabled" in reply.text
 
 
+def etcdctl(port: int) -> str:
+    """etcdctl as root by its client certificate, inside an etcd task (the secrets are its files)."""
+    return (f"etcdctl --endpoints=https://127.0.0.1:{port} --cacert=/run/secrets/tls_ca_crt "
+            "--cert=/run/secrets/tls_client_root_crt --key=/run/secrets/tls_client_root_key")
+
+
 def _script(port: int, users: list[str], enable: bool) -> str:
-    ctl = (f"etcdctl --endpoints=https://127.0.0.1:{port} --cacert=/run/secrets/tls_ca_crt "
-           "--cert=/run/secrets/tls_client_root_crt --key=/run/secrets/tls_client_root_key")
+    ctl = etcdctl(port)
     lines = ["set -e"]
     for user in users:
         secret = f"/run/secrets/etcd_{user}_password"
@@ -52,7 +58,7 @@ def enable(sb: Sandbox) -> str:
     if etcd is None:
         raise SandboxError("target.etcd is not set: the sandbox's etcd cannot be secured")
     url = etcd.endpoints[0].rstrip("/")
-    on = bool(http.post(f"{url}/v3/auth/status").get("enabled"))
+    on = bool(etcd_client.auth_status(etcd).get("enabled"))  # no login: the passwords may be stale
     stale = [u for u in USERS if not _logs_in(url, u, credentials.read(sb, f"etcd_{u}_password"))]
     if on and not stale:
         return "auth already on"

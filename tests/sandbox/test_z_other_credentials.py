@@ -1,5 +1,6 @@
 """Runs after the failover test: a new clone (a new state directory, new passwords) meets the data
-volumes of an older one, and every database task restarts, as after a reboot. `up` must adopt them."""
+volumes of an older one, PostgreSQL's and etcd's, and every database task restarts, as after a reboot. `up` must
+adopt them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import secrets
 import psycopg
 import pytest
 
-from runbook_lib.sandbox import docker_cli, health, lifecycle, resync, stacks
+from runbook_lib.clients import etcd, http
+from runbook_lib.sandbox import docker_cli, etcd_auth, health, lifecycle, resync, stacks
 from tests import sandboxes
 
 pytestmark = pytest.mark.sandbox
@@ -24,6 +26,14 @@ def test_up_adopts_data_directories_initialised_with_other_passwords(sandbox):
     for port in (sandbox.spec.ports.haproxy_rw, sandbox.spec.ports.legacy):
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
             health.connect(sandbox, port).close()
+    spec = sandbox.params.target.etcd
+    etcd1 = resync.container_of(f"{dpg}_etcd1")
+    for user in etcd_auth.USERS:  # etcd's users as another clone made them (its state has etcd's auth on)
+        docker_cli.run("exec", "-i", etcd1, "sh", "-c",
+                       f"{etcd_auth.etcdctl(int(spec.endpoints[0].rsplit(':', 1)[1]))} user passwd {user} "
+                       "--interactive=false >/dev/null", input=secrets.token_urlsafe(18))
+    with pytest.raises(http.HttpError, match="authentication failed"):
+        etcd.member_list(spec)
 
     services = [legacy] + [f"{dpg}_{m['name']}" for m in stacks.members(sandbox)]
     containers = [resync.container_of(s) for s in services]
@@ -35,3 +45,4 @@ def test_up_adopts_data_directories_initialised_with_other_passwords(sandbox):
     for port in (sandbox.spec.ports.haproxy_rw, sandbox.spec.ports.legacy):
         with health.connect(sandbox, port) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert len(etcd.member_list(spec)["members"]) == 3
