@@ -234,11 +234,10 @@ def final_backup(session: Session) -> Outcome:
                                    state={"final_backup": {"id": result.id, "end_lsn": result.end_lsn}}))
 
 
-def _not_cut(session: Session, exc: BaseException, prepared: list[str], retried: list[str]) -> Outcome:
+def _not_cut(session: Session, exc: cutover.NotCut, prepared: list[str]) -> Outcome:
     return _timer(session, Outcome(summary=f"cutover not done: {exc}; legacy serving, writable, the pool resumed on "
                                            "it, nothing switched", failed=True,
-                                   evidence=[{"before the pause": d} for d in prepared]
-                                   + [{"when": "the cut", "what": d} for d in retried]))
+                                   evidence=cutover.evidence(prepared, exc.retried)))
 
 
 def _pause(session: Session) -> bool:
@@ -359,24 +358,12 @@ def cutover_step(session: Session) -> Outcome:
     except BaseException as exc:
         cutover.unstage_after(r, leg, serving, exc)  # a later RELOAD must not find the new backend staged
         raise
-    first_pause, retried = time.time(), []
-    for attempt in range(1, cutover.CUT_ATTEMPTS + 1):
-        try:
-            cut = cutover.cut(r, leg, m.critical_section_max, large_objects=m.large_objects == "copy")
-            break
-        except cutover.UnattributedWrite as exc:
-            if attempt < cutover.CUT_ATTEMPTS:  # given back, still staged: the next cut takes it
-                retried.append(f"attempt {attempt} given back: {exc}")
-                continue
-            cutover.unstage(r, leg, serving)
-            return _not_cut(session, exc, prepared, retried)
-        except cutover.CutoverAborted as exc:
-            cutover.unstage(r, leg, serving)
-            return _not_cut(session, exc, prepared, retried)
-        except BaseException as exc:
-            if cutover.switched(r, leg) is False:  # a later RELOAD must not find the new backend staged
-                cutover.unstage_after(r, leg, serving, exc)
-            raise
+    first_pause = time.time()
+    try:
+        cut, retried = cutover.cut_retrying(r, leg, serving, m.critical_section_max,
+                                            large_objects=m.large_objects == "copy")
+    except cutover.NotCut as exc:
+        return _not_cut(session, exc, prepared)
     done_state = {"cutover_lsn": cut.lsn, "cut": cut.to_dict()}
     try:
         after = cutover.finish_forward(r, cut.reverse_from)
@@ -389,10 +376,7 @@ def cutover_step(session: Session) -> Outcome:
     metrics = {"pool_paused_s": round(cut.paused_s, 4), "apply_wait_s": cut.apply_wait_s,
                "cutover_lsn": cut.lsn, "sequences": cut.sequences,
                **_probe_across(session, first_pause if retried else cut.pause_sent, cut.resumed_at)}
-    evidence = [{"when": "before the pause", "what": d} for d in prepared]
-    evidence += [{"when": "the cut", "what": d} for d in retried]
-    evidence += [{"when": f"+{t:.3f} s", "what": name} for name, t in cut.marks.items()]
-    evidence += [{"when": "after the resume", "what": d} for d in after]
+    evidence = cutover.evidence(prepared, retried, cut, after)
     gap = (f"; the write probe's longest gap {metrics['probe_longest_gap_s']} s"
            if metrics.get("probe_longest_gap_s") is not None else "")
     return _timer(session, Outcome(

@@ -110,31 +110,16 @@ def _one_critical_section(session: Session) -> Outcome:
         if isinstance(exc, psycopg.Error | migration.MigrationError):
             raise fallback.not_level(exc) from exc
         raise
-    retried: list[str] = []
-    for attempt in range(1, cutover.CUT_ATTEMPTS + 1):
-        try:
-            cut = cutover.cut(r, leg, r.critical_section_max, at_cut=_hold_cut(session))
-            break
-        except BaseException as exc:
-            session.drop(CUT)  # the new cluster takes writes again: no transaction may stay open on it
-            if not isinstance(exc, cutover.CutoverAborted):
-                if cutover.switched(r, leg) is False:  # a later RELOAD must not find legacy staged
-                    cutover.unstage_after(r, leg, serving, exc)
-                raise
-            if isinstance(exc, cutover.UnattributedWrite) and attempt < cutover.CUT_ATTEMPTS:
-                retried.append(f"attempt {attempt} given back: {exc}")  # still staged: the next cut takes it
-                continue
-            cutover.unstage(r, leg, serving)
-            return _clock(session, Outcome(summary=f"rollback not done: {exc}; the new cluster serving, writable, "
-                                                   "the pool resumed on it, nothing switched", failed=True,
-                                           evidence=[{"when": "before the pause", "what": d} for d in prepared]
-                                           + [{"when": "the cut", "what": d} for d in retried]))
+    try:  # the held connections are dropped after a failed attempt: the new cluster takes writes again
+        cut, retried = cutover.cut_retrying(r, leg, serving, r.critical_section_max, hold=lambda: _hold_cut(session),
+                                            release=lambda: session.drop(CUT))
+    except cutover.NotCut as exc:
+        return _clock(session, Outcome(summary=f"rollback not done: {exc}; the new cluster serving, writable, "
+                                               "the pool resumed on it, nothing switched", failed=True,
+                                       evidence=cutover.evidence(prepared, exc.retried)))
     after = cutover.finish_back(r)
     wayback.expect(session.target.pushgateway, False)
-    evidence = [{"when": "before the pause", "what": d} for d in prepared]
-    evidence += [{"when": "the cut", "what": d} for d in retried]
-    evidence += [{"when": f"+{t:.3f} s", "what": name} for name, t in cut.marks.items()]
-    evidence += [{"when": "after the resume", "what": d} for d in after]
+    evidence = cutover.evidence(prepared, retried, cut, after)
     return _clock(session, Outcome(
         summary=f"PgBouncer sends {r.pooler_database} to legacy; pool paused {cut.paused_s * 1000:.0f} ms (the new "
                 f"cluster's LSN {cut.lsn} applied on legacy after {cut.apply_wait_s * 1000:.0f} ms, {cut.sequences} "

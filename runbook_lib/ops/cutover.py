@@ -43,6 +43,15 @@ class UnattributedWrite(CutoverAborted):
 CUT_ATTEMPTS = 2  # a cut aborted by an UnattributedWrite is tried once more
 
 
+class NotCut(CutoverAborted):
+    """Every attempt at the cut was given back: the origin serves, writable, the pool resumed on it, and
+    PgBouncer's config file names the origin again. `retried` says what each earlier attempt met."""
+
+    def __init__(self, cause: CutoverAborted, retried: list[str]) -> None:
+        super().__init__(str(cause))
+        self.retried = retried
+
+
 @dataclass
 class Cut:
     """The critical section as it happened; times are epoch seconds, marks are seconds after PAUSE was sent."""
@@ -279,6 +288,41 @@ def _resume(admin: pgbouncer.Console, r: Route) -> None:
         admin.resume(r.pooler_database)
     except psycopg.Error:
         pgbouncer.resume(r.pooler, r.pooler_database)
+
+
+def cut_retrying(r: Route, leg: Leg, serving: tuple[str, int], budget: float, *, large_objects: bool = False,
+                 hold: Callable[[], Callable[[], None]] | None = None,
+                 release: Callable[[], None] | None = None) -> tuple[Cut, list[str]]:
+    """`cut`, tried once more after an UnattributedWrite (given back, still staged). `hold()` is called before
+    each attempt and returns its `at_cut`; `release()` after each failed one (what `hold` opened must not stay
+    open on a side that takes writes again). Returns the cut and what the attempts before it met. Raises NotCut
+    once unstaged; any other error unstages too, unless the switch may have happened."""
+    retried: list[str] = []
+    for attempt in range(1, CUT_ATTEMPTS + 1):
+        try:
+            return cut(r, leg, budget, large_objects=large_objects, at_cut=hold() if hold else None), retried
+        except BaseException as exc:
+            if release:
+                release()
+            if isinstance(exc, UnattributedWrite) and attempt < CUT_ATTEMPTS:
+                retried.append(f"attempt {attempt} given back: {exc}")
+                continue
+            if isinstance(exc, CutoverAborted):
+                unstage(r, leg, serving)
+                raise NotCut(exc, retried) from exc
+            if switched(r, leg) is False:  # a later RELOAD must not find the destination staged
+                unstage_after(r, leg, serving, exc)
+            raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def evidence(prepared: list[str], retried: list[str], cut: Cut | None = None,
+             after: list[str] | tuple[str, ...] = ()) -> list[dict[str, str]]:
+    """A critical section's record in time order, as both ways (forward and back) show it."""
+    rows = [{"when": "before the pause", "what": d} for d in prepared]
+    rows += [{"when": "the cut", "what": d} for d in retried]
+    rows += [{"when": f"+{t:.3f} s", "what": name} for name, t in (cut.marks.items() if cut else ())]
+    return rows + [{"when": "after the resume", "what": d} for d in after]
 
 
 def switched(r: Route, leg: Leg) -> bool | None:
