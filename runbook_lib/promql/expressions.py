@@ -35,8 +35,9 @@ def unplanned_failovers(window: str) -> str:
 EXPRESSIONS: dict[str, str] = {
     "error_rate": "sum(rate(app_errors_total[1m])) / clamp_min(sum(rate(app_requests_total[1m])), 1e-9)",
     "latency_p95": "histogram_quantile(0.95, sum by (le) (rate(app_request_duration_seconds_bucket[1m])))",
-    "cpu_usage": "1 - avg(rate(node_cpu_seconds_total{mode=\"idle\"}[5m]))",
-    "memory_usage": "1 - sum(node_memory_MemAvailable_bytes) / sum(node_memory_MemTotal_bytes)",
+    # per node, the hottest deciding: a cluster average hides one node at its limit behind idle ones
+    "cpu_usage": "max(1 - avg by (instance) (rate(node_cpu_seconds_total{mode=\"idle\"}[5m])))",
+    "memory_usage": "max(1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes)",
     "db_connections": "max by (instance) (sum by (instance) (pg_stat_activity_count)"
                       " / on (instance) max by (instance) (pg_settings_max_connections))",
     "replication_lag": "max(pg_replication_lag_seconds)",

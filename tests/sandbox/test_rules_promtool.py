@@ -148,3 +148,20 @@ def test_an_hour_of_errors_in_72_healthy_hours_fails_the_validation(sandbox, tmp
                                "exp_samples": [{"labels": "{}", "value": 1}]}]}]}, sort_keys=False))
     result = promtool(sandbox, tmp_path, "test", "rules", "tests.yml")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_hottest_node_decides_cpu_and_memory(sandbox, tmp_path: Path) -> None:  # noqa: ANN001
+    """Two nodes, one at 95 % CPU and memory, one at 5 %: averaged they read 50 %, under every bound; per node
+    the hot one crosses the critical alert (> 80 % CPU, > 85 % memory)."""
+    samples = 80  # 20 min of 15 s samples
+    per_node = [("hot", 0.05, 5), ("cool", 0.95, 95)]  # idle CPU seconds per second, MB of 100 available
+    series = [s for node, idle, available in per_node for s in (
+        {"series": f'node_cpu_seconds_total{{mode="idle", cpu="0", instance="{node}"}}',
+         "values": f"0+{idle * 15:g}x{samples}"},
+        {"series": f'node_memory_MemAvailable_bytes{{instance="{node}"}}', "values": f"{available}e6+0x{samples}"},
+        {"series": f'node_memory_MemTotal_bytes{{instance="{node}"}}', "values": f"100e6+0x{samples}"})]
+    write_tests(tmp_path, [{"interval": "15s", "input_series": series, "alert_rule_test": [
+        {"eval_time": "15m", "alertname": "CpuUsageCritical", "exp_alerts": firing("CpuUsageCritical")},
+        {"eval_time": "15m", "alertname": "MemoryUsageCritical", "exp_alerts": firing("MemoryUsageCritical")}]}])
+    result = promtool(sandbox, tmp_path, "test", "rules", "tests.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
