@@ -10,6 +10,11 @@ import pytest
 import yaml
 
 from runbook_lib.sandbox.localpg import LocalPostgres
+from tests.failing_states import (  # noqa: F401 - the readiness coverage plugin, registered by this conftest
+    _watch_readiness,
+    pytest_runtest_makereport,
+    pytest_terminal_summary,
+)
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from typing import Any
 
-from runbook_lib.clients import pgbouncer
+from runbook_lib.clients import pgbouncer, swarm
 from runbook_lib.ops import catalog
 from runbook_lib.readiness.model import Finding
 from runbook_lib.readiness.probe import Probe
@@ -34,6 +35,15 @@ def decide_versions(versions: dict[str, int]) -> Finding:
     majors = {name: v // 10000 for name, v in versions.items()}
     ok = bool(versions) and all(v >= 150000 for v in versions.values()) and len(set(majors.values())) == 1
     return Finding.check(ok, versions, ">= 150000 on every member, one major version", "server_version_num")
+
+
+def decide_tablespaces(placement: dict[str, dict[str, str]]) -> Finding:
+    """Per member, each tablespace "own" or on the data directory's filesystem (which defeats the tablespace)."""
+    shared = [f"{member}: {name}" for member, spaces in placement.items() for name, where in spaces.items()
+              if where != "own"]
+    return Finding.check(bool(placement) and not shared, shared or placement,
+                         "each tablespace on a filesystem other than the data directory's, on every member",
+                         "pg_tablespace; stat in each member's task", otherwise="warn")
 
 
 def decide_hba(rules: list[dict[str, Any]], allowed: list[str]) -> Finding:
@@ -254,8 +264,23 @@ def db14(p: Probe) -> Finding:
                                    "WHERE spcname NOT IN ('pg_default', 'pg_global')")
     if not rows:
         return Finding("n/a", "only default tablespaces", "separate disks for extra tablespaces", "pg_tablespace")
-    return Finding("warn", rows, "each location on its own filesystem", "pg_tablespace",
-                   "filesystem placement cannot be read over SQL; confirm on the nodes")
+    members = [m.service for m in p.params.target.patroni.members] if p.params.target.patroni else []
+    if p.params.target.swarm is None or not members:
+        return Finding("warn", rows, "each location on its own filesystem", "pg_tablespace",
+                       "filesystem placement cannot be read over SQL and no Patroni member's task is known")
+    # an in-place tablespace's location is relative to the data directory, which os.path.join keeps as it is
+    data_dir = p.setting(p.write_endpoint, "data_directory")
+    paths = {r["spcname"]: os.path.join(data_dir, r["location"]) for r in rows}
+    devices: dict[str, dict[str, str]] = {}
+    for service in swarm.stack_services(p.params.target.swarm):
+        if service.name in members:
+            code, out = swarm.exec_in(p.params.target.swarm, service, ["stat", "-c", "%d", data_dir, *paths.values()])
+            if code != 0:
+                raise RuntimeError(f"{service.name}: stat of the data directory and tablespaces: {out.strip()[:200]}")
+            data_dev, *space_devs = out.split()
+            devices[service.name] = {name: "shares the data directory's filesystem" if dev == data_dev else "own"
+                                     for name, dev in zip(paths, space_devs, strict=True)}
+    return decide_tablespaces(devices)
 
 
 @check("DB-15")

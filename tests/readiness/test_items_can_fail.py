@@ -4,8 +4,11 @@ Each test creates the failing state for real where one machine allows it (a trus
 pg_hba, a dropped HNSW index, a stopped replica, a stopped exporter, a literal password in
 a service's environment, log_connections off, ...) and restores it afterwards. Where the
 state is a configuration of the target (a misrouted endpoint, a missing contact), the
-parameters are changed, not the code. States one machine cannot create (kernel settings,
-a 3-node Swarm) are decided from recorded answers in tests/unit/test_readiness_logic.py.
+parameters are changed, not the code (those tests are marked `by_parameters`). Waived items
+are decided on the state their waivers describe (one node, an untuned host kernel). States
+one machine cannot create are decided from recorded answers in
+tests/unit/test_readiness_logic.py and explained in tests/failing_states.py, which prints
+the table of how each item was shown failing at the end of the session.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+from psycopg import sql
 
 from runbook_lib.campaign import records
-from runbook_lib.clients import http, patroni, postgres, swarm
+from runbook_lib.clients import http, patroni, pgbouncer, postgres, swarm
+from runbook_lib.config.endpoints import PgBouncerSpec
 from runbook_lib.config.params import Params, load_params
 from runbook_lib.readiness import engine, security
-from tests.campaign import cluster_healthy, decide, prometheus_sees_all_up, wait_until
+from tests.campaign import application_settled, cluster_healthy, decide, prometheus_sees_all_up, wait_until
 
 pytestmark = pytest.mark.sandbox
 
@@ -140,6 +145,7 @@ def test_sandbox_verdict_is_ready_with_waivers_listed(sandbox_params: Params, re
 # ---------------------------------------------------------------- parameters describe a broken target
 
 
+@pytest.mark.by_parameters
 @pytest.mark.parametrize("item, overrides, expected", [
     ("INF-04", ["readiness.network.probe_to=127.0.0.1:1"], "fail"),
     ("INF-05", ["readiness.database_services=[dpg_haproxy]"], "fail"),
@@ -165,6 +171,7 @@ def test_item_fails_when_the_target_is_misdescribed(sandbox_params_file: Path, i
     assert decide(params, item)[item] == expected
 
 
+@pytest.mark.by_parameters
 def test_inf09_ha04_endpoint_landing_on_a_replica(sandbox_params: Params, sandbox_params_file: Path) -> None:
     leader = patroni.leader(sandbox_params.target.patroni)
     replica = next(m for m in patroni.members(sandbox_params.target.patroni) if m["name"] != leader)
@@ -172,6 +179,7 @@ def test_inf09_ha04_endpoint_landing_on_a_replica(sandbox_params: Params, sandbo
     assert decide(params, "INF-09", "HA-04") == {"INF-09": "fail", "HA-04": "fail"}
 
 
+@pytest.mark.by_parameters
 def test_sec03_certificate_not_from_the_configured_ca(sandbox_params_file: Path, tmp_path: Path) -> None:
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                     "-keyout", str(tmp_path / "k"), "-out", str(tmp_path / "other-ca.crt"), "-days", "2",
@@ -214,6 +222,7 @@ def test_sec01_fails_when_a_patroni_rest_api_takes_strangers(sandbox_params: Par
     assert decide(sandbox_params, "SEC-01") == {"SEC-01": "pass"}
 
 
+@pytest.mark.by_parameters
 def test_sec16_mon02_mon05_sec17_with_bad_sources(sandbox_params_file: Path, tmp_path: Path) -> None:
     class Plain(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
@@ -481,3 +490,102 @@ def test_readiness_cli_exit_codes(sandbox_params_file: Path, tmp_path: Path) -> 
     assert blocker.returncode == 1 and "DB-02" in blocker.stdout
     bad = subprocess.run(cli + ["-p", "readiness.concurrency=zero"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 3 and "readiness.concurrency" in bad.stderr
+
+
+def waiting(admin: PgBouncerSpec) -> bool:
+    with pgbouncer.connect(admin) as conn:
+        return any(int(r["cl_waiting"]) > 0 for r in pgbouncer.show(conn, "POOLS"))
+
+
+def test_perf07_clients_waiting_on_a_paused_pool(sandbox_params: Params) -> None:
+    """The application's pool paused while a client asks a query: it waits at every look, as behind a pool too
+    small for its load. Resumed, the client gets its answer and no one waits."""
+    admin, pool = sandbox_params.endpoints.admin(), sandbox_params.migration.pooler_database
+    app = sandbox_params.endpoints.db("app-pool")
+    answered: list[object] = []
+    assert pgbouncer.pause(admin, pool)
+    try:
+        with postgres.connect(app) as conn:
+            asking = threading.Thread(target=lambda: answered.append(postgres.query(conn, "SELECT 1 AS one")))
+            asking.start()
+            wait_until("the client to wait in PgBouncer", lambda: waiting(admin), timeout=30)
+            assert decide(sandbox_params, "PERF-07") == {"PERF-07": "warn"}
+            pgbouncer.resume(admin, pool)
+            asking.join(timeout=30)
+        assert answered == [[{"one": 1}]]
+    finally:
+        pgbouncer.resume(admin, pool)
+    assert decide(sandbox_params, "PERF-07") == {"PERF-07": "pass"}
+    application_settled(sandbox_params)
+
+
+def test_waived_items_fail_on_the_sandbox_as_their_waivers_say(sandbox_params: Params) -> None:
+    """A waiver stands for a state the target really has (one node, an untuned host kernel, no AppArmor, no
+    Compose v2, no pg_cron): each waived automated item is decided, its finding kept beside the waiver."""
+    automated = {i.id for i in engine.checklist() if i.automated}
+    waived = sorted({w.item for w in sandbox_params.waivers} & automated)
+    assert {"INF-03", "INF-13"} <= set(waived)
+    results = engine.run(sandbox_params, only=waived)
+    undecided = {r.id: r.reason for r in results if r.checked_outcome == "error"}
+    assert not undecided, undecided
+    assert all(r.outcome == "waived" and r.waiver for r in results)
+    found = {r.id: r.checked_outcome for r in results}
+    assert found["INF-03"] == "fail", found  # a single-node Swarm, whatever the machine
+
+
+def test_db14_a_tablespace_on_the_data_directorys_filesystem_and_one_off_it(sandbox_params: Params) -> None:
+    """An in-place tablespace (inside the data directory) defeats its purpose: DB-14 names it on every member.
+    One in each task's /dev/shm (a tmpfs of its own) is on another filesystem: DB-14 passes."""
+    target = sandbox_params.target
+    members = [s for s in swarm.stack_services(target.swarm) if s.name in {m.service for m in target.patroni.members}]
+    own = "/dev/shm/readiness_probe_ts"
+
+    def on_leader(*statements: str | sql.Composable) -> None:
+        with postgres.connect(sandbox_params.endpoints.db("dpg-rw")) as conn:
+            for statement in statements:
+                postgres.query(conn, statement)
+
+    def drop() -> None:
+        on_leader("DROP TABLESPACE IF EXISTS readiness_probe_inplace", "DROP TABLESPACE IF EXISTS readiness_probe_own")
+
+    drop()
+    try:
+        on_leader("SET allow_in_place_tablespaces = on", "CREATE TABLESPACE readiness_probe_inplace LOCATION ''")
+        found = next(iter(engine.run(sandbox_params, only=["DB-14"])))
+        assert found.outcome == "warn"
+        assert sorted(found.observed) == sorted(f"{s.name}: readiness_probe_inplace" for s in members)
+        on_leader("DROP TABLESPACE readiness_probe_inplace")
+        for service in members:  # the location must exist on every member before the leader creates it
+            code, out = swarm.exec_in(target.swarm, service, ["sh", "-c", f"mkdir -p {own} && chown postgres: {own}"])
+            assert code == 0, out
+        on_leader(sql.SQL("CREATE TABLESPACE readiness_probe_own LOCATION {}").format(sql.Literal(own)))
+        assert decide(sandbox_params, "DB-14") == {"DB-14": "pass"}
+    finally:
+        drop()
+        for service in members:
+            swarm.exec_in(target.swarm, service, ["rm", "-rf", own])
+    assert decide(sandbox_params, "DB-14") == {"DB-14": "n/a"}
+
+
+def test_db12_pools_larger_than_the_cluster_takes(sandbox_params: Params) -> None:
+    """PgBouncer's default pool size raised past the leader's usable connections in its task's config and
+    reloaded: DB-12 fails; the file put back and reloaded, it passes."""
+    admin = sandbox_params.endpoints.admin()
+    service = swarm.for_target(sandbox_params.target.swarm).services.get(admin.service)
+    kept = "/tmp/pgbouncer.ini.readiness"
+
+    def run(*cmd: str) -> None:
+        code, out = swarm.exec_in(sandbox_params.target.swarm, service, list(cmd))
+        assert code == 0, out
+
+    run("cp", "-p", admin.config_path, kept)
+    try:
+        run("sed", "-i", "-E", r"s/^(default_pool_size[[:space:]]*=).*/\1 100000/", admin.config_path)
+        run("grep", "-qE", "^default_pool_size[[:space:]]*= 100000", admin.config_path)
+        pgbouncer.command(admin, "RELOAD")
+        found = next(iter(engine.run(sandbox_params, only=["DB-12"])))
+        assert found.outcome == "fail" and found.observed["pool_total"] >= 100000, found.observed
+    finally:
+        run("cp", "-p", kept, admin.config_path)
+        pgbouncer.command(admin, "RELOAD")
+    assert decide(sandbox_params, "DB-12") == {"DB-12": "pass"}

@@ -10,7 +10,7 @@ import yaml
 from runbook_lib.config.params import validate
 from runbook_lib.ops.catalog import distance_operator
 from runbook_lib.readiness import engine, registry
-from runbook_lib.readiness.database import decide_hba, decide_versions
+from runbook_lib.readiness.database import decide_hba, decide_tablespaces, decide_versions
 from runbook_lib.readiness.high_availability import decide_etcd, decide_patroni, decide_replication_lag
 from runbook_lib.readiness.infrastructure import (
     decide_clock,
@@ -252,3 +252,10 @@ def test_knn_decision_and_operators() -> None:
     assert decide_knn([5.0] * 20, [1.0] * 20, False, 50, 0.95).outcome == "fail"
     assert distance_operator("vector_cosine_ops") == "<=>" and distance_operator("vector_l2_ops") == "<->"
     assert distance_operator("vector_ip_ops") == "<#>"
+
+
+def test_db14_tablespace_placement() -> None:
+    assert decide_tablespaces({"pg1": {"ts": "own"}, "pg2": {"ts": "own"}}).outcome == "pass"
+    shared = decide_tablespaces({"pg1": {"ts": "own"}, "pg2": {"ts": "shares the data directory's filesystem"}})
+    assert (shared.outcome, shared.observed) == ("warn", ["pg2: ts"])
+    assert decide_tablespaces({}).outcome == "warn"  # no member looked at: nothing is shown
