@@ -21,7 +21,9 @@ PATRONI_PREFIX = "/service/"
 USERS = ("root", "patroni")
 
 
-def _logs_in(url: str, user: str, password: str) -> bool:
+def logs_in(url: str, user: str, password: str) -> bool:
+    """A fresh login, no token kept: whether `password` is `user`'s now (a token taken before a password
+    change can outlive it)."""
     reply = http.call("POST", f"{url}/v3/auth/authenticate", json_body={"name": user, "password": password},
                       login=False, expect_json=False, ok_codes=http.ANY_STATUS)
     return reply.status_code == 200 or "authentication is not enabled" in reply.text
@@ -59,7 +61,7 @@ def enable(sb: Sandbox) -> str:
         raise SandboxError("target.etcd is not set: the sandbox's etcd cannot be secured")
     url = etcd.endpoints[0].rstrip("/")
     on = bool(etcd_client.auth_status(etcd).get("enabled"))  # no login: the passwords may be stale
-    stale = [u for u in USERS if not _logs_in(url, u, credentials.read(sb, f"etcd_{u}_password"))]
+    stale = [u for u in USERS if not logs_in(url, u, credentials.read(sb, f"etcd_{u}_password"))]
     if on and not stale:
         return "auth already on"
     port = int(url.rsplit(":", 1)[1])

@@ -9,8 +9,8 @@ import secrets
 import psycopg
 import pytest
 
-from runbook_lib.clients import etcd, http
-from runbook_lib.sandbox import docker_cli, etcd_auth, health, lifecycle, resync, stacks
+from runbook_lib.clients import etcd
+from runbook_lib.sandbox import credentials, docker_cli, etcd_auth, health, lifecycle, resync, stacks
 from tests import sandboxes
 
 pytestmark = pytest.mark.sandbox
@@ -21,28 +21,35 @@ def test_up_adopts_data_directories_initialised_with_other_passwords(sandbox):
     other = {role: secrets.token_urlsafe(18) for role in resync.ROLES}
     leader = health.leader_name(sandbox)
     dpg, legacy = sandbox.stack_name("dpg"), f"{sandbox.stack_name('legacy')}_postgres"
-    resync.set_passwords(f"{dpg}_{leader}", stacks.member_port(sandbox, leader), other)
-    resync.set_passwords(legacy, sandbox.spec.ports.legacy, other)
-    for port in (sandbox.spec.ports.haproxy_rw, sandbox.spec.ports.legacy):
-        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-            health.connect(sandbox, port).close()
     spec = sandbox.params.target.etcd
-    etcd1 = resync.container_of(f"{dpg}_etcd1")
-    for user in etcd_auth.USERS:  # etcd's users as another clone made them (its state has etcd's auth on)
-        docker_cli.run("exec", "-i", etcd1, "sh", "-c",
-                       f"{etcd_auth.etcdctl(int(spec.endpoints[0].rsplit(':', 1)[1]))} user passwd {user} "
-                       "--interactive=false >/dev/null", input=secrets.token_urlsafe(18))
-    with pytest.raises(http.HttpError, match="authentication failed"):
-        etcd.member_list(spec)
+    url = spec.endpoints[0].rstrip("/")
 
-    services = [legacy] + [f"{dpg}_{m['name']}" for m in stacks.members(sandbox)]
-    containers = [resync.container_of(s) for s in services]
-    docker_cli.run("stop", *containers, timeout=120)
+    def etcd_logins() -> dict[str, bool]:  # a fresh login each: a token taken earlier may outlive a new password
+        return {user: etcd_auth.logs_in(url, user, credentials.read(sandbox, f"etcd_{user}_password"))
+                for user in etcd_auth.USERS}
 
-    lifecycle.up(sandbox)
+    try:  # whatever fails below, `up` runs: the tests after this one need the sandbox as its state has it
+        resync.set_passwords(f"{dpg}_{leader}", stacks.member_port(sandbox, leader), other)
+        resync.set_passwords(legacy, sandbox.spec.ports.legacy, other)
+        for port in (sandbox.spec.ports.haproxy_rw, sandbox.spec.ports.legacy):
+            with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+                health.connect(sandbox, port).close()
+        etcd1 = resync.container_of(f"{dpg}_etcd1")
+        for user in etcd_auth.USERS:  # etcd's users as another clone made them (its state has etcd's auth on)
+            docker_cli.run("exec", "-i", etcd1, "sh", "-c",
+                           f"{etcd_auth.etcdctl(int(url.rsplit(':', 1)[1]))} user passwd {user} "
+                           "--interactive=false >/dev/null", input=secrets.token_urlsafe(18))
+        assert etcd_logins() == {user: False for user in etcd_auth.USERS}
+
+        services = [legacy] + [f"{dpg}_{m['name']}" for m in stacks.members(sandbox)]
+        containers = [resync.container_of(s) for s in services]
+        docker_cli.run("stop", *containers, timeout=120)
+    finally:
+        lifecycle.up(sandbox)
 
     sandboxes.wait_cluster_healthy(sandbox)
     for port in (sandbox.spec.ports.haproxy_rw, sandbox.spec.ports.legacy):
         with health.connect(sandbox, port) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert etcd_logins() == {user: True for user in etcd_auth.USERS}
     assert len(etcd.member_list(spec)["members"]) == 3
