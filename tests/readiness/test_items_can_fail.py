@@ -589,3 +589,22 @@ def test_db12_pools_larger_than_the_cluster_takes(sandbox_params: Params) -> Non
         run("cp", "-p", kept, admin.config_path)
         pgbouncer.command(admin, "RELOAD")
     assert decide(sandbox_params, "DB-12") == {"DB-12": "pass"}
+
+
+def test_mon03_with_the_policy_rules_taken_out_of_prometheus(sandbox, sandbox_params: Params) -> None:  # noqa: ANN001
+    """The policy's rule file taken out of Prometheus' rule directory and Prometheus reloaded: MON-03 names the
+    metrics no rule covers; put back and reloaded, it passes."""
+    from runbook_lib.sandbox import health, stacks
+
+    rules = stacks.rules_dir(sandbox) / "monitoring-matrix.yml"
+    kept = rules.read_text()
+    rules.unlink()
+    try:
+        health.reload_prometheus(sandbox)
+        wait_until("Prometheus to drop the policy's rules",
+                   lambda: decide(sandbox_params, "MON-03") == {"MON-03": "fail"}, timeout=60, interval=2)
+    finally:
+        rules.write_text(kept)
+        health.reload_prometheus(sandbox)
+    wait_until("Prometheus to load them again", lambda: decide(sandbox_params, "MON-03") == {"MON-03": "pass"},
+               timeout=60, interval=2)
