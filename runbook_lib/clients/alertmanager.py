@@ -34,6 +34,13 @@ def send_alert(url: str, labels: dict[str, str], annotations: dict[str, str], se
               expect_json=False)
 
 
+def end_alert(url: str, labels: dict[str, str]) -> None:
+    """Resolve an alert now: Alertmanager stops re-sending (and retrying) its firing notification."""
+    now = time.time()
+    http.post(f"{url.rstrip('/')}/api/v2/alerts",
+              [{"labels": labels, "startsAt": _iso(now - 1), "endsAt": _iso(now)}], expect_json=False)
+
+
 def routed_to(url: str, label: str, value: str) -> list[str]:
     """The receivers Alertmanager routed the alerts carrying label=value to."""
     alerts = http.get(f"{url.rstrip('/')}/api/v2/alerts", params={"filter": f'{label}="{value}"'})

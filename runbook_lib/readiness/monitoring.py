@@ -88,7 +88,7 @@ def mon04(p: Probe) -> Finding:
         outcome["read back at the webhook"] = "seen" if seen else "not seen"
         how += f"; GET {am.webhook_url}"
     failed = {k: v for k, v in outcome.items() if v not in ("delivered", "seen")}
-    return Finding.check(not failed and bool(named), outcome,
+    return Finding.check(not failed and bool(named), {**outcome, "test_ids": markers},
                          "the test alert delivered to every receiver target.alertmanager.receivers names", how,
                          reason="; ".join(f"{k}: {v}" for k, v in failed.items()) if failed else
                          ("" if named else "no receiver configured"))
@@ -105,6 +105,14 @@ def _deliver_test_alert(am: HttpService, receiver: str, kinds: list[str] | None,
     labels = {"alertname": "ReadinessTestAlert", "severity": "info", "test_id": marker, "test_receiver": receiver,
               **am.test_labels.get(receiver, {})}
     alertmanager.send_alert(am.url, labels, {"summary": f"MON-04 end-to-end test alert for {receiver}; safe to ignore"})
+    try:
+        return _delivery(am, receiver, kinds, marker, before, deadline)
+    finally:  # a test alert left firing is retried for minutes: its late delivery would count for the next check
+        alertmanager.end_alert(am.url, labels)
+
+
+def _delivery(am: HttpService, receiver: str, kinds: list[str], marker: str, before: dict[str, dict[str, float]],
+              deadline: float) -> str:
     while True:
         routed = alertmanager.routed_to(am.url, "test_id", marker)
         if routed and receiver not in routed:
