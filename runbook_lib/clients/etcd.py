@@ -14,19 +14,21 @@ def member_list(spec: Etcd) -> dict[str, Any]:
 
 
 def auth_status(spec: Etcd) -> dict[str, Any]:
+    """Whether auth is on (see auth_status_at), from the first endpoint that answers."""
+    return http.first_answer([e.rstrip("/") for e in spec.endpoints], "etcd auth/status", auth_status_at)
+
+
+def auth_status_at(url: str) -> dict[str, Any]:
     """Whether auth is on, asked with the client certificate and no login, so it answers whatever the passwords
     are, and only with a quorum (a raft request). With auth on, etcd refuses the question itself for want of a user
-    after applying it: that refusal is the answer "on"."""
-    def ask(url: str) -> dict[str, Any]:
-        reply = http.call("POST", f"{url}/v3/auth/status", json_body={}, login=False, expect_json=False,
-                          ok_codes=(200, 400))
-        if reply.status_code == 200:
-            return dict(reply.json())
-        if "user name is empty" in reply.text:
-            return {"enabled": True}
-        raise http.HttpError(f"POST {url}/v3/auth/status: HTTP 400 {reply.text[:200]}")
-
-    return http.first_answer([e.rstrip("/") for e in spec.endpoints], "etcd auth/status", ask)
+    after applying it: that refusal is the answer "on". With auth off, the JSON leaves "enabled" out (false)."""
+    reply = http.call("POST", f"{url.rstrip('/')}/v3/auth/status", json_body={}, login=False, expect_json=False,
+                      ok_codes=(200, 400))
+    if reply.status_code == 200:
+        return {"enabled": False, **reply.json()}
+    if "user name is empty" in reply.text:
+        return {"enabled": True}
+    raise http.HttpError(f"POST {url}/v3/auth/status: HTTP 400 {reply.text[:200]}")
 
 
 def endpoint_status(endpoint: str) -> dict[str, Any]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from typing import Any
 
 from runbook_lib.clients import pgbouncer, swarm
 from runbook_lib.ops import catalog
+from runbook_lib.readiness import in_task
 from runbook_lib.readiness.model import Finding
 from runbook_lib.readiness.probe import Probe
 from runbook_lib.readiness.registry import check
@@ -268,18 +268,19 @@ def db14(p: Probe) -> Finding:
     if p.params.target.swarm is None or not members:
         return Finding("warn", rows, "each location on its own filesystem", "pg_tablespace",
                        "filesystem placement cannot be read over SQL and no Patroni member's task is known")
-    # an in-place tablespace's location is relative to the data directory, which os.path.join keeps as it is
-    data_dir = p.setting(p.write_endpoint, "data_directory")
-    paths = {r["spcname"]: os.path.join(data_dir, r["location"]) for r in rows}
+    # each member's own data directory, from its postmaster: an in-place location is relative to it
+    locations = {r["spcname"]: r["location"] for r in rows}
     devices: dict[str, dict[str, str]] = {}
-    for service in swarm.stack_services(p.params.target.swarm):
+    for service in p.stack_services():
         if service.name in members:
-            code, out = swarm.exec_in(p.params.target.swarm, service, ["stat", "-c", "%d", data_dir, *paths.values()])
+            code, out = swarm.exec_in(p.params.target.swarm, service,
+                                      ["python3", "-c", in_task.script("data_devices"), *locations.values()])
             if code != 0:
-                raise RuntimeError(f"{service.name}: stat of the data directory and tablespaces: {out.strip()[:200]}")
-            data_dev, *space_devs = out.split()
+                raise RuntimeError(f"{service.name}: the data directory's and tablespaces' filesystems: "
+                                   f"{out.strip()[-200:]}")
+            _data_dir, data_dev, *space_devs = out.split()
             devices[service.name] = {name: "shares the data directory's filesystem" if dev == data_dev else "own"
-                                     for name, dev in zip(paths, space_devs, strict=True)}
+                                     for name, dev in zip(locations, space_devs, strict=True)}
     return decide_tablespaces(devices)
 
 

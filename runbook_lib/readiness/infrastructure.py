@@ -116,7 +116,7 @@ def inf04(p: Probe) -> Finding:
     if not found:
         return Finding("fail", f"network {net.name} not found", f"{net.name} ({net.driver})", "docker network ls")
     driver = found[0].attrs["Driver"]
-    service = next((s for s in swarm.stack_services(p.params.target.swarm) if s.name == net.probe_from), None)
+    service = next((s for s in p.stack_services() if s.name == net.probe_from), None)
     if service is None:
         return Finding("error", reason=f"probe service {net.probe_from} not found", source="docker service ls")
     host, _, port = net.probe_to.rpartition(":")

@@ -114,13 +114,16 @@ class Probe:
         return self.shared(f"settings:{endpoint}", lambda: {
             r["name"]: r["setting"] for r in self.sql(endpoint, "SELECT name, setting FROM pg_settings")})[name]
 
-    def database_services(self) -> list[Any]:
-        """The Swarm services that run PostgreSQL (readiness.database_services), fetched once per run."""
+    def stack_services(self) -> list[Any]:
+        """The services of the target's stacks, listed once per run for every check that reads them."""
         from runbook_lib.clients import swarm
 
+        return list(self.shared("stack-services", lambda: swarm.stack_services(self.params.target.swarm)))
+
+    def database_services(self) -> list[Any]:
+        """The Swarm services that run PostgreSQL (readiness.database_services)."""
         wanted = self.need(self.settings.database_services, "readiness.database_services")
-        return [s for s in self.shared("stack-services", lambda: swarm.stack_services(self.params.target.swarm))
-                if s.name in wanted]
+        return [s for s in self.stack_services() if s.name in wanted]
 
     def seconds(self, text: str) -> float:
         return parse_duration(text)

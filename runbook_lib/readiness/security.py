@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from runbook_lib.clients import http, swarm, tlsprobe
+from runbook_lib.clients import etcd, http, swarm, tlsprobe
 from runbook_lib.readiness.model import Finding
 from runbook_lib.readiness.probe import Probe
 from runbook_lib.readiness.registry import check
@@ -137,8 +137,7 @@ def etcd_open(endpoint: str) -> str:
         problems.append("answers without a client certificate")
     except http.HttpError:
         pass  # refused the stranger (it answered the runbooks a moment ago)
-    status = http.call("POST", f"{endpoint}/v3/auth/status", json_body={}, ok_codes=(200, 401))
-    if isinstance(status, dict) and not status.get("enabled"):
+    if not etcd.auth_status_at(endpoint)["enabled"]:
         problems.append("auth off")
     return "; ".join(problems)
 
@@ -231,7 +230,7 @@ def sec06(p: Probe) -> Finding:
         return Finding("pass", p.params.evidence["SEC-06"], "rotation evidence", "parameters.evidence")
     limit = p.seconds(p.settings.secret_rotation)
     client = swarm.for_target(p.params.target.swarm)
-    used = {ref["SecretName"] for s in swarm.stack_services(p.params.target.swarm)
+    used = {ref["SecretName"] for s in p.stack_services()
             for ref in s.attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Secrets", [])}
     now = datetime.now(UTC)
     seconds = {}
@@ -249,7 +248,7 @@ def sec06(p: Probe) -> Finding:
 @check("SEC-07")
 def sec07(p: Probe) -> Finding:
     services = {s.name: s.attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Env", []) or []
-                for s in swarm.stack_services(p.params.target.swarm)}
+                for s in p.stack_services()}
     if not services:
         return Finding("error", reason="no services found in the target's stacks", source="docker service ls")
     return decide_literal_env(services)
