@@ -54,8 +54,8 @@ def _plan_backup(session: Session) -> Outcome:
 def snapshot_and_backup(session: Session) -> Outcome:
     """An online physical backup (pg_basebackup, WAL streamed, manifest with SHA-256 checksums) and a
     schema-only dump beside it. Refused before anything starts when the backup location has less than
-    `backup.space_multiple` times the data free. An interrupted backup stays marked FAILED and is never
-    used.
+    `backup.space_multiple` times the data free. A backup that fails or is interrupted (its location filling
+    up, say) has its files removed, stays marked FAILED and is never used; the step can be run again.
     """
     result = backup.take(tools.of_run(session), backup.plan(session.params))
     return Outcome(summary=f"backup {result.id}: {result.bytes / 1e6:.1f} MB in {result.seconds:.1f} s "

@@ -9,6 +9,7 @@ an interrupted backup is never mistaken for a good one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -110,7 +111,7 @@ def take(tools: Tools, p: Plan) -> BackupResult:
         raise BackupError(f"not enough space at {space['location']}: {space['free_bytes']} bytes free, "
                           f"{p.space_multiple:g} x {space['data_bytes']} needed; nothing was started")
     uid, gid = tools.ids
-    backup_id = now().strftime("%Y%m%dT%H%M%SZ")
+    backup_id = _new_id(p.location)
     partial = p.location / f"{backup_id}.partial"
     partial.mkdir(parents=True)
     os.chown(partial, uid, gid)
@@ -125,8 +126,12 @@ def take(tools: Tools, p: Plan) -> BackupResult:
                   endpoints=[p.source], folders=[p.location])
         tools.run(["pg_dump", "-d", tools_mod.dsn(p.source), "--schema-only", "-f", str(partial / "schema.sql")],
                   endpoints=[p.source], folders=[p.location])
-    except BaseException:
-        (partial / "FAILED").write_text(f"interrupted or failed at {now().isoformat()}; never use this backup\n")
+    except BaseException as exc:
+        left = _abandon(partial, exc)
+        if isinstance(exc, ToolError) and "No space left on device" in str(exc):
+            raise BackupError(f"the backup location {p.location} filled up during the backup: {left}; the source "
+                              "was only read. Free space there (or set backup.location to a larger filesystem) and "
+                              "run this step again") from exc
         raise
     seconds = time.monotonic() - started
     after = table_counts(p.source)
@@ -137,6 +142,31 @@ def take(tools: Tools, p: Plan) -> BackupResult:
     size = sum(f.stat().st_size for f in final.rglob("*") if f.is_file())
     return BackupResult(backup_id, str(final), size, round(seconds, 2), wal["Start-LSN"], wal["End-LSN"], before,
                         after, schema_dump=str(final / "schema.sql"), unlogged=unlogged, extensions=extensions)
+
+
+def _new_id(location: Path) -> str:
+    """The time, and a suffix when a backup (or a failed one's marker) of the same second is already there."""
+    stamp = now().strftime("%Y%m%dT%H%M%SZ")
+    taken = lambda name: (location / name).exists() or (location / f"{name}.partial").exists()  # noqa: E731
+    return next(name for name in (stamp, *(f"{stamp}-{n}" for n in range(2, 1000))) if not taken(name))
+
+
+def _abandon(partial: Path, exc: BaseException) -> str:
+    """A failed backup: its files removed (a full disk is freed for the next try), marked FAILED. Says what
+    is left of it."""
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    reason = next((line for line in lines if "No space left" in line), lines[0])[:300]
+    shutil.rmtree(partial / "data", ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (partial / "schema.sql").unlink(missing_ok=True)
+    leftover = [str(f) for f in partial.rglob("*") if f.is_file()]
+    try:  # written after the removal: on a full disk the marker needs the space it frees
+        (partial / "FAILED").write_text(f"interrupted or failed at {now().isoformat()}: {reason}\n"
+                                        "its files were removed; never use this backup\n")
+    except OSError as marker_error:
+        leftover.append(f"(no FAILED marker: {marker_error})")
+    return (f"{partial} kept as a marker, its files removed" if not leftover else
+            f"{partial} could not be emptied ({', '.join(leftover[:3])}): remove it by hand")
 
 
 def verify(tools: Tools, backup_path: str) -> str:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from runbook_lib.books import phase1_pre_migration as phase1
 from runbook_lib.campaign import records
+from runbook_lib.clients import postgres
 from runbook_lib.config.params import load_params
 from runbook_lib.ops import backup
 from runbook_lib.run import archive, runner, session
 from runbook_lib.run.step import StepFailed
 from tests import receivers
-from tests.campaign import window_overrides
+from tests.campaign import wait_until, window_overrides
 
 pytestmark = pytest.mark.sandbox
 
@@ -90,6 +93,37 @@ def test_not_enough_space_stops_before_the_backup(sandbox_params_file: Path, ope
     with pytest.raises(StepFailed, match="not enough space"):
         rb.run(phase1.snapshot_and_backup)
     assert set(backup.plan(params).location.glob("*")) == before  # nothing was started
+
+
+def test_a_backup_location_that_fills_up_stops_clean_and_the_step_runs_again(
+        sandbox_params_file: Path, open_phase1, tmp_path: Path) -> None:  # noqa: ANN001
+    """A real small filesystem: the pre-check passes (the data fits), the WAL streamed beside it does not. The
+    step fails naming the location, frees what it wrote, leaves legacy as it was, and runs again once there
+    is room."""
+    source = backup.plan(load_params(sandbox_params_file)).source
+    data = backup.data_bytes(source)
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={data + 4 * 2**20},mode=0777", "tmpfs", str(small)],
+                   check=True, timeout=30)
+    try:
+        rb = open_phase1(overrides=[f"backup.location={small}", "backup.space_multiple=1"])
+        with pytest.raises(StepFailed, match=f"the backup location {small} filled up during the backup"):
+            rb.run(phase1.snapshot_and_backup)
+        [partial] = small.glob("*.partial")
+        assert "No space left on device" in (partial / "FAILED").read_text()
+        assert [f.name for f in small.rglob("*") if f.is_file()] == ["FAILED"]  # its files removed
+        assert shutil.disk_usage(small).free >= data  # the space is back for the next try
+        with postgres.connect(source) as conn:  # legacy was only read: no backup stream or slot left on it
+            wait_until("pg_basebackup's stream to end on legacy", lambda: postgres.scalar(conn, """
+                SELECT (SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pg_basebackup')
+                     + (SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'pg_basebackup%')""") == 0,
+                       timeout=60)
+        subprocess.run(["mount", "-o", f"remount,size={3 * data + 64 * 2**20}", str(small)], check=True, timeout=30)
+        assert rb.run(phase1.snapshot_and_backup).status == "ok"
+        assert (small / rb.state["backup"]["id"] / "data" / "backup_manifest").is_file()
+    finally:
+        subprocess.run(["umount", "--lazy", str(small)], check=False, timeout=30)
 
 
 def test_readiness_blocker_stops_the_gate(open_phase1, tmp_path: Path) -> None:  # noqa: ANN001
