@@ -265,9 +265,10 @@ def _give_back(origin: psycopg.Connection[Any], reopened: psycopg.Connection[Any
     actions: list[tuple[str, Callable[[], object]]] = []
     if reopened is not None:
         actions.append((f"ALTER ROLE {r.app_role} SET default_transaction_read_only = on on {leg.destination.name}",
-                        lambda: migration.set_read_only_on(reopened, r.app_role, True)))
+                        lambda: _on(reopened, leg.destination,
+                                    lambda conn: migration.set_read_only_on(conn, r.app_role, True))))
     actions += [(f"ALTER ROLE {r.app_role} RESET default_transaction_read_only on {leg.origin.name}",
-                 lambda: migration.set_read_only_on(origin, r.app_role, False)),
+                 lambda: _on(origin, leg.origin, lambda conn: migration.set_read_only_on(conn, r.app_role, False))),
                 (f"RESUME {r.pooler_database} on PgBouncer's console", lambda: _resume(admin, r))]
     left = []
     for what, action in actions:
@@ -280,6 +281,18 @@ def _give_back(origin: psycopg.Connection[Any], reopened: psycopg.Connection[Any
             f"the critical section stopped before the switch ({first_line(exc)}) and undoing it failed: "
             f"{leg.origin.name} may be read-only for the application and the pool paused. Still to do: "
             f"{'; '.join(left)} (or run the step again: it goes on with the switch)") from exc
+
+
+def _on(conn: psycopg.Connection[Any], spec: PgSpec, action: Callable[[psycopg.Connection[Any]], object]) -> object:
+    """`action` on the cut's connection, or on a fresh one when that one was lost (the server restarted inside
+    the cut: what it must be given back is on its disk, and a fresh session can undo it)."""
+    try:
+        return action(conn)
+    except psycopg.OperationalError:
+        if not conn.broken:
+            raise
+        with postgres.connect(spec) as fresh:
+            return action(fresh)
 
 
 def _resume(admin: pgbouncer.Console, r: Route) -> None:

@@ -690,27 +690,35 @@ def writes_since(conn: psycopg.Connection[Any], xmax: str) -> list[str]:
 
 
 def set_read_only(endpoint: PgSpec, role: str, read_only: bool) -> int:
-    """Writes off (or on) for the application role on a server; its open sessions are ended when turning off."""
+    """Writes off (or on) for the application role on a server; its open sessions are ended when turning off,
+    and those opened while it was off are ended when turning on (see set_read_only_on)."""
     with _conn(endpoint) as conn:
         return set_read_only_on(conn, role, read_only)
+
+
+_MARKED = """SELECT 1 FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
+             WHERE r.rolname = %s AND s.setdatabase = 0 AND 'default_transaction_read_only=on' = ANY(s.setconfig)"""
+_SESSIONS = ("SELECT pid FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid() "
+             "AND backend_type = 'client backend'")
 
 
 def read_only_for(endpoint: PgSpec, role: str) -> bool:
     """Whether the role's sessions start read-only on this server (set_read_only's mark)."""
     with _conn(endpoint) as conn:
-        return bool(postgres.query(conn, """SELECT 1 FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole
-                                            WHERE r.rolname = %s AND s.setdatabase = 0
-                                              AND 'default_transaction_read_only=on' = ANY(s.setconfig)""", [role]))
+        return bool(postgres.query(conn, _MARKED, [role]))
 
 
 def set_read_only_on(conn: psycopg.Connection[Any], role: str, read_only: bool) -> int:
+    """The mark on (the role's sessions ended: each new one starts read-only) or off. Turning it off also ends
+    the sessions that began under it: the setting is read at a session's start, so they would refuse writes
+    for as long as they live (a pooler's server connections opened meanwhile, say). Returns sessions ended."""
     if read_only:
         postgres.query(conn, sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on")
                        .format(sql.Identifier(role)))
-        return _terminate(conn, "SELECT pid FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid() "
-                                "AND backend_type = 'client backend'", [role])
+        return _terminate(conn, _SESSIONS, [role])
+    marked = bool(postgres.query(conn, _MARKED, [role]))
     postgres.query(conn, sql.SQL("ALTER ROLE {} RESET default_transaction_read_only").format(sql.Identifier(role)))
-    return 0
+    return _terminate(conn, _SESSIONS, [role]) if marked else 0  # all began after the mark ended the others
 
 
 # ---------------------------------------------------------------- what logical replication does not carry

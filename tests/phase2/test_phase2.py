@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -23,8 +24,9 @@ from psycopg import sql
 
 from runbook_lib.books import phase2_migration as phase2
 from runbook_lib.campaign import records
-from runbook_lib.clients import pgbouncer, postgres
+from runbook_lib.clients import pgbouncer, postgres, swarm
 from runbook_lib.config import names
+from runbook_lib.config.endpoints import PgSpec
 from runbook_lib.config.params import Params, load_params
 from runbook_lib.ops import cutover, fallback, migration, writeprobe
 from runbook_lib.run import runner, session
@@ -329,6 +331,22 @@ def filled(params_file: Path, campaign_dir: Path, fill: bool = True) -> session.
     return rb
 
 
+def prepared_cut(params_file: Path, params: Params, campaign_dir: Path) -> tuple[session.Session, migration.Route,
+                                                                                 cutover.Leg]:
+    """Phase 2 filled and streaming, the forward leg prepared (PgBouncer staged, the new side caught up): what
+    a test does inside the cut comes next. The write probe's table is published, so copied and streamed."""
+    writeprobe.ensure_table(params.endpoints.db("legacy"), params.target.app.role)
+    rb = filled(params_file, campaign_dir)
+    try:
+        r = migration.route(params)
+        leg = cutover.forward(r)
+        cutover.prepare(r, leg, 60)
+    except BaseException:
+        rb.release()
+        raise
+    return rb, r, leg
+
+
 def assert_legacy_serves_writes(params: Params, marker: str) -> None:
     """PgBouncer still points at legacy, the pool is not paused and legacy takes the application's writes."""
     assert pgbouncer.backend(params.endpoints.admin(), "app") == LEGACY
@@ -404,6 +422,91 @@ def test_a_cut_that_cannot_end_in_its_bound_leaves_legacy_serving(sandbox_params
     assert_legacy_serves_writes(sandbox_params, f"slow-{rb.info.run_id}")
 
 
+def test_pgbouncer_restarted_inside_the_cut_leaves_legacy_serving(sandbox_params_file: Path, sandbox_params: Params,
+                                                                  signed: Path, restore_legacy: None) -> None:
+    """PgBouncer's task killed with the pool paused and legacy read-only: Swarm starts another, which reads its
+    deployed config (legacy) and is not paused. The cut is tried as the phase 2 book tries it: the RELOAD on
+    the lost console fails and a fresh console says the pool does not lead to the new cluster (or, when a
+    write on legacy in that long pause gave the first attempt back, the second one's RELOAD loads legacy, not
+    the staged backend). Either way legacy is given back: writable, the new cluster read-only again, the
+    config file unstaged, and the application's next write lands on legacy."""
+    legacy, new = sandbox_params.endpoints.db("legacy"), sandbox_params.endpoints.db("dpg-rw")
+    rb, r, leg = prepared_cut(sandbox_params_file, sandbox_params, signed)
+    try:
+        serving = cutover.serving(r)
+        killed = swarm.running_container(r.swarm, swarm.for_target(r.swarm).services.get(r.pooler.service)).id
+
+        def restart_pgbouncer() -> None:  # inside the cut: paused, legacy read-only, both sides level
+            swarm.for_target(r.swarm).containers.get(killed).kill()
+            wait_until("Swarm to run another PgBouncer task that answers", lambda: _answers_again(r, killed), 180)
+
+        attempts: list[str] = []
+
+        def hold() -> Callable[[], None]:  # the first attempt only: a task restarts once
+            attempts.append("cut")
+            return restart_pgbouncer if len(attempts) == 1 else (lambda: None)
+
+        with pytest.raises(cutover.NotCut, match="the critical section stopped at the switch|PgBouncer reloaded "
+                                                 r"127\.0\.0\.1:25432, not the staged"):
+            cutover.cut_retrying(r, leg, serving, 240, hold=hold)
+        assert cutover.serving(r) == LEGACY
+        assert not pgbouncer.paused(sandbox_params.endpoints.admin(), "app")
+        assert not migration.read_only_for(legacy, r.app_role)
+        assert migration.read_only_for(new, r.app_role) == leg.reopen  # closed again if the cut had opened it
+    finally:
+        rb.release()
+    assert_legacy_serves_writes(sandbox_params, f"restarted-{rb.info.run_id}")
+
+
+def test_legacy_killed_inside_the_cut_is_given_back_and_the_next_cut_loses_nothing(
+        sandbox_params_file: Path, sandbox_params: Params, signed: Path, restore_legacy: None) -> None:
+    """Legacy's task killed with the pool paused and legacy read-only for the application: Swarm restarts it
+    from its volume. The cut's session to it is lost; the give-back undoes the read-only mark on a fresh
+    session, so the cut stops with legacy serving. The next cut carries every write legacy committed."""
+    legacy = sandbox_params.endpoints.db("legacy")
+    rb, r, leg = prepared_cut(sandbox_params_file, sandbox_params, signed)
+    marker = f"before-kill-{rb.info.run_id}"
+    try:
+        writeprobe.mark(legacy, marker)  # committed on legacy just before the cut
+        service = swarm.for_target(r.swarm).services.get("legacy_postgres")
+        killed = swarm.running_container(r.swarm, service).id
+
+        def kill_legacy() -> None:  # inside the cut: paused, legacy read-only, both sides level
+            swarm.for_target(r.swarm).containers.get(killed).kill()
+            wait_until("Swarm to restart legacy", lambda: _accepts_sessions(legacy), 180)
+
+        with pytest.raises(cutover.CutoverAborted, match="the critical section stopped before the switch"):
+            cutover.cut(r, leg, 240, at_cut=kill_legacy)
+        assert cutover.serving(r) == LEGACY and not pgbouncer.paused(sandbox_params.endpoints.admin(), "app")
+        assert not migration.read_only_for(legacy, r.app_role)  # given back on a fresh session
+        done, _ = cutover.cut_retrying(r, leg, cutover.serving(r), 60)  # legacy back: the next cut goes through
+        assert "switched" in done.marks
+        cutover.finish_forward(r, done.reverse_from)
+        assert count_marker(sandbox_params, "dpg-rw", marker) == 1
+    finally:
+        rb.release()
+        # a crash restart resets the server's statistics: analysed again, so DB-11 finds legacy as it was
+        wait_until("legacy to accept sessions", lambda: _accepts_sessions(legacy), 180)
+        with postgres.connect(legacy) as conn:
+            postgres.query(conn, "ANALYZE")
+
+
+def _accepts_sessions(endpoint: PgSpec) -> bool:
+    try:
+        with postgres.connect(endpoint) as conn:
+            return postgres.scalar(conn, "SELECT NOT pg_is_in_recovery()") is True
+    except psycopg.OperationalError:
+        return False
+
+
+def _answers_again(r: migration.Route, killed: str) -> bool:
+    try:
+        return cutover.serving(r) is not None and swarm.running_container(
+            r.swarm, swarm.for_target(r.swarm).services.get(r.pooler.service)).id != killed
+    except Exception:  # noqa: BLE001 - not yet: no running task, or its console not listening yet
+        return False
+
+
 def test_a_write_no_session_owns_aborts_the_cut_and_the_next_cut_takes_it(sandbox_params_file: Path,
                                                                          sandbox_params: Params, signed: Path,
                                                                          restore_legacy: None) -> None:
@@ -411,14 +514,9 @@ def test_a_write_no_session_owns_aborts_the_cut_and_the_next_cut_takes_it(sandbo
     autovacuum's ANALYZE does), aborts the cut as an UnattributedWrite with legacy given back; the runbooks try
     the cut once more, and that cut carries the write over."""
     legacy = sandbox_params.endpoints.db("legacy")
-    writeprobe.ensure_table(legacy, sandbox_params.target.app.role)  # published, so copied and streamed
-    rb = filled(sandbox_params_file, signed)
-    r = migration.route(sandbox_params)
+    rb, r, leg = prepared_cut(sandbox_params_file, sandbox_params, signed)
     marker = f"quiet-{rb.info.run_id}"
     try:
-        leg = cutover.forward(r)
-        cutover.prepare(r, leg, 60)
-
         def quiet_write() -> None:  # committed before the check looks: no session holds its xid any more
             writeprobe.mark(legacy, marker)
 
