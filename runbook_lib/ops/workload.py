@@ -107,6 +107,7 @@ class WorkloadResult:
     error_samples: list[str] = field(default_factory=list)
     vector_ops: set[str] = field(default_factory=set)
     peak_clients: int = 0  # the most clients connected at once: the concurrency the test really reached
+    connect_errors: int = 0  # connection attempts that failed (each retried, as an application's pool would)
 
     @property
     def tps(self) -> float:
@@ -126,6 +127,7 @@ class WorkloadResult:
     def summary(self) -> dict[str, Any]:
         p = lambda q, op=None: round(self.percentile(q, op) or 0.0, 2)  # noqa: E731
         return {"concurrency": self.concurrency, "peak_clients": self.peak_clients,
+                "connect_errors": self.connect_errors,
                 "duration_s": round(self.duration_s, 2),
                 "requests": self.requests, "errors": self.errors, "tps": round(self.tps, 1),
                 "error_rate": round(self.errors / self.requests, 5) if self.requests else 0.0,
@@ -152,15 +154,18 @@ def run(connect: Callable[[], psycopg.Connection[Any]], mix: list[Op], *, concur
     def client(seed: int) -> None:
         rng = random.Random(seed)
         time.sleep(ramp_s * seed / concurrency)
-        try:
-            conn = connect()
-        except psycopg.Error as exc:
-            with lock:
-                result.errors += 1
-                result.requests += 1
-                if len(result.error_samples) < 10:
-                    result.error_samples.append(str(exc).strip()[:200])
-            return
+        while True:  # a refused or timed-out connection is tried again, as an application's pool would
+            try:
+                conn = connect()
+                break
+            except psycopg.Error as exc:
+                with lock:
+                    result.connect_errors += 1
+                    if len(result.error_samples) < 10:
+                        result.error_samples.append(f"connect: {str(exc).strip()[:200]}")
+                if not _transient(exc) or time.monotonic() + 1 >= deadline:
+                    return
+                time.sleep(rng.uniform(0.5, 1.5))
         with lock:
             connected[0] += 1
             result.peak_clients = max(result.peak_clients, connected[0])
@@ -209,6 +214,21 @@ def run(connect: Callable[[], psycopg.Connection[Any]], mix: list[Op], *, concur
     return result
 
 
+# what libpq says of a connection worth trying again (a login refused or a database missing is not)
+_TRANSIENT = ("timeout expired", "timed out", "connection refused", "closed the connection unexpectedly",
+              "connection reset", "could not receive data", "could not send data", "too many clients",
+              "no more connections", "starting up", "shutting down")
+
+
+def _transient(exc: psycopg.Error) -> bool:
+    """Worth a retry: a timeout, refusal or reset, the server out of connections or restarting; never a refused
+    login or a missing database, which would only be hammered. (libpq gives no SQLSTATE for a failed connect.)"""
+    if exc.sqlstate:
+        return exc.sqlstate.startswith(("53", "57P0", "08"))
+    text = str(exc).lower()
+    return any(marker in text for marker in _TRANSIENT)
+
+
 def load_test(spec: Workload | None, endpoints: Endpoints, progress: Progress, vector: VectorExtension) -> Outcome:
     """Run the mix as the load test and the baseline do, and report TPS, latency percentiles and errors."""
     if spec is None:
@@ -231,6 +251,8 @@ def load_test(spec: Workload | None, endpoints: Endpoints, progress: Progress, v
     return Outcome(summary=f"{figures['tps']} TPS, p95 {figures['p95_ms']} ms, vector p95 {figures['vector_p95_ms']} ms, "
                            f"{figures['errors']} errors of {figures['requests']}, {figures['peak_clients']} of "
                            f"{spec.concurrency} clients connected at once"
+                           + (f" ({figures['connect_errors']} connection attempts failed and were retried)"
+                              if figures["connect_errors"] else "")
                            + (f"; first error: {figures['first_errors'][0]}" if figures["first_errors"] else ""),
                    evidence=per_op, metrics=figures, figures=[fig], failed=figures["requests"] == 0,
                    state={"load_test": figures})

@@ -3,9 +3,11 @@ parameters, against a real PostgreSQL (the host's server binaries)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from runbook_lib.clients import postgres
@@ -117,3 +119,29 @@ def test_db18_measures_index_bloat_from_the_statistics(params: Params) -> None:
     assert swollen.outcome == "warn", swollen
     assert set(swollen.observed["bloated_above_limit"]) == {"swelling_pkey"}, swollen.observed
     assert swollen.observed["bloated_above_limit"]["swelling_pkey"] > 0.8
+
+
+def test_a_client_whose_connection_fails_tries_again_unless_its_login_is_refused(params: Params) -> None:
+    """A timed-out or refused connection is retried (a loaded machine's handshake storm must not cap the
+    clients the load test reaches); a refused login is not (retrying would only hammer the server)."""
+    endpoint = params.endpoints.db("app")
+    with postgres.connect(endpoint) as conn:
+        ops = workload.prepare(conn, None, VectorExtension())
+    attempts: dict[int, int] = {}
+
+    def flaky() -> psycopg.Connection:  # each client's first attempt reaches a port nothing listens on
+        me = threading.get_ident()
+        attempts[me] = attempts.get(me, 0) + 1
+        if attempts[me] == 1:
+            return psycopg.connect(host="127.0.0.1", port=1, connect_timeout=2)
+        return postgres.connect(endpoint)
+
+    result = workload.run(flaky, ops, concurrency=3, duration_s=5)
+    assert (result.peak_clients, result.connect_errors, result.errors) == (3, 3, 0), result.summary()
+    assert result.requests > 3
+
+    def refused() -> psycopg.Connection:
+        return psycopg.connect(**{**endpoint.connect_kwargs(), "password": "not-the-password"})
+
+    result = workload.run(refused, ops, concurrency=3, duration_s=5)
+    assert (result.peak_clients, result.connect_errors) == (0, 3), result.summary()
