@@ -278,7 +278,7 @@ def db14(p: Probe) -> Finding:
             if code != 0:
                 raise RuntimeError(f"{service.name}: the data directory's and tablespaces' filesystems: "
                                    f"{out.strip()[-200:]}")
-            _data_dir, data_dev, *space_devs = out.split()
+            _data_dir, data_dev, *space_devs = out.splitlines()  # a path may hold spaces
             devices[service.name] = {name: "shares the data directory's filesystem" if dev == data_dev else "own"
                                      for name, dev in zip(locations, space_devs, strict=True)}
     return decide_tablespaces(devices)

@@ -3,7 +3,7 @@ given (relative paths are taken from the data directory, as an in-place tablespa
 
 Why from the postmaster: each member may keep its data elsewhere, and only its process knows which. Its cwd is
 the data directory; reading it needs the postmaster's own user, so root (the exec's default) becomes that user.
-Prints: DATA_DIR DEVICE_OF_DATA_DIR DEVICE_OF_EACH_PATH...
+Prints, one per line: the data directory, its device, the device of each path.
 """
 import os
 import sys
@@ -28,4 +28,4 @@ if os.getuid() == 0 and owner != "0":
     os.setgid(os.stat(f"/proc/{postmasters[0]}").st_gid)
     os.setuid(int(owner))
 data = os.readlink(f"/proc/{postmasters[0]}/cwd")
-print(data, *(os.stat(os.path.join(data, path)).st_dev for path in [".", *sys.argv[1:]]))
+print(data, *(os.stat(os.path.join(data, path)).st_dev for path in [".", *sys.argv[1:]]), sep="\n")
