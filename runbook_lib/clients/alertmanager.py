@@ -28,6 +28,7 @@ def integrations(url: str) -> dict[str, list[str]]:
 
 
 def send_alert(url: str, labels: dict[str, str], annotations: dict[str, str], seconds: float = 120) -> None:
+    """Fire an alert that lasts `seconds` from now (0 resolves it at once)."""
     now = time.time()
     http.post(f"{url.rstrip('/')}/api/v2/alerts",
               [{"labels": labels, "annotations": annotations, "startsAt": _iso(now), "endsAt": _iso(now + seconds)}],
@@ -36,9 +37,7 @@ def send_alert(url: str, labels: dict[str, str], annotations: dict[str, str], se
 
 def end_alert(url: str, labels: dict[str, str]) -> None:
     """Resolve an alert now: Alertmanager stops re-sending (and retrying) its firing notification."""
-    now = time.time()
-    http.post(f"{url.rstrip('/')}/api/v2/alerts",
-              [{"labels": labels, "startsAt": _iso(now - 1), "endsAt": _iso(now)}], expect_json=False)
+    send_alert(url, labels, {}, seconds=0)
 
 
 def routed_to(url: str, label: str, value: str) -> list[str]:
