@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 
+from runbook_lib.clients import patroni
 from runbook_lib.ops import fallback, migration
 from runbook_lib.sandbox import docker_cli, health, lifecycle, stacks
 from runbook_lib.sandbox.context import Sandbox, load
@@ -106,3 +107,36 @@ def app_fault(sb: Sandbox, **fault: object) -> Iterator[Path]:
         yield path
     finally:
         path.unlink(missing_ok=True)
+
+
+def _in_effect(sb: Sandbox, settings: dict[str, object], everywhere: bool) -> bool:
+    """Each setting as given (None: not looked at) on the leader, or on every member that answers."""
+    ports = [m["pg"] for m in stacks.members(sb)] if everywhere else [sb.spec.ports.haproxy_rw]
+    answered = 0
+    for port in ports:
+        try:
+            with health.connect(sb, port, timeout=2) as conn:
+                rows = conn.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
+                                    [[k for k, v in settings.items() if v is not None]]).fetchall()
+        except psycopg.OperationalError:
+            continue  # a member down (stopped by the test, or starting again)
+        answered += 1
+        if any(setting != str(settings[name]) for name, setting in rows):
+            return False
+    return answered > 0
+
+
+@contextmanager
+def patroni_parameters(sb: Sandbox, everywhere: bool = False, **settings: object) -> Iterator[None]:
+    """A dynamic configuration change through Patroni's REST API (each member reloads on its next loop), in
+    effect on the leader (or on every member that answers) inside, undone afterwards."""
+    spec = sb.params.target.patroni
+    before = patroni.config(spec)["postgresql"].get("parameters", {})
+    patroni.patch_config(spec, {"postgresql": {"parameters": settings}})
+    health.wait_for(f"{settings} to take effect", lambda: _in_effect(sb, settings, everywhere), 60)
+    try:
+        yield
+    finally:
+        undone = {k: before.get(k) for k in settings}
+        patroni.patch_config(spec, {"postgresql": {"parameters": undone}})
+        health.wait_for(f"{undone} to take effect again", lambda: _in_effect(sb, undone, False), 60)

@@ -7,6 +7,7 @@ cluster empty (fallback.to_legacy, then fallback.clear_new).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -581,40 +582,119 @@ def copying(rb: session.Session) -> tuple[threading.Thread, dict[str, object]]:
         except BaseException as exc:  # noqa: BLE001 - reported by the test thread
             outcome["error"] = exc
 
-    filler = threading.Thread(target=fill)
+    filler = threading.Thread(target=fill, daemon=True)  # a failed test must not wait on it to exit
     filler.start()
     return filler, outcome
 
 
-def test_a_failover_during_the_initial_copy_is_survived(sandbox, sandbox_params_file: Path,  # noqa: ANN001
-                                                        sandbox_params: Params, signed: Path,
-                                                        copy_ballast: str, restore_legacy: None) -> None:
+def _sync_slot_prefix(params: Params, table: str) -> str:
+    """pg_<subscription oid>_sync_<relation oid>_: how PostgreSQL names the table's sync slot on the publisher."""
+    with postgres.connect(params.endpoints.db("dpg-rw")) as conn:
+        ids = postgres.query(conn, """SELECT r.srsubid::text AS sub, r.srrelid::oid::text AS rel
+                                      FROM pg_subscription_rel r WHERE r.srrelid = %s::regclass""", [table])[0]
+    return f"pg_{ids['sub']}_sync_{ids['rel']}_"
+
+
+def _copy_waits(endpoint: PgSpec) -> int:
+    """Rows a table-sync worker's COPY holds while it waits for another transaction (0: none waits)."""
+    with postgres.connect(endpoint) as conn:
+        return postgres.scalar(conn, """SELECT coalesce(max(p.tuples_processed), 0) FROM pg_stat_progress_copy p
+                                        JOIN pg_stat_activity a ON a.pid = p.pid
+                                        WHERE a.wait_event_type = 'Lock' AND a.wait_event = 'transactionid'""")
+
+
+def _lock_waits(endpoint: PgSpec, table: str) -> bool:
+    """Some session waits for a lock on `table` there."""
+    with postgres.connect(endpoint) as conn:
+        return bool(postgres.query(conn, "SELECT 1 FROM pg_locks WHERE relation = %s::regclass AND NOT granted",
+                                   [table]))
+
+
+@pytest.mark.parametrize("state", ["i", "i, its sync slot left", "d", "f"])
+def test_a_failover_mid_copy_is_survived_in_each_table_state(sandbox, sandbox_params_file: Path,  # noqa: ANN001
+                                                            sandbox_params: Params, signed: Path,
+                                                            copy_ballast: str, restore_legacy: None,
+                                                            state: str) -> None:
+    """The new cluster's leader is stopped while the ballast table's copy is held in one state (issue 15):
+    'i' (no table-sync worker may start), 'i' with a sync slot an earlier leader left on legacy (a member
+    that missed the state 'd' was promoted), 'd' (its COPY all but done: stopped at its last row, which an
+    open transaction on the new cluster also writes) and 'f' (copied, its catch-up waiting on a lock on the
+    new cluster). The copy must end with every table equal,
+    started from scratch only where nothing else can save it."""
     from tests import sandboxes
 
+    legacy, target = sandbox_params.endpoints.db("legacy"), sandbox_params.endpoints.db("dpg-rw")
     rb = filled(sandbox_params_file, signed, fill=False)
+    held: list[psycopg.Connection] = []
     try:
-        filler, outcome = copying(rb)
-        wait_until("the ballast table's copy to start", lambda: _sync_state(sandbox_params, copy_ballast) == "d", 120)
-        moved = sandboxes.failover(sandbox, timeout=90)  # the subscriber's leader goes away mid-copy
-        assert moved["new_leader"] != moved["old_leader"]
-        filler.join(timeout=1200)  # a mid-copy failover can take the copy ten minutes to recover here (issue 15)
+        with contextlib.ExitStack() as workers_held:
+            workers_held.enter_context(sandboxes.patroni_parameters(sandbox, everywhere=True,
+                                                                    max_sync_workers_per_subscription=0))
+            filler, outcome = copying(rb)  # every table waits at 'i': no table-sync worker may start
+            wait_until("the ballast table listed at 'i'", lambda: _sync_state(sandbox_params, copy_ballast) == "i",
+                       300)
+            if state == "i, its sync slot left":
+                with postgres.connect(target) as conn:
+                    system = postgres.scalar(conn, "SELECT system_identifier::text FROM pg_control_system()")
+                with postgres.connect(legacy) as conn:
+                    postgres.query(conn, "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')",
+                                   [_sync_slot_prefix(sandbox_params, copy_ballast) + system])
+            if state in ("d", "f"):  # the ballast's last row, written on the new cluster and not committed: the
+                # COPY stops there, every other row in, waiting for this transaction (the primary key's check)
+                with postgres.connect(legacy) as conn:
+                    last = postgres.scalar(conn, sql.SQL("SELECT max(id) FROM {}").format(sql.Identifier(copy_ballast)))
+                held.append(postgres.connect(target, autocommit=False))
+                held[0].execute(sql.SQL("INSERT INTO {} (id) VALUES (%s)").format(sql.Identifier(copy_ballast)), [last])
+                workers_held.close()  # the parameter undone: the workers start
+                wait_until("the ballast's COPY to stop at its last row", lambda: (
+                    _sync_state(sandbox_params, copy_ballast) == "d" and _copy_waits(target)), 300)
+            if state == "f":  # a lock queued behind the copy on the new cluster: granted when it commits 'f'
+                catch_up = postgres.connect(target, autocommit=False)
+                held.append(catch_up)
+                locker = threading.Thread(target=lambda: catch_up.execute(sql.SQL(
+                    "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(copy_ballast))), daemon=True)
+                locker.start()
+                wait_until("the lock on the new cluster to queue behind the copy",
+                           lambda: _lock_waits(target, copy_ballast), 60)
+                held.pop(0).close()  # the row given up: the COPY ends and commits 'f'
+                locker.join(timeout=600)
+                assert not locker.is_alive(), "the copy never finished"
+            if state == "d":  # interrupted with all but the last row copied, not before nor after
+                assert _copy_waits(target) >= last - 1000, "the COPY is not at its last row"
+            before = _sync_state(sandbox_params, copy_ballast)
+            assert before == state[0], f"the ballast is at {before!r}, not {state[0]!r}, when the leader stops"
+            moved = sandboxes.failover(sandbox, timeout=90)
+            assert moved["new_leader"] != moved["old_leader"]
+            if state != "f":  # still held: the new leader has the ballast where the old one left it
+                wait_until("the new leader to list the ballast",
+                           lambda: _sync_state(sandbox_params, copy_ballast) is not None, 60)
+                assert _sync_state(sandbox_params, copy_ballast) == state[0]
+        for conn in held:  # every hold let go
+            conn.close()
+        held.clear()
+        filler.join(timeout=1200)
         assert not filler.is_alive() and "error" not in outcome, outcome.get("error")
-        print(outcome["result"].summary)
+        result = outcome["result"]
+        print(result.summary)
+        # no state here needs a copy from scratch: a worker commits 'd' before it makes its slot, so the one
+        # left in its way fails it once and its retry, at 'd', drops the slot and copies again
+        assert result.metrics["copy_restarts"] == 0, result.summary
+        if state == "i, its sync slot left":  # the slot was in the way: a worker failed on it (counted once)
+            assert migration.sync_errors(target, names.SUBSCRIPTION)[0] >= 1
         sandboxes.wait_cluster_healthy(sandbox, 180)
         validated = rb.run(phase2.validate_cut)  # every table, the ballast included, equal on both sides
         assert validated.status == "ok", validated.summary
         assert rb.run(phase2.cutover_step).status == "ok"
     finally:
+        for conn in held:
+            conn.close()
         rb.release()
 
 
 def _lose_sync_slot(params: Params, table: str) -> str:
     """End the table-sync walsender of `table` on legacy and drop its slot: what a failover of the subscriber
     to a member that missed the slot's drop leaves behind. Returns the slot's name."""
-    with postgres.connect(params.endpoints.db("dpg-rw")) as conn:
-        ids = postgres.query(conn, """SELECT r.srsubid::text AS sub, r.srrelid::oid::text AS rel
-                                      FROM pg_subscription_rel r WHERE r.srrelid = %s::regclass""", [table])[0]
-    prefix = f"pg_{ids['sub']}_sync_{ids['rel']}_"
+    prefix = _sync_slot_prefix(params, table)
     with postgres.connect(params.endpoints.db("legacy")) as conn:
         def dropped() -> bool:
             slot = postgres.query(conn, "SELECT slot_name, active_pid FROM pg_replication_slots "

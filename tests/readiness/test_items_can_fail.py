@@ -32,6 +32,7 @@ from runbook_lib.config.endpoints import PgBouncerSpec
 from runbook_lib.config.params import Params, load_params
 from runbook_lib.readiness import engine, security
 from tests.campaign import application_settled, cluster_healthy, decide, prometheus_sees_all_up, wait_until
+from tests.sandboxes import patroni_parameters
 
 pytestmark = pytest.mark.sandbox
 
@@ -83,24 +84,6 @@ def extra_hba_lines(params: Params, lines: list[str]) -> Iterator[None]:
         exec_leader(params, f"cat > {path} <<'EOF'\n{original}EOF")
         with postgres.connect(params.endpoints.db("dpg-rw")) as conn:
             postgres.query(conn, "SELECT pg_reload_conf()")
-
-
-@contextmanager
-def patroni_parameters(params: Params, **settings: object) -> Iterator[None]:
-    """A dynamic configuration change through Patroni's REST API, undone afterwards."""
-    before = patroni.config(params.target.patroni)["postgresql"]["parameters"]
-    patroni.patch_config(params.target.patroni, {"postgresql": {"parameters": settings}})
-    wait_until("the change to apply", lambda: all(
-        str(postgres.scalar(postgres.connect(params.endpoints.db("dpg-rw")), "SELECT setting FROM pg_settings WHERE name = %s", [k])) == str(v)
-        for k, v in settings.items()), timeout=60)
-    try:
-        yield
-    finally:
-        patroni.patch_config(params.target.patroni, {"postgresql": {"parameters": {
-            k: before.get(k) for k in settings}}})
-        wait_until("the change to be undone", lambda: all(
-            str(postgres.scalar(postgres.connect(params.endpoints.db("dpg-rw")), "SELECT setting FROM pg_settings WHERE name = %s", [k]))
-            == str(before.get(k)) for k in settings if before.get(k) is not None), timeout=60)
 
 
 @contextmanager
@@ -277,8 +260,8 @@ def test_db04_sec01_sec04_sec05_hba_lines(sandbox_params: Params) -> None:
         "DB-04": "pass", "SEC-01": "pass", "SEC-04": "pass", "SEC-05": "pass"}
 
 
-def test_logging_settings_through_patroni(sandbox_params: Params) -> None:
-    with patroni_parameters(sandbox_params, log_connections="off", log_min_duration_statement=-1,
+def test_logging_settings_through_patroni(sandbox, sandbox_params: Params) -> None:  # noqa: ANN001
+    with patroni_parameters(sandbox, log_connections="off", log_min_duration_statement=-1,
                             log_statement="all"):
         assert decide(sandbox_params, "SEC-08", "SEC-09", "SEC-15") == {
             "SEC-08": "warn", "SEC-09": "warn", "SEC-15": "warn"}
@@ -286,9 +269,9 @@ def test_logging_settings_through_patroni(sandbox_params: Params) -> None:
         "SEC-08": "pass", "SEC-09": "pass", "SEC-15": "pass"}
 
 
-def test_db06_archiving_broken(sandbox_params_file: Path, sandbox_params: Params) -> None:
+def test_db06_archiving_broken(sandbox, sandbox_params_file: Path, sandbox_params: Params) -> None:  # noqa: ANN001
     params = with_overrides(sandbox_params_file, "readiness.archive_max_age_s=8")
-    with patroni_parameters(sandbox_params, archive_command="/bin/false"):
+    with patroni_parameters(sandbox, archive_command="/bin/false"):
         assert decide(params, "DB-06")["DB-06"] == "fail"
     assert decide(sandbox_params, "DB-06")["DB-06"] == "pass"
 
