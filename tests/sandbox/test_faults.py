@@ -1,19 +1,23 @@
-"""Real faults on the sandbox, not simulated by parameters: etcd losing its quorum and Prometheus stopped.
+"""Real faults on the sandbox, not simulated by parameters: etcd losing its quorum, Prometheus stopped and a
+drilled leader that cannot come back.
 Each is made by stopping the real tasks, judged by what the runbooks say and do, and undone."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from runbook_lib import rehearse
-from runbook_lib.clients import postgres, swarm
+from runbook_lib.clients import patroni, postgres, swarm
 from runbook_lib.config.params import Params
 from runbook_lib.readiness import engine
 from runbook_lib.run import runner
+from runbook_lib.sandbox import docker_cli
 from tests.campaign import cluster_healthy, decide, prometheus_sees_all_up, wait_until
 
 pytestmark = pytest.mark.sandbox
@@ -79,3 +83,50 @@ def test_with_prometheus_stopped_monitoring_items_are_undecided_and_the_watch_re
     finally:
         scale(sandbox_params, "monitoring_prometheus", 1)
     prometheus_sees_all_up(sandbox_params, timeout=240)
+
+
+def test_a_drill_whose_old_leader_cannot_come_back_fails_naming_the_rejoin_bound(
+        sandbox, sandbox_params: Params, sandbox_params_file: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    """The automatic drill stops the leader's task; while it is down, its service gets a placement no node
+    satisfies (what a lost node does to a pinned member), so the task the drill starts again is never placed.
+    The drill must fail on drills.rejoin_max, naming it, with the write endpoint on the new leader; once the
+    placement is lifted the member streams again."""
+    spec = sandbox_params.target.patroni
+    leader = patroni.leader(spec)
+    member = next(m for m in spec.members if m.name == leader)
+    service = swarm.for_target(sandbox_params.target.swarm).services.get(member.service).name
+    stranded = threading.Event()
+
+    def strand() -> None:  # between the drill's scale to 0 and its scale back to 1
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            replicas = docker_cli.run("service", "inspect", service, "--format",
+                                      "{{.Spec.Mode.Replicated.Replicas}}").stdout.strip()
+            if replicas == "0":
+                if docker_cli.run("service", "update", "--detach", "--constraint-add", f"{NOWHERE}==true",
+                                  service, check=False).returncode == 0:
+                    stranded.set()
+                    return
+            time.sleep(0.1)
+
+    stranding = threading.Thread(target=strand, daemon=True)
+    stranding.start()
+    try:
+        drill = runner.run("failover_drill", str(sandbox_params_file), outputs_dir=tmp_path, echo=False,
+                           overrides=["drills.rejoin_max=30s"])
+        stranding.join(timeout=130)
+        assert stranded.is_set(), "the stopped leader's service was never given its impossible placement"
+        assert drill.exit_code == 1, drill.message
+        steps = {s["name"]: s for s in json.loads((drill.run_dir / "manifest.json").read_text())["steps"]}
+        failed = steps["automatic_failover"]
+        assert failed["status"] == "failed" and "did not stream again in time (drills.rejoin_max)" in failed["summary"]
+        assert "manual_switchover" not in steps or steps["manual_switchover"]["status"] != "ok"
+        assert patroni.leader(spec) not in (None, leader) and writable(sandbox_params)  # writes go on meanwhile
+    finally:
+        docker_cli.run("service", "update", "--detach", "--constraint-rm", f"{NOWHERE}==true", service, check=False)
+        scale(sandbox_params, member.service, 1)
+        wait_until("every member streaming again", lambda: cluster_healthy(sandbox_params), timeout=300, interval=3)
+        prometheus_sees_all_up(sandbox_params, timeout=240)
+
+
+NOWHERE = "node.labels.runbook-test-nowhere"  # a node label no node of the sandbox carries
