@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import pytest
 from psycopg import sql
 
 from runbook_lib.books import phase2_migration as phase2
+from runbook_lib.books import rollback
 from runbook_lib.campaign import records
 from runbook_lib.clients import pgbouncer, postgres, swarm
 from runbook_lib.config import names
@@ -31,7 +33,7 @@ from runbook_lib.config.endpoints import PgSpec
 from runbook_lib.config.params import Params, load_params
 from runbook_lib.ops import cutover, fallback, migration, writeprobe
 from runbook_lib.run import runner, session
-from runbook_lib.run.step import StepFailed
+from runbook_lib.run.step import Step, StepFailed
 from tests.phase2.conftest import (
     LEGACY,
     count_marker,
@@ -257,32 +259,51 @@ def test_a_rollback_cut_short_after_its_resume_only_finishes(sandbox_params_file
     assert count_marker(sandbox_params, "legacy", f"{marker}-after") == 1
 
 
-def test_rollback_with_the_new_cluster_lost_needs_the_loss_accepted(sandbox_params_file: Path,
+def _new_cluster_scaled(params: Params, replicas: int) -> None:
+    """Every member of the new cluster's Patroni scaled to `replicas` tasks: 0 is the cluster lost."""
+    services = swarm.for_target(params.target.swarm).services
+    for member in params.target.patroni.members:
+        swarm.scale(params.target.swarm, services.get(member.service).name, replicas)
+
+
+def test_rollback_with_the_new_cluster_lost_needs_the_loss_accepted(sandbox, sandbox_params_file: Path,  # noqa: ANN001
                                                                      sandbox_params: Params, signed: Path,
                                                                      restore_legacy: None) -> None:
+    """After the cutover every task of the new cluster is stopped (the cluster lost, not a parameter pointing
+    at a dead port): the rollback refuses to switch without rollback.accept_loss and changes nothing; with it,
+    the application writes to legacy again, the writes reverse replication carried before the loss kept and no
+    id handed out twice."""
+    from tests import sandboxes
+
     cut_over(sandbox_params_file, signed)
     marker = f"lost-{signed.name}-{time.time():.0f}"
     write_through_pool(sandbox_params, marker)
     wait_until("reverse replication to legacy", lambda: count_marker(sandbox_params, "legacy", marker) == 1)
-    lost = "target.databases.dpg-rw.port=1"  # the new cluster's write endpoint answers no more
-    refused = rollback_run(sandbox_params_file, signed, lost, "rollback.reason=new cluster lost")
-    assert refused.exit_code == 1, refused.message  # the detach failed, and undid itself
-    detach = manifest_steps(refused.run_dir)["stop_or_detach_new"]
-    assert "rollback.accept_loss" in detach["summary"], detach["summary"]
-    assert pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == ("127.0.0.1", 25500)
-    write_through_pool(sandbox_params, f"{marker}-2")  # nothing switched, the pool resumed
+    try:
+        _new_cluster_scaled(sandbox_params, 0)
+        wait_until("the new cluster to stop answering",
+                   lambda: not _accepts_sessions(sandbox_params.endpoints.db("dpg-rw")), 120)
+        refused = rollback_run(sandbox_params_file, signed, "rollback.reason=new cluster lost")
+        assert refused.exit_code == 1, refused.message  # the detach failed, and undid itself
+        detach = manifest_steps(refused.run_dir)["stop_or_detach_new"]
+        assert "rollback.accept_loss" in detach["summary"], detach["summary"]
+        assert pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == ("127.0.0.1", 25500)  # nothing switched
+        assert not pgbouncer.paused(sandbox_params.endpoints.admin(), "app")
 
-    report = rollback_run(sandbox_params_file, signed, lost, "rollback.reason=new cluster lost",
-                          "rollback.accept_loss=true")
-    assert report.exit_code == 0, report.message
-    steps = manifest_steps(report.run_dir)
-    assert "loss accepted" in steps["stop_or_detach_new"]["summary"], steps["stop_or_detach_new"]["summary"]
-    assert "loss accepted" in steps["consistency_check"]["summary"]
-    assert pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == LEGACY
-    assert count_marker(sandbox_params, "legacy", marker) == 1
-    # ids the new cluster handed out reached legacy; legacy's sequences were moved past them
-    for i in range(3):
-        write_through_pool(sandbox_params, f"{marker}-after-{i}")
+        report = rollback_run(sandbox_params_file, signed, "rollback.reason=new cluster lost",
+                              "rollback.accept_loss=true")
+        assert report.exit_code == 0, report.message
+        steps = manifest_steps(report.run_dir)
+        assert "loss accepted" in steps["stop_or_detach_new"]["summary"], steps["stop_or_detach_new"]["summary"]
+        assert "loss accepted" in steps["consistency_check"]["summary"]
+        assert pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == LEGACY
+        assert count_marker(sandbox_params, "legacy", marker) == 1
+        # ids the new cluster handed out reached legacy; legacy's sequences were moved past them
+        for i in range(3):
+            write_through_pool(sandbox_params, f"{marker}-after-{i}")
+    finally:
+        _new_cluster_scaled(sandbox_params, 1)
+        sandboxes.wait_cluster_healthy(sandbox, 240)
 
 
 def ids(params: Params, endpoint: str, table: str, among: list[int] | None = None) -> list[int]:
@@ -756,9 +777,22 @@ def test_a_lost_table_sync_slot_starts_the_copy_again(sandbox_params_file: Path,
         rb.release()
 
 
+def journal(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines() if line.strip()]
+
+
 def completed(run_dir: Path, step_name: str) -> bool:
-    events = [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines() if line.strip()]
-    return any(e["event"] == "step" and e["name"] == step_name and e["status"] == "ok" for e in events)
+    return any(e["event"] == "step" and e["name"] == step_name and e["status"] == "ok" for e in journal(run_dir))
+
+
+def mutating_runs(book: object, *run_dirs: Path) -> dict[str, int]:
+    """Each mutating step of these runs (a killed one and its resume) -> how many times it completed; steps
+    the book runs again on resume by design (always_run: the write probe, gates) left out."""
+    again = {v.name for v in vars(book).values() if isinstance(v, Step) and v.always_run}
+    events = [e for d in run_dirs for e in journal(d)]
+    done = Counter(e["name"] for e in events if e["event"] == "step" and e["status"] == "ok")
+    return {e["name"]: done[e["name"]] for e in events
+            if e["event"] == "step_start" and e["mutating"] and e["name"] not in again}
 
 
 def _kernels(proc: subprocess.Popen) -> list[psutil.Process]:
@@ -797,6 +831,8 @@ def test_resume_after_a_killed_kernel_continues_without_repeating(sandbox_params
     steps = manifest_steps(resumed.run_dir)
     assert steps["prepare_replication"]["status"] == "skipped"
     assert steps["cutover"]["status"] == "ok" and steps["app_up"]["status"] == "ok"
+    ran = mutating_runs(phase2, run_dir, resumed.run_dir)
+    assert {"prepare_replication", "cutover"} <= set(ran) and set(ran.values()) == {1}, ran  # each exactly once
     assert pgbouncer.backend(load_params(sandbox_params_file).endpoints.admin(), "app") == ("127.0.0.1", 25500)
 
 
@@ -815,6 +851,8 @@ def test_a_rollback_whose_kernel_is_killed_resumes_without_repeating_and_loses_n
                          campaign=signed.name, resume=run_dir.name, overrides=["rollback.reason=drill"])
     steps = manifest_steps(resumed.run_dir)
     assert steps["stop_or_detach_new"]["status"] == "skipped", steps["stop_or_detach_new"]
+    ran = mutating_runs(rollback, run_dir, resumed.run_dir)
+    assert ran["stop_or_detach_new"] == 1 and max(ran.values()) == 1, ran  # none twice
     assert steps["restore_legacy_traffic"]["status"] == "ok" and steps["validate_restore"]["status"] == "ok", steps
     assert resumed.exit_code == 1 and steps["consistency_check"]["status"] == "failed"
     assert "were lost when the kernel restarted" in steps["consistency_check"]["summary"]
