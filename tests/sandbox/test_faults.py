@@ -85,6 +85,9 @@ def test_with_prometheus_stopped_monitoring_items_are_undecided_and_the_watch_re
     prometheus_sees_all_up(sandbox_params, timeout=240)
 
 
+NOWHERE = "node.labels.runbook-test-nowhere"  # a node label no node of the sandbox carries
+
+
 def test_a_drill_whose_old_leader_cannot_come_back_fails_naming_the_rejoin_bound(
         sandbox, sandbox_params: Params, sandbox_params_file: Path, tmp_path: Path) -> None:  # noqa: ANN001
     """The automatic drill stops the leader's task; while it is down, its service gets a placement no node
@@ -127,6 +130,3 @@ def test_a_drill_whose_old_leader_cannot_come_back_fails_naming_the_rejoin_bound
         scale(sandbox_params, member.service, 1)
         wait_until("every member streaming again", lambda: cluster_healthy(sandbox_params), timeout=300, interval=3)
         prometheus_sees_all_up(sandbox_params, timeout=240)
-
-
-NOWHERE = "node.labels.runbook-test-nowhere"  # a node label no node of the sandbox carries
