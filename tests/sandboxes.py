@@ -110,18 +110,18 @@ def app_fault(sb: Sandbox, **fault: object) -> Iterator[Path]:
 
 
 def _in_effect(sb: Sandbox, settings: dict[str, object], everywhere: bool) -> bool:
-    """Each setting as given (None: not looked at) on the leader, or on every member that answers."""
+    """Each setting as given (None: the server's default) on the leader, or on every member that answers."""
     ports = [m["pg"] for m in stacks.members(sb)] if everywhere else [sb.spec.ports.haproxy_rw]
     answered = 0
     for port in ports:
         try:
             with health.connect(sb, port, timeout=2) as conn:
-                rows = conn.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
-                                    [[k for k, v in settings.items() if v is not None]]).fetchall()
+                rows = conn.execute("SELECT name, setting, boot_val FROM pg_settings WHERE name = ANY(%s)",
+                                    [list(settings)]).fetchall()
         except psycopg.OperationalError:
             continue  # a member down (stopped by the test, or starting again)
         answered += 1
-        if any(setting != str(settings[name]) for name, setting in rows):
+        if any(setting != (boot if settings[name] is None else str(settings[name])) for name, setting, boot in rows):
             return False
     return answered > 0
 
@@ -129,7 +129,9 @@ def _in_effect(sb: Sandbox, settings: dict[str, object], everywhere: bool) -> bo
 @contextmanager
 def patroni_parameters(sb: Sandbox, everywhere: bool = False, **settings: object) -> Iterator[None]:
     """A dynamic configuration change through Patroni's REST API (each member reloads on its next loop), in
-    effect on the leader (or on every member that answers) inside, undone afterwards."""
+    effect on the leader (or on every member that answers) inside, undone afterwards — the undo tried again
+    while no leader answers (a test failing over meanwhile), since a later test would inherit the change. A
+    setting the dynamic configuration did not hold is removed and awaited at the server's default."""
     spec = sb.params.target.patroni
     before = patroni.config(spec)["postgresql"].get("parameters", {})
     patroni.patch_config(spec, {"postgresql": {"parameters": settings}})
@@ -138,5 +140,6 @@ def patroni_parameters(sb: Sandbox, everywhere: bool = False, **settings: object
         yield
     finally:
         undone = {k: before.get(k) for k in settings}
-        patroni.patch_config(spec, {"postgresql": {"parameters": undone}})
+        health.wait_for(f"Patroni to take {undone}",
+                        lambda: patroni.patch_config(spec, {"postgresql": {"parameters": undone}}) or True, 120)
         health.wait_for(f"{undone} to take effect again", lambda: _in_effect(sb, undone, False), 60)

@@ -214,21 +214,18 @@ def run(connect: Callable[[], psycopg.Connection[Any]], mix: list[Op], *, concur
     return result
 
 
-# what libpq says of a connection worth trying again (a login refused or a database missing is not)
+# what libpq says of a connection worth trying again (a login refused or a database missing is not); PgBouncer's
+# own refusals come through as the server's words after "FATAL:"
 _TRANSIENT = ("timeout expired", "timed out", "connection refused", "closed the connection unexpectedly",
               "connection reset", "could not receive data", "could not send data", "too many clients",
-              "no more connections", "starting up", "shutting down", "cannot connect to server")
+              "no more connections", "starting up", "shutting down", "not yet accepting connections",
+              "cannot connect to server", "server login has been failing")
 
 
 def _transient(exc: psycopg.Error) -> bool:
     """Worth a retry: a timeout, refusal or reset, the server out of connections or restarting; never a refused
-    login or a missing database, which would only be hammered. libpq gives a failed connect no SQLSTATE, and
-    PgBouncer gives most of its refusals, a wrong password among them, the one SQLSTATE 08P01: the message
-    decides unless the SQLSTATE alone does."""
-    if exc.sqlstate and exc.sqlstate.startswith(("53", "57P0")):
-        return True
-    if exc.sqlstate and exc.sqlstate.startswith(("28", "3D")):
-        return False
+    login or a missing database, which would only be hammered. Decided by the message: a failed connect
+    carries no SQLSTATE (libpq reports it as text)."""
     text = str(exc).lower()
     return any(marker in text for marker in _TRANSIENT)
 

@@ -8,7 +8,6 @@ cluster empty (fallback.to_legacy, then fallback.clear_new).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -33,6 +32,7 @@ from runbook_lib.config.endpoints import PgSpec
 from runbook_lib.config.params import Params, load_params
 from runbook_lib.ops import cutover, fallback, migration, writeprobe
 from runbook_lib.run import runner, session
+from runbook_lib.run.journal import read_events
 from runbook_lib.run.step import Step, StepFailed
 from tests.phase2.conftest import (
     LEGACY,
@@ -260,10 +260,17 @@ def test_a_rollback_cut_short_after_its_resume_only_finishes(sandbox_params_file
 
 
 def _new_cluster_scaled(params: Params, replicas: int) -> None:
-    """Every member of the new cluster's Patroni scaled to `replicas` tasks: 0 is the cluster lost."""
+    """Every member of the new cluster's Patroni scaled to `replicas` tasks: 0 is the cluster lost. Each member
+    is tried even when another failed (a cleanup must not leave members stopped); the first failure is raised."""
     services = swarm.for_target(params.target.swarm).services
+    failures = []
     for member in params.target.patroni.members:
-        swarm.scale(params.target.swarm, services.get(member.service).name, replicas)
+        try:
+            swarm.scale(params.target.swarm, services.get(member.service).name, replicas)
+        except Exception as exc:  # noqa: BLE001 - raised below, after the other members
+            failures.append(exc)
+    if failures:
+        raise failures[0]
 
 
 def test_rollback_with_the_new_cluster_lost_needs_the_loss_accepted(sandbox, sandbox_params_file: Path,  # noqa: ANN001
@@ -603,7 +610,7 @@ def copying(rb: session.Session) -> tuple[threading.Thread, dict[str, object]]:
         except BaseException as exc:  # noqa: BLE001 - reported by the test thread
             outcome["error"] = exc
 
-    filler = threading.Thread(target=fill, daemon=True)  # a failed test must not wait on it to exit
+    filler = threading.Thread(target=fill, daemon=True)  # a failed test's copy does not keep pytest from exiting
     filler.start()
     return filler, outcome
 
@@ -647,6 +654,7 @@ def test_a_failover_mid_copy_is_survived_in_each_table_state(sandbox, sandbox_pa
     legacy, target = sandbox_params.endpoints.db("legacy"), sandbox_params.endpoints.db("dpg-rw")
     rb = filled(sandbox_params_file, signed, fill=False)
     held: list[psycopg.Connection] = []
+    locker: threading.Thread | None = None
     try:
         with contextlib.ExitStack() as workers_held:
             workers_held.enter_context(sandboxes.patroni_parameters(sandbox, everywhere=True,
@@ -670,8 +678,12 @@ def test_a_failover_mid_copy_is_survived_in_each_table_state(sandbox, sandbox_pa
                 wait_until("the ballast's COPY to stop at its last row", lambda: (
                     _sync_state(sandbox_params, copy_ballast) == "d" and _copy_waits(target)), 300)
             if state == "f":  # a lock queued behind the copy on the new cluster: granted when it commits 'f'
+                with postgres.connect(legacy) as conn:  # after the COPY's snapshot: the catch-up has it to apply
+                    postgres.query(conn, sql.SQL("INSERT INTO {} (id) VALUES (%s)").format(
+                        sql.Identifier(copy_ballast)), [last + 1])
                 catch_up = postgres.connect(target, autocommit=False)
                 held.append(catch_up)
+                catch_up.execute("SET lock_timeout = '600s'")
                 locker = threading.Thread(target=lambda: catch_up.execute(sql.SQL(
                     "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(copy_ballast))), daemon=True)
                 locker.start()
@@ -680,13 +692,15 @@ def test_a_failover_mid_copy_is_survived_in_each_table_state(sandbox, sandbox_pa
                 held.pop(0).close()  # the row given up: the COPY ends and commits 'f'
                 locker.join(timeout=600)
                 assert not locker.is_alive(), "the copy never finished"
+                wait_until("the catch-up to wait for the lock with the late row to apply",
+                           lambda: _lock_waits(target, copy_ballast), 60)
             if state == "d":  # interrupted with all but the last row copied, not before nor after
                 assert _copy_waits(target) >= last - 1000, "the COPY is not at its last row"
             before = _sync_state(sandbox_params, copy_ballast)
             assert before == state[0], f"the ballast is at {before!r}, not {state[0]!r}, when the leader stops"
             moved = sandboxes.failover(sandbox, timeout=90)
             assert moved["new_leader"] != moved["old_leader"]
-            if state != "f":  # still held: the new leader has the ballast where the old one left it
+            if state.startswith("i"):  # still held: the new leader has the ballast where the old one left it
                 wait_until("the new leader to list the ballast",
                            lambda: _sync_state(sandbox_params, copy_ballast) is not None, 60)
                 assert _sync_state(sandbox_params, copy_ballast) == state[0]
@@ -707,6 +721,9 @@ def test_a_failover_mid_copy_is_survived_in_each_table_state(sandbox, sandbox_pa
         assert validated.status == "ok", validated.summary
         assert rb.run(phase2.cutover_step).status == "ok"
     finally:
+        if locker is not None and locker.is_alive():  # a queued LOCK left behind must not outlive the test
+            catch_up.cancel_safe()
+            locker.join(timeout=30)
         for conn in held:
             conn.close()
         rb.release()
@@ -778,7 +795,7 @@ def test_a_lost_table_sync_slot_starts_the_copy_again(sandbox_params_file: Path,
 
 
 def journal(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines() if line.strip()]
+    return list(read_events(run_dir / "journal.jsonl"))
 
 
 def completed(run_dir: Path, step_name: str) -> bool:
