@@ -548,9 +548,27 @@ def test_db14_a_tablespace_on_the_data_directorys_filesystem_and_one_off_it(sand
         assert decide(sandbox_params, "DB-14") == {"DB-14": "pass"}
     finally:
         drop()
+        past_the_tablespaces(sandbox_params)
         for service in members:
             swarm.exec_in(target.swarm, service, ["rm", "-rf", own])
     assert decide(sandbox_params, "DB-14") == {"DB-14": "n/a"}
+
+
+def past_the_tablespaces(params: Params) -> None:
+    """A checkpoint on the leader and a restartpoint on each replica once it has replayed it: a member that
+    restarts later must not replay the CREATE TABLESPACE records, whose /dev/shm location a new task lacks
+    (its startup would fail on every try: "directory ... does not exist")."""
+    write = params.endpoints.db("dpg-rw")
+    with postgres.connect(write) as conn:
+        postgres.query(conn, "CHECKPOINT")
+        lsn = postgres.scalar(conn, "SELECT pg_current_wal_lsn()::text")
+    for member in patroni.members(params.target.patroni):
+        if member.get("role") == "leader":
+            continue
+        with postgres.connect(write, host=member["host"], port=member["port"]) as conn:
+            wait_until(f"{member['name']} to replay the checkpoint", lambda c=conn: postgres.scalar(
+                c, "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn]), timeout=60)
+            postgres.query(conn, "CHECKPOINT")  # on a standby: a restartpoint
 
 
 def test_db12_pools_larger_than_the_cluster_takes(sandbox_params: Params) -> None:
