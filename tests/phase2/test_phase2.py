@@ -647,8 +647,8 @@ def test_a_failover_mid_copy_is_survived_in_each_table_state(sandbox, sandbox_pa
     'i' (no table-sync worker may start), 'i' with a sync slot an earlier leader left on legacy (a member
     that missed the state 'd' was promoted), 'd' (its COPY all but done: stopped at its last row, which an
     open transaction on the new cluster also writes) and 'f' (copied, its catch-up waiting on a lock on the
-    new cluster). The copy must end with every table equal,
-    started from scratch only where nothing else can save it."""
+    new cluster). The copy must end with every table equal, started from scratch only where nothing else can
+    save it."""
     from tests import sandboxes
 
     legacy, target = sandbox_params.endpoints.db("legacy"), sandbox_params.endpoints.db("dpg-rw")
