@@ -19,6 +19,14 @@ from tests.failing_states import (  # noqa: F401 - the readiness coverage plugin
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """No failure report prints a frame's arguments or locals, whatever the command line asks: a driver's
+    frame holds a resolved password (psycopg.connect's conninfo), and the report lands in CI logs."""
+    config.option.showlocals = False
+    if config.option.tbstyle in ("auto", "long"):
+        config.option.tbstyle = "short"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
