@@ -111,8 +111,13 @@ def prepare(r: Route, leg: Leg, apply_timeout: float) -> list[str]:
                 "still goes where it went)")
     if leg.reverse_slot:
         migration.ensure_publication(leg.destination, names.REVERSE_PUBLICATION)
-        if migration.ensure_failover_slot(leg.destination, leg.reverse_slot):
-            done.append(f"reverse slot {leg.reverse_slot} created on {leg.destination.name}")
+        # before any cut nothing written on the destination is for the way back: an invalidated slot (a
+        # failover there promoted a synced copy that conflicted with recovery) is made again. After one
+        # (reverse replication there, or the origin still read-only) it would skip the application's writes
+        before_any_cut = not (migration.subscription_exists(leg.origin, names.REVERSE_SUBSCRIPTION)
+                              or migration.read_only_for(leg.origin, r.app_role))
+        if made := migration.ensure_failover_slot(leg.destination, leg.reverse_slot, replace_invalid=before_any_cut):
+            done.append(f"reverse slot {leg.reverse_slot} {made} on {leg.destination.name}")
         # all the destination wrote so far is the origin's writes applied: skipped now, so the advance
         # inside the pause has only the last moment's WAL to read (a slot left by an earlier attempt, more)
         at = migration.advance_slot(leg.destination, leg.reverse_slot)

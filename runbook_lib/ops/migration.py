@@ -218,13 +218,42 @@ def settle_slot(publisher: PgSpec, slot: str, at: str | None, required: bool = T
         return f"{flushed}, checkpointed"
 
 
-def ensure_failover_slot(publisher: PgSpec, name: str) -> bool:
-    """A logical slot (pgoutput) marked for failover on the publisher; False when it exists already."""
+def invalidated(slot: dict[str, Any]) -> str | None:
+    """Why a row of pg_replication_slots can no longer be decoded from (None: it can), on 13 to 17."""
+    if slot.get("invalidation_reason"):  # 17
+        return str(slot["invalidation_reason"])
+    if slot.get("conflicting"):  # 16
+        return "conflicting with recovery"
+    if slot.get("wal_status") == "lost":
+        return "the WAL it needs was removed"
+    return None
+
+
+def ensure_failover_slot(publisher: PgSpec, name: str, replace_invalid: bool = False) -> str | None:
+    """A logical slot (pgoutput) marked for failover on the publisher. Returns what was done, None when a
+    usable one was there already.
+
+    A slot there already may be invalidated: a standby's synced copy that conflicted with recovery and was
+    then promoted (a failover of the publisher), or one whose WAL was removed. Decoding from it fails, so
+    with `replace_invalid` (only while nothing written on the publisher has to be sent from it: before a
+    cutover's pause) it is dropped and made again; otherwise the error names it.
+    """
     with _conn(publisher) as conn:
-        if postgres.query(conn, "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", [name]):
-            return False
+        rows = postgres.query(conn, "SELECT to_jsonb(s) AS slot FROM pg_replication_slots s WHERE slot_name = %s",
+                              [name])
+        why = invalidated(rows[0]["slot"]) if rows else None
+        if rows and why is None:
+            return None
+        if rows:
+            if not replace_invalid:
+                raise MigrationError(f"replication slot {name} on {publisher.name} is invalidated ({why}): what was "
+                                     "written there since it was made cannot be sent from it")
+            if pid := rows[0]["slot"].get("active_pid"):
+                raise MigrationError(f"replication slot {name} on {publisher.name} is invalidated ({why}) and in use "
+                                     f"(pid {pid}): a subscription reads from it; drop that subscription first")
+            postgres.query(conn, "SELECT pg_drop_replication_slot(%s)", [name])
         postgres.query(conn, "SELECT pg_create_logical_replication_slot(%s, 'pgoutput', false, false, true)", [name])
-        return True
+        return f"made again (the one there was invalidated: {why})" if rows else "created"
 
 
 def copy_progress(subscriber: PgSpec, name: str) -> dict[str, int]:
