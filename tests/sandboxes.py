@@ -62,22 +62,29 @@ def rw_lands_on(sb: Sandbox) -> tuple[str, bool]:
     return name, rec
 
 
-def stop_leader_task(sb: Sandbox) -> str:
-    """`docker stop` the container of the current leader's task (Swarm then starts a new task)."""
+def stop_leader_task(sb: Sandbox, frozen: bool = False) -> list[str]:
+    """`docker stop` the container of the current leader's task (Swarm then starts a new task); its ids.
+
+    With `frozen`, `docker pause` instead: every process stops where it is, none finishes what a fast
+    shutdown's ended sessions and released locks would let it; the caller kills it once another member
+    leads (killed at once, Swarm would restart it within the leader key's TTL and it would lead again)."""
     leader = health.leader_name(sb)
     assert leader, "no Patroni leader to stop"
     service = f"{sb.stack_name('dpg')}_{leader}"
     ids = docker_cli.lines("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}")
     assert ids, f"no running container for {service}"
-    docker_cli.run("stop", *ids, timeout=60)
-    return leader
+    docker_cli.run("pause" if frozen else "stop", *ids, timeout=60)
+    return ids
 
 
-def failover(sb: Sandbox, timeout: float = 60) -> dict[str, object]:
-    """Stop the leader's task; return old/new leader and seconds until HAProxy rw reaches a new primary."""
+def failover(sb: Sandbox, timeout: float = 60, frozen: bool = False) -> dict[str, object]:
+    """Stop the leader's task (or freeze it, then kill it once another member leads); return old/new leader
+    and seconds until HAProxy rw reaches a new primary."""
     old = health.leader_name(sb)
+    if frozen:  # asynchronous replication: the last commits would stay with the leader, the state under test too
+        replicas_replayed(sb)
     start = time.monotonic()
-    stop_leader_task(sb)
+    ids = stop_leader_task(sb, frozen=frozen)
 
     def moved() -> str | None:
         try:
@@ -86,9 +93,26 @@ def failover(sb: Sandbox, timeout: float = 60) -> dict[str, object]:
             return None
         return name if name != old and not rec else None
 
-    new = health.wait_for("HAProxy rw to reach a new primary", moved, timeout, interval=0.2)
+    try:
+        new = health.wait_for("HAProxy rw to reach a new primary", moved, timeout, interval=0.2)
+    finally:
+        if frozen:  # never thawed: killed where it stands (its connections end, its locks with them)
+            docker_cli.run("kill", *ids, check=False, timeout=60)
     seconds = time.monotonic() - start
     return {"old_leader": old, "new_leader": new, "patroni_leader": health.leader_name(sb), "seconds": seconds}
+
+
+def replicas_replayed(sb: Sandbox, timeout: float = 60) -> None:
+    """Every streaming replica has replayed the leader's WAL as flushed now (at least one streams)."""
+    with health.connect(sb, sb.spec.ports.haproxy_rw) as conn:
+        flushed = conn.execute("SELECT pg_current_wal_flush_lsn()").fetchone()[0]
+
+    def replayed() -> bool:
+        with health.connect(sb, sb.spec.ports.haproxy_rw) as conn:
+            return bool(conn.execute("SELECT count(*) > 0 AND bool_and(replay_lsn >= %s) FROM pg_stat_replication "
+                                     "WHERE state = 'streaming'", [flushed]).fetchone()[0])
+
+    health.wait_for("every replica to replay the leader's WAL", replayed, timeout)
 
 
 def wait_cluster_healthy(sb: Sandbox, timeout: float = 120) -> None:

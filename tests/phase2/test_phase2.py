@@ -38,6 +38,7 @@ from tests.phase2.conftest import (
     LEGACY,
     count_marker,
     manifest_steps,
+    pgbouncer_answers,
     rollback_run,
     step_evidence,
     wait_until,
@@ -377,7 +378,9 @@ def prepared_cut(params_file: Path, params: Params, campaign_dir: Path) -> tuple
 
 
 def assert_legacy_serves_writes(params: Params, marker: str) -> None:
-    """PgBouncer still points at legacy, the pool is not paused and legacy takes the application's writes."""
+    """PgBouncer still points at legacy, the pool is not paused and legacy takes the application's writes
+    (a PgBouncer task Swarm replaced meanwhile is awaited first: restore_legacy reports it)."""
+    pgbouncer_answers(params)
     assert pgbouncer.backend(params.endpoints.admin(), "app") == LEGACY
     # after a PAUSE given up at its bound, PgBouncer may refuse server logins for server_login_retry (15 s)
     # with a cached "pause mode" error: the write is retried through that window, no longer
@@ -451,6 +454,7 @@ def test_a_cut_that_cannot_end_in_its_bound_leaves_legacy_serving(sandbox_params
     assert_legacy_serves_writes(sandbox_params, f"slow-{rb.info.run_id}")
 
 
+@pytest.mark.restarts_pgbouncer
 def test_pgbouncer_restarted_inside_the_cut_leaves_legacy_serving(sandbox_params_file: Path, sandbox_params: Params,
                                                                   signed: Path, restore_legacy: None) -> None:
     """PgBouncer's task killed with the pool paused and legacy read-only: Swarm starts another, which reads its
@@ -467,7 +471,7 @@ def test_pgbouncer_restarted_inside_the_cut_leaves_legacy_serving(sandbox_params
 
         def restart_pgbouncer() -> None:  # inside the cut: paused, legacy read-only, both sides level
             swarm.for_target(r.swarm).containers.get(killed).kill()
-            wait_until("Swarm to run another PgBouncer task that answers", lambda: _answers_again(r, killed), 180)
+            pgbouncer_answers(sandbox_params, 180, replacing=killed)
 
         attempts: list[str] = []
 
@@ -525,14 +529,6 @@ def _accepts_sessions(endpoint: PgSpec) -> bool:
         with postgres.connect(endpoint) as conn:
             return postgres.scalar(conn, "SELECT NOT pg_is_in_recovery()") is True
     except psycopg.OperationalError:
-        return False
-
-
-def _answers_again(r: migration.Route, killed: str) -> bool:
-    try:
-        return cutover.serving(r) is not None and swarm.running_container(
-            r.swarm, swarm.for_target(r.swarm).services.get(r.pooler.service)).id != killed
-    except Exception:  # noqa: BLE001 - not yet: no running task, or its console not listening yet
         return False
 
 
@@ -698,7 +694,10 @@ def test_a_failover_mid_copy_is_survived_in_each_table_state(sandbox, sandbox_pa
                 assert _copy_waits(target) >= last - 1000, "the COPY is not at its last row"
             before = _sync_state(sandbox_params, copy_ballast)
             assert before == state[0], f"the ballast is at {before!r}, not {state[0]!r}, when the leader stops"
-            moved = sandboxes.failover(sandbox, timeout=90)
+            # 'd' and 'f' wait on a transaction or a lock on the leader: a fast shutdown would end it first and let
+            # the worker run on (even drop its slot on legacy and die before committing 's', a real loss); frozen
+            # then killed, every process stops where it is and the table stays in the state it was held in
+            moved = sandboxes.failover(sandbox, timeout=90, frozen=state in ("d", "f"))
             assert moved["new_leader"] != moved["old_leader"]
             if state.startswith("i"):  # still held: the new leader has the ballast where the old one left it
                 wait_until("the new leader to list the ballast",
