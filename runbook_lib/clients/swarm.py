@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -54,13 +55,38 @@ def running_tasks(service: Service) -> list[dict[str, Any]]:
             if task.get("Status", {}).get("State") == "running"]
 
 
+def engine_endpoint(node_id: str, hostname: str, own_node: str | None, engines: Mapping[str, str]) -> str | None:
+    """The engine that runs a node's containers: its entry in node_engines (by ID, then hostname), else None
+    for the connected engine when the node is its own (or it is in no swarm). Why: a manager lists every
+    task, but only the engine of the node that runs one can exec in it."""
+    endpoint = engines.get(node_id) or engines.get(hostname)
+    if endpoint:
+        return endpoint
+    if not own_node or own_node == node_id:
+        return None
+    raise LookupError(f"the task runs on node {hostname} ({node_id}), not on the engine the runbooks talk to: set "
+                      f"target.swarm.node_engines.{hostname} to that node's Docker engine (ssh://user@{hostname})")
+
+
+def node_engine(spec: Swarm | None, node_id: str) -> docker.DockerClient:
+    """A Docker client for the engine of the node that runs a task (see engine_endpoint)."""
+    manager = for_target(spec)
+    engines = spec.node_engines if spec else {}
+    own = manager.info().get("Swarm", {}).get("NodeID") or None
+    if not engines and own in (None, node_id):
+        return manager
+    hostname = manager.nodes.get(node_id).attrs["Description"]["Hostname"] if own and node_id else node_id
+    endpoint = engine_endpoint(node_id, hostname, own, engines)
+    return client(endpoint) if endpoint else manager
+
+
 def running_container(spec: Swarm | None, service: Service) -> Any:
-    """The container of a running task of the service (single-node sandbox, or a task on this node)."""
+    """The container of a running task of the service, through the engine of the node that runs it."""
     for task in running_tasks(service):
         container_id = task.get("Status", {}).get("ContainerStatus", {}).get("ContainerID")
         if container_id:
-            return for_target(spec).containers.get(container_id)
-    raise LookupError(f"service {service.name} has no running task on this node")
+            return node_engine(spec, task.get("NodeID", "")).containers.get(container_id)
+    raise LookupError(f"service {service.name} has no running task")
 
 
 def exec_in(spec: Swarm | None, service: Service, cmd: list[str], user: str = "") -> tuple[int, str]:

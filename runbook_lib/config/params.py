@@ -223,8 +223,20 @@ class HttpService(_HttpApi):
 class Swarm(_Model):
     docker_host: str | None = None
     stacks: list[str] = Field(default_factory=list)
+    node_engines: dict[str, str] = Field(
+        default_factory=dict, description="each node's own Docker engine (ssh://, tcp:// or unix://), by node "
+        "hostname or ID: a task on a node other than docker_host's is reached (exec, its files) through it")
 
     _check = field_validator("docker_host")(_no_embedded_password)
+
+    @field_validator("node_engines")
+    @classmethod
+    def _engines(cls, value: dict[str, str]) -> dict[str, str]:
+        for node, endpoint in value.items():
+            if not re.match(r"(ssh|tcp|unix)://", endpoint):
+                raise ValueError(f"{node}: {endpoint!r} is not a Docker engine endpoint (ssh://, tcp:// or unix://)")
+            _no_embedded_password(endpoint)
+        return value
 
 
 class App(_Model):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+import docker.errors
 import psycopg
 import pytest
 
-from runbook_lib.clients import http
+from runbook_lib.clients import http, swarm
 from runbook_lib.sandbox import health, overview, stacks
 from tests import sandboxes
 
@@ -116,3 +119,18 @@ def test_a_parallel_hnsw_build_gets_its_shared_memory(sandbox, where):
         conn.execute("CREATE INDEX ON shm_probe USING hnsw (v vector_l2_ops)")  # fails with "No space left" on 64 MB
         assert conn.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'shm_probe'").fetchone()[0] == 1
         conn.rollback()
+
+
+def test_a_task_is_reached_through_the_engine_of_its_node(sandbox, sandbox_params):
+    """target.swarm.node_engines: exec in a task goes through the engine named for the node that runs it
+    (here the sandbox's one engine, by its socket); a wrong entry fails there, so the entry is what is used."""
+    spec = sandbox_params.target.swarm
+    manager = swarm.for_target(spec)
+    service = manager.services.get(f"{sandbox.stack_name('edge')}_pgbouncer")
+    node = manager.info()["Name"]  # the node's hostname, as Swarm lists it
+    own = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    code, out = swarm.exec_in(spec.model_copy(update={"node_engines": {node: own}}), service, ["hostname"])
+    assert code == 0 and out.strip()
+    nowhere = spec.model_copy(update={"node_engines": {node: "unix:///run/runbook-test-no-engine.sock"}})
+    with pytest.raises(docker.errors.DockerException):
+        swarm.exec_in(nowhere, service, ["hostname"])
