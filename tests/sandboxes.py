@@ -6,8 +6,10 @@ RUNBOOK_KEEP_SANDBOX=1 (RUNBOOK_RESET_SANDBOX=1 also removes its volumes).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import time
 import warnings
 from collections.abc import Iterator
@@ -96,10 +98,21 @@ def failover(sb: Sandbox, timeout: float = 60, frozen: bool = False) -> dict[str
     try:
         new = health.wait_for("HAProxy rw to reach a new primary", moved, timeout, interval=0.2)
     finally:
-        if frozen:  # never thawed: killed where it stands (its connections end, its locks with them)
-            docker_cli.run("kill", *ids, check=False, timeout=60)
+        if frozen:
+            kill_frozen(ids)
     seconds = time.monotonic() - start
     return {"old_leader": old, "new_leader": new, "patroni_leader": health.leader_name(sb), "seconds": seconds}
+
+
+def kill_frozen(ids: list[str]) -> None:
+    """SIGKILL every process of each paused container, then thaw it: a fatal signal pending at the thaw ends
+    a process before it runs again. (`docker kill` signals PID 1 only: the others would run between the thaw
+    and the end of their namespace — a table-sync worker finished its table in that moment once.)"""
+    for cid in ids:
+        for pid in docker_cli.lines("top", cid, "-eo", "pid")[1:]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        docker_cli.run("unpause", cid, check=False, timeout=60)
 
 
 def replicas_replayed(sb: Sandbox, timeout: float = 60) -> None:
