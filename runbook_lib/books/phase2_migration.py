@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 
 import pandas as pd
 import plotly.graph_objects as go
-import psycopg
 
 from runbook_lib.campaign import records, signoffs, window
 from runbook_lib.clients import patroni, pgbouncer, postgres, prometheus, swarm
@@ -525,31 +524,13 @@ def app_up(session: Session) -> Outcome:
     if m.strategy == "dump-restore" and m.app_service and session.state.get("app_replicas"):
         swarm.scale(session.target.swarm, m.app_service, session.state["app_replicas"])
     marker = f"cutover-{session.info.run_id}"
-    _mark_through_the_pool(_probe_endpoint(session), marker)
+    writeprobe.mark_through_pool(_probe_endpoint(session), marker)
     landed = writeprobe.marked(r.target, marker)
     if landed:  # the 72-hour validation measures from here
         records.save(session.run_dir.parent, "cutover", {"at": datetime.now(UTC).isoformat(),
                                                          "strategy": m.strategy}, session.info.run_id)
     return _timer(session, Outcome(summary="a write through PgBouncer landed in the new cluster" if landed else
                                    "a write through PgBouncer did NOT land in the new cluster", failed=not landed))
-
-
-LOGIN_RETRY_MAX = 30.0  # PgBouncer's server_login_retry (15 s by default) and a margin
-
-
-def _mark_through_the_pool(endpoint: PgSpec, marker: str) -> None:
-    """One write through PgBouncer. After one failed server login (a backend that was restarting around the
-    switch) PgBouncer refuses every login with its cached error for server_login_retry: that refusal alone is
-    waited out, at most LOGIN_RETRY_MAX seconds; any other error is raised at once."""
-    deadline = time.monotonic() + LOGIN_RETRY_MAX
-    while True:
-        try:
-            writeprobe.mark(endpoint, marker)
-            return
-        except psycopg.errors.ProtocolViolation as exc:
-            if "server login has been failing" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(1)
 
 
 WAY_BACK_WAIT = 60.0  # slot sync copies a new slot to the standbys within seconds; a minute is generous

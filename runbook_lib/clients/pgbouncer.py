@@ -20,6 +20,8 @@ from runbook_lib.errors import RunbookError
 
 SHOWABLE = frozenset({"POOLS", "DATABASES", "CLIENTS", "SERVERS", "CONFIG", "STATS", "LISTS", "VERSION"})
 COMMANDS = frozenset({"PAUSE", "RESUME", "RELOAD", "RECONNECT"})
+# PgBouncer's refusal of every login for server_login_retry (15 s by default) after one server login failed
+CACHED_LOGIN_ERROR = "server login has been failing"
 PAUSE_WAIT_S = 30.0  # how long a PAUSE outside a critical section waits for transactions in flight
 
 

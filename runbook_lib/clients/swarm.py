@@ -72,6 +72,7 @@ def node_engine(spec: Swarm | None, node_id: str) -> docker.DockerClient:
     """A Docker client for the engine of the node that runs a task (see engine_endpoint)."""
     manager = for_target(spec)
     engines = spec.node_engines if spec else {}
+    # asked at each call, not cached: a swarm initialised again (the sandbox's engine) gets a new node ID
     own = manager.info().get("Swarm", {}).get("NodeID") or None
     if not engines and own in (None, node_id):
         return manager

@@ -22,7 +22,7 @@ import psycopg
 import psycopg.rows
 from psycopg import sql
 
-from runbook_lib.clients import postgres
+from runbook_lib.clients import pgbouncer, postgres
 from runbook_lib.config.endpoints import Endpoints
 from runbook_lib.config.params import Workload, WorkloadOp
 from runbook_lib.config.readiness_settings import VectorExtension
@@ -219,7 +219,7 @@ def run(connect: Callable[[], psycopg.Connection[Any]], mix: list[Op], *, concur
 _TRANSIENT = ("timeout expired", "timed out", "connection refused", "closed the connection unexpectedly",
               "connection reset", "could not receive data", "could not send data", "too many clients",
               "no more connections", "starting up", "shutting down", "not yet accepting connections",
-              "cannot connect to server", "server login has been failing")
+              "cannot connect to server", pgbouncer.CACHED_LOGIN_ERROR)
 
 
 def _transient(exc: psycopg.Error) -> bool:

@@ -17,7 +17,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from runbook_lib.clients import postgres
+from runbook_lib.clients import pgbouncer, postgres
 from runbook_lib.config.endpoints import PgSpec
 from runbook_lib.config.names import PROBE_TABLE
 
@@ -59,6 +59,24 @@ def mark(endpoint: PgSpec, marker: str) -> None:
     """One write of the probe's kind, tagged: proves where a write through `endpoint` lands."""
     with postgres.connect(endpoint) as conn:
         postgres.query(conn, sql.SQL("INSERT INTO {} (run_id) VALUES (%s)").format(sql.Identifier(TABLE)), [marker])
+
+
+LOGIN_RETRY_MAX = 30.0  # PgBouncer's server_login_retry (15 s by default) and a margin
+
+
+def mark_through_pool(endpoint: PgSpec, marker: str, within: float = LOGIN_RETRY_MAX) -> None:
+    """mark() through PgBouncer. After one failed server login (a backend restarting around a switch, a PAUSE
+    given up at its bound) PgBouncer refuses every login with its cached error for server_login_retry: that
+    refusal alone is waited out, at most `within` seconds; any other error is raised at once."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            mark(endpoint, marker)
+            return
+        except psycopg.errors.ProtocolViolation as exc:
+            if pgbouncer.CACHED_LOGIN_ERROR not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def marked(endpoint: PgSpec, marker: str) -> int:

@@ -11,7 +11,7 @@ import pytest
 
 from runbook_lib.clients import pgbouncer, postgres, swarm
 from runbook_lib.config.params import Params
-from runbook_lib.ops import cutover, fallback, migration
+from runbook_lib.ops import cutover, fallback, migration, writeprobe
 from runbook_lib.run import runner
 from runbook_lib.sandbox import docker_cli, health
 from tests import campaign
@@ -66,11 +66,12 @@ def restore_legacy(request: pytest.FixtureRequest, sandbox_params: Params):  # n
     on the new task, which reads its deployed config (legacy), so they no longer prove a give-back."""
     task = pgbouncer_answers(sandbox_params)
     yield
+    r = migration.route(sandbox_params)
     if pgbouncer_answers(sandbox_params) != task and not request.node.get_closest_marker("restarts_pgbouncer"):
-        why = health.last_task_error(str(migration.route(sandbox_params).pooler.service)) or "no task error recorded"
+        why = health.last_task_error(str(r.pooler.service)) or "no task error recorded"
         warnings.warn(f"PgBouncer's task was replaced during {request.node.name} ({why})", stacklevel=1)
-    fallback.to_legacy(migration.route(sandbox_params), accept_loss=True)
-    fallback.clear_new(migration.route(sandbox_params))
+    fallback.to_legacy(r, accept_loss=True)
+    fallback.clear_new(r)
     assert pgbouncer.backend(sandbox_params.endpoints.admin(), "app") == LEGACY
 
 
@@ -89,8 +90,7 @@ def step_evidence(run_dir: Path, name: str) -> list[dict]:
 
 
 def write_through_pool(params: Params, marker: str) -> None:
-    with postgres.connect(params.endpoints.db("app-pool")) as conn:
-        postgres.query(conn, "INSERT INTO rollout_write_probe (run_id) VALUES (%s)", [marker])
+    writeprobe.mark(params.endpoints.db("app-pool"), marker)
 
 
 def count_marker(params: Params, endpoint: str, marker: str) -> int:
