@@ -311,6 +311,19 @@ class Tools(_Model):
 
     mode: Literal["image", "host"] = "image"
     image: str | None = Field(None, description="image with the servers' PostgreSQL binaries (default: the sandbox's)")
+    docker_host: str | None = Field(
+        None, description="the Docker engine on the operator's host that runs the tools' containers and the restore "
+        "test, with the operator's folders bind-mounted (unix://, or tcp:// on 127.0.0.1/localhost); default: "
+        "DOCKER_HOST or the local socket. Never the Swarm's manager: a remote engine would bind its own disk")
+
+    @field_validator("docker_host")
+    @classmethod
+    def _local(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"(unix://|tcp://(127\.0\.0\.1|localhost)(:|/|$))", value):
+            raise ValueError(f"{value!r} is not an engine on this host (unix://... or tcp://127.0.0.1:PORT): the "
+                             "tools bind the operator's folders into their containers; for a host without an "
+                             "engine set tools.mode: host")
+        return value
 
 
 class Exclusion(_Model):

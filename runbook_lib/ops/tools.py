@@ -181,8 +181,10 @@ def _host_bin(program: str) -> str:
 def for_params(params: Params) -> Tools:
     """The tools a run uses: in the servers' image (default) or on the host, per `tools.mode`."""
     image = params.tools.image or (params.sandbox.image_tag() if params.sandbox else None)
-    spec = params.target.swarm
-    docker = lambda: swarm.for_target(spec)  # noqa: E731 - the engine is reached only when needed
+    # the operator's own engine, not the Swarm's manager: the tools bind the operator's folders, and an
+    # engine on another node would bind that node's disk (backups written there, restore tests of nothing)
+    local = params.tools.docker_host
+    docker = lambda: swarm.client(local)  # noqa: E731 - the engine is reached only when needed
     return ContainerTools(image, docker) if params.tools.mode == "image" else HostTools(image, docker)
 
 
