@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from runbook_lib.sandbox import progress
 from runbook_lib.sandbox.context import SandboxError, load
+
+if TYPE_CHECKING:
+    from runbook_lib.sandbox.nodes import Node
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,6 +46,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r = sub.add_parser("reset", help="remove the stacks and their volumes")
     common(r)
     r.set_defaults(func=_reset)
+    n = sub.add_parser("nodes", help="a Swarm of several Docker engines on this machine, one network namespace "
+                                     "each (a multi-node rehearsal)")
+    nsub = n.add_subparsers(dest="nodes_command", metavar="{up,status,stop,start,down}")
+    nsub.required = True
+    nu = nsub.add_parser("up", help="namespaces, engines, the image and a Swarm of managers (idempotent)")
+    common(nu)
+    nu.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3: a quorum that survives one)")
+    nu.set_defaults(func=_nodes_up)
+    ns = nsub.add_parser("status", help="each node's address, engine and Swarm state; node_engines to use")
+    ns.set_defaults(func=_nodes_status)
+    for verb, what in (("stop", "stop a node's engine (the loss of a whole node)"), ("start", "start it again")):
+        sp = nsub.add_parser(verb, help=what)
+        sp.add_argument("node", help="the node's name, e.g. rbk-n2")
+        sp.set_defaults(func=_nodes_engine, verb=verb)
+    nd = nsub.add_parser("down", help="stop every node's engine, remove the namespaces and the bridge")
+    nd.add_argument("--purge", action="store_true", help="also remove each engine's data (images, volumes)")
+    nd.set_defaults(func=_nodes_down)
 
 
 def _guard(fn):  # type: ignore[no-untyped-def]
@@ -96,6 +117,62 @@ def _reset(args: argparse.Namespace) -> int:
     from runbook_lib.sandbox import lifecycle
     lifecycle.down(load(args.params), volumes=True)
     return 0
+
+
+@_guard
+def _nodes_up(args: argparse.Namespace) -> int:
+    from runbook_lib.sandbox import build, lifecycle, nodes
+    sb = load(args.params)
+    lifecycle.build(sb)
+    result = nodes.up(args.nodes, build.tag(sb), source_env=sb.docker_env())
+    _print_nodes(nodes.plan(args.nodes))
+    progress.info(f"stages (s): {result['seconds']}")
+    return 0
+
+
+@_guard
+def _nodes_status(args: argparse.Namespace) -> int:
+    from runbook_lib.sandbox import nodes
+    present = nodes.existing()
+    if not present:
+        progress.info("no node of a multi-node sandbox exists (runbook sandbox nodes up)")
+        return 1
+    return 0 if _print_nodes(present) else 1
+
+
+@_guard
+def _nodes_engine(args: argparse.Namespace) -> int:
+    from runbook_lib.sandbox import nodes
+    node = next((n for n in nodes.existing() if n.name == args.node), None)
+    if node is None:
+        raise SandboxError(f"no node {args.node!r}; nodes: {[n.name for n in nodes.existing()] or 'none'}")
+    with progress.step(f"{args.verb} the engine of {node.name}"):
+        (nodes.stop_engine if args.verb == "stop" else nodes.start_engine)(node)
+    return 0
+
+
+@_guard
+def _nodes_down(args: argparse.Namespace) -> int:
+    from runbook_lib.sandbox import nodes
+    with progress.step("remove the nodes" + (" and their data" if args.purge else "")):
+        nodes.down(purge=args.purge)
+    return 0
+
+
+def _print_nodes(present: list[Node]) -> bool:
+    """A table of the nodes and the node_engines entries that reach them; True when all are ready."""
+    from rich.table import Table
+
+    from runbook_lib.sandbox import nodes
+    rows = nodes.status(present)
+    table = Table("node", "address", "engine", "swarm", "manager")
+    for row in rows:
+        table.add_row(row["node"], row["address"], row["engine"], row["state"], row["manager"])
+    progress.console.print(table)
+    progress.info("target.swarm.node_engines for these nodes (docker_host: the first one's):")
+    for name, endpoint in nodes.engines(present).items():
+        progress.info(f"  {name}: {endpoint}")
+    return all(row["state"] == "ready" for row in rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,7 +45,7 @@ def ensure_engine(sb: Sandbox) -> str:
     progress.info(f"no Docker engine answers at {where}: starting dockerd (log: {log})")
     with open(log, "ab") as fh:
         # open-file limit of every task: PostgreSQL wants >= 65536 (readiness INF-14), capped by ours
-        nofile = _nofile_limit()
+        nofile = nofile_limit()
         subprocess.Popen(["dockerd", "--default-ulimit", f"nofile={nofile}:{nofile}"], stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                          start_new_session=True)
     deadline = time.monotonic() + 60
@@ -71,7 +71,7 @@ def ensure_swarm() -> str:
     return "initialised (single node, 127.0.0.1)"
 
 
-def _nofile_limit(wanted: int = 65536) -> int:
+def nofile_limit(wanted: int = 65536) -> int:
     """The open-file limit tasks can get: `wanted`, unless this process's hard limit is lower."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)

@@ -18,6 +18,9 @@ NEEDED = {
     "chromium": "chromium",
     "initdb": "postgresql",
     "git": "git",  # the archive's anchor: chain heads committed to a records repository
+    "ip": "iproute2",  # the multi-node sandbox: a network namespace, veth and address per node
+    "nsenter": "util-linux",  # ... its engines entered into their namespaces (with unshare)
+    "iptables": "iptables",  # ... traffic within its bridge accepted past the host's FORWARD policy
 }
 
 

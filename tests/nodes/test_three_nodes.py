@@ -1,0 +1,135 @@
+"""A Swarm of three Docker engines on this machine (`runbook sandbox nodes`): each node a manager on its own
+address; a task placed on another node than the manager the runbooks talk to is reached through that
+node's engine (target.swarm.node_engines) and serves on that node's address; losing a whole node leaves
+the Swarm its quorum, and the node rejoins and runs its task again when its engine is back."""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import docker
+import pytest
+
+from runbook_lib.clients import swarm
+from runbook_lib.config.params import Params, Swarm, load_params
+from runbook_lib.sandbox import build, lifecycle, nodes
+from runbook_lib.sandbox.context import load
+from tests.campaign import decide
+
+PORT = 18480
+
+
+@pytest.fixture(scope="module")
+def three() -> Iterator[tuple[list[nodes.Node], str]]:
+    sb = load()
+    lifecycle.build(sb)  # the engine that builds and holds the image the nodes load
+    image = build.tag(sb)
+    nodes.up(3, image, source_env=sb.docker_env())
+    try:
+        yield nodes.plan(3), image
+    finally:
+        if os.environ.get("RUNBOOK_KEEP_SANDBOX") != "1":
+            nodes.down(purge=True)
+
+
+def on_nodes(present: list[nodes.Node]) -> Params:
+    """The sandbox's parameters aimed at the three nodes' Swarm, with production's minimum of nodes and
+    without the single-node sandbox's waivers of INF-01 and INF-03."""
+    params = load_params("parameters/sandbox.yaml", [f"target.swarm.docker_host={present[0].endpoint}",
+                                                     "readiness.min_swarm_nodes=3"])
+    kept = [w for w in params.waivers if w.item not in ("INF-01", "INF-03")]
+    return params.model_copy(update={"waivers": kept})
+
+
+def members(lead: docker.DockerClient) -> dict[str, dict]:
+    return {m.attrs["Description"]["Hostname"]: m.attrs for m in lead.nodes.list()}
+
+
+def wait_for(condition, timeout: float, what: str) -> float:  # noqa: ANN001
+    """Seconds until condition() holds; fails naming `what` after timeout."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if condition():
+            return time.monotonic() - start
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def serves(address: str, port: int = PORT) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{address}:{port}/", timeout=3) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+def probe(lead: docker.DockerClient, image: str, node: nodes.Node, name: str):  # noqa: ANN201
+    """A small HTTP server pinned to `node`, host networking, on the node's own address."""
+    for old in lead.services.list(filters={"name": name}):
+        old.remove()
+    return lead.services.create(
+        image, ["python3", "-m", "http.server", "--bind", node.address, str(PORT)], name=name,
+        networks=["host"], constraints=[f"node.labels.{nodes.LABEL}=={node.name}"])
+
+
+def test_each_node_is_a_manager_on_its_own_address(three):  # noqa: ANN001
+    present, _ = three
+    with present[0].client() as lead:
+        seen = members(lead)
+    assert sorted(seen) == [n.name for n in present]
+    for node in present:
+        assert seen[node.name]["Status"]["State"] == "ready"
+        assert seen[node.name]["ManagerStatus"]["Addr"] == f"{node.address}:2377"
+        assert seen[node.name]["Spec"]["Labels"][nodes.LABEL] == node.name
+
+
+def test_inf01_and_inf03_pass_on_three_nodes_without_a_waiver(three):  # noqa: ANN001
+    present, _ = three
+    assert decide(on_nodes(present), "INF-01", "INF-03") == {"INF-01": "pass", "INF-03": "pass"}
+
+
+def test_a_task_on_another_node_is_reached_through_its_engine(three):  # noqa: ANN001
+    present, image = three
+    first, third = present[0], present[2]
+    with first.client() as lead:
+        service = probe(lead, image, third, "rbk-probe-third")
+        try:
+            wait_for(lambda: serves(third.address), 90, f"the probe to serve on {third.address}")
+            assert not serves(first.address)  # it runs on the third node only
+            manager_only = Swarm(docker_host=first.endpoint)
+            with pytest.raises(LookupError, match=f"node {third.name}.*node_engines.{third.name}"):
+                swarm.running_container(manager_only, service)
+            spec = Swarm(docker_host=first.endpoint, node_engines=nodes.engines(present))
+            code, out = swarm.exec_in(spec, service, ["cat", "/proc/net/fib_trie"])
+            assert code == 0
+            assert third.address in out and first.address not in out  # inside the third node's namespace
+        finally:
+            service.remove()
+
+
+def test_a_lost_node_leaves_a_quorum_and_rejoins(three):  # noqa: ANN001
+    present, image = three
+    first, second = present[0], present[1]
+    with first.client() as lead:
+        service = probe(lead, image, second, "rbk-probe-second")
+        try:
+            wait_for(lambda: serves(second.address), 90, f"the probe to serve on {second.address}")
+            nodes.stop_engine(second)
+            assert not serves(second.address)
+            down_s = wait_for(lambda: members(lead)[second.name]["Status"]["State"] == "down", 90,
+                              f"the Swarm to see {second.name} down")
+            assert lead.services.get(service.id).name == "rbk-probe-second"  # two managers of three decide
+            assert decide(on_nodes(present), "INF-03") == {"INF-03": "fail"}  # 2 ready nodes < 3
+            nodes.start_engine(second)
+            back_s = wait_for(lambda: members(lead)[second.name]["Status"]["State"] == "ready", 90,
+                              f"{second.name} to rejoin")
+            serving_s = wait_for(lambda: serves(second.address), 90, f"the probe to serve again on {second.name}")
+            assert decide(on_nodes(present), "INF-03") == {"INF-03": "pass"}
+            print(f"node loss: seen down after {down_s:.1f}s; after restart ready in {back_s:.1f}s, "
+                  f"its task serving {serving_s:.1f}s later")
+        finally:
+            nodes.start_engine(second)
+            service.remove()
