@@ -319,11 +319,17 @@ class Tools(_Model):
     @field_validator("docker_host")
     @classmethod
     def _local(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"(unix://|tcp://(127\.0\.0\.1|localhost)(:|/|$))", value):
+        _no_embedded_password(value)
+        if value is not None and not local_engine(value):
             raise ValueError(f"{value!r} is not an engine on this host (unix://... or tcp://127.0.0.1:PORT): the "
                              "tools bind the operator's folders into their containers; for a host without an "
                              "engine set tools.mode: host")
         return value
+
+
+def local_engine(endpoint: str) -> bool:
+    """Whether a Docker endpoint is an engine on this host (whose bind mounts are this host's folders)."""
+    return bool(re.match(r"(unix://|tcp://(127\.0\.0\.1|localhost)(:|/|$))", endpoint))
 
 
 class Exclusion(_Model):

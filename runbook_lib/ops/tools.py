@@ -26,7 +26,7 @@ from typing import Any
 from runbook_lib.clients import swarm
 from runbook_lib.config import redact
 from runbook_lib.config.endpoints import PgSpec
-from runbook_lib.config.params import Params
+from runbook_lib.config.params import Params, local_engine
 from runbook_lib.errors import RunbookError
 
 
@@ -181,11 +181,28 @@ def _host_bin(program: str) -> str:
 def for_params(params: Params) -> Tools:
     """The tools a run uses: in the servers' image (default) or on the host, per `tools.mode`."""
     image = params.tools.image or (params.sandbox.image_tag() if params.sandbox else None)
-    # the operator's own engine, not the Swarm's manager: the tools bind the operator's folders, and an
-    # engine on another node would bind that node's disk (backups written there, restore tests of nothing)
-    local = params.tools.docker_host
-    docker = lambda: swarm.client(local)  # noqa: E731 - the engine is reached only when needed
+    docker = lambda: _operator_engine(params)  # noqa: E731 - the engine is reached only when needed
     return ContainerTools(image, docker) if params.tools.mode == "image" else HostTools(image, docker)
+
+
+def _operator_engine(params: Params) -> Any:
+    """The operator's own engine, not the Swarm's manager: the tools bind the operator's folders, and an
+    engine on another node would bind that node's disk (backups written there, restore tests of nothing).
+    tools.docker_host, else the Swarm's engine when it is this host's (the sandbox's), else DOCKER_HOST or
+    the local socket; an engine elsewhere is refused here, where it is used."""
+    import docker.errors
+
+    managed = params.target.swarm.docker_host if params.target.swarm else None
+    chosen = params.tools.docker_host or (managed if managed and local_engine(managed) else None)
+    effective = chosen or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if not local_engine(effective):
+        raise ToolError(f"the tools' Docker engine {redact.text(effective)} is not on this host (DOCKER_HOST): they "
+                        "bind the operator's folders; set tools.docker_host to a local engine or tools.mode: host")
+    try:
+        return swarm.client(chosen)
+    except docker.errors.DockerException as exc:
+        raise ToolError(f"no Docker engine answers at {redact.text(effective)} for the tools (tools.docker_host, "
+                        f"DOCKER_HOST); start one or set tools.mode: host ({type(exc).__name__})") from None
 
 
 def of_run(run: Any) -> Tools:
