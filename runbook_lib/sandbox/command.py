@@ -56,9 +56,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     nu.set_defaults(func=_nodes_up)
     ns = nsub.add_parser("status", help="each node's address, engine and Swarm state; node_engines to use")
     ns.set_defaults(func=_nodes_status)
-    for verb, what in (("stop", "stop a node's engine (the loss of a whole node)"), ("start", "start it again")):
+    for verb, what in (("stop", "stop a node's engine and its tasks (the loss of a whole node)"),
+                       ("start", "start it again")):
         sp = nsub.add_parser(verb, help=what)
         sp.add_argument("node", help="the node's name, e.g. rbk-n2")
+        if verb == "stop":
+            sp.add_argument("--abrupt", action="store_true",
+                            help="a power cut: SIGKILL every process of the node, nothing shut down cleanly")
         sp.set_defaults(func=_nodes_engine, verb=verb)
     nd = nsub.add_parser("down", help="stop every node's engine, remove the namespaces and the bridge")
     nd.add_argument("--purge", action="store_true", help="also remove each engine's data (images, volumes)")
@@ -146,8 +150,14 @@ def _nodes_engine(args: argparse.Namespace) -> int:
     node = next((n for n in nodes.existing() if n.name == args.node), None)
     if node is None:
         raise SandboxError(f"no node {args.node!r}; nodes: {[n.name for n in nodes.existing()] or 'none'}")
-    with progress.step(f"{args.verb} the engine of {node.name}"):
-        (nodes.stop_engine if args.verb == "stop" else nodes.start_engine)(node)
+    abrupt = getattr(args, "abrupt", False)
+    with progress.step(f"{args.verb} the engine of {node.name}" + (" (abrupt: SIGKILL)" if abrupt else "")):
+        if args.verb == "start":
+            nodes.start_engine(node)
+        elif abrupt:
+            progress.info(f"{nodes.power_off(node)} processes killed")
+        else:
+            nodes.stop_engine(node)
     return 0
 
 

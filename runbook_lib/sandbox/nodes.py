@@ -164,28 +164,38 @@ def start_engines(nodes: list[Node]) -> None:
         start_engine(node)
 
 
+# Inside the node's own mount namespace: its hostname, and an empty /run/containerd, so that dockerd starts
+# a containerd of its own in the namespace even where the host runs a system containerd (dockerd uses one
+# whose socket exists), whose tasks would run in the host's network namespace.
+_NODE_SHELL = 'hostname "$0" && { [ ! -d /run/containerd ] || mount -t tmpfs -o size=1m tmpfs /run/containerd; } && exec "$@"'
+
+
 def start_engine(node: Node, timeout: float = 60) -> None:
-    """Start the node's dockerd inside its namespace unless it answers; wait until it does."""
+    """Start the node's dockerd inside its namespaces unless it answers; wait until it does. It reads a
+    configuration of its own (empty), not the host's /etc/docker/daemon.json."""
     if answers(node):
         return
     _require_root()
     node.run_dir.mkdir(parents=True, exist_ok=True)
     node.data_root.mkdir(parents=True, exist_ok=True)
+    node.pidfile.unlink(missing_ok=True)  # left by a power cut; its number may belong to another process now
+    config = node.run_dir / "daemon.json"
+    config.write_text("{}\n")
     nofile = nofile_limit()
-    dockerd = ["dockerd", "--data-root", str(node.data_root), "--exec-root", str(node.run_dir / "exec"),
-               "--pidfile", str(node.pidfile), "-H", node.endpoint,
-               "--default-ulimit", f"nofile={nofile}:{nofile}"]
-    script = 'hostname "$0" && exec "$@"'
+    dockerd = ["dockerd", "--config-file", str(config), "--data-root", str(node.data_root),
+               "--exec-root", str(node.run_dir / "exec"), "--pidfile", str(node.pidfile), "-H", node.endpoint,
+               "--bridge", "none", "--default-ulimit", f"nofile={nofile}:{nofile}"]
     with open(node.log, "ab") as fh:
-        subprocess.Popen(["nsenter", f"--net=/run/netns/{node.name}", "unshare", "--uts", "sh", "-c", script,
-                          node.name, *dockerd], stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         start_new_session=True)
+        subprocess.Popen(["nsenter", f"--net=/run/netns/{node.name}", "unshare", "--uts", "--mount", "sh", "-c",
+                          _NODE_SHELL, node.name, *dockerd], stdout=fh, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
     if not _wait(lambda: answers(node), timeout):
         raise SandboxError(f"the engine of node {node.name} does not answer after {timeout:.0f}s; see {node.log}")
 
 
 def stop_engine(node: Node, timeout: float = 60) -> None:
     """Stop the node's dockerd (its containers stop with it): the loss of a whole node."""
+    _require_root()
     pid = _pid(node)
     if pid is None:
         return
@@ -193,6 +203,29 @@ def stop_engine(node: Node, timeout: float = 60) -> None:
     if not _wait(lambda: not _alive(pid), timeout):
         os.kill(pid, signal.SIGKILL)
         _wait(lambda: not _alive(pid), 10)
+
+
+def power_off(node: Node, timeout: float = 30) -> int:
+    """A node's abrupt loss, as a power cut: SIGKILL to every process in its network namespace (its engine,
+    containerd, the shims and every task, which all use host networking there), nothing shut down cleanly.
+    Returns how many processes were killed."""
+    _require_root()
+    killed: set[int] = set()
+
+    def all_gone() -> bool:  # again until none is left: one may fork (dockerd restarting containerd)
+        pids = {int(p) for p in _run(["ip", "netns", "pids", node.name], check=False).stdout.split()}
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        killed.update(pids)
+        return not any(_alive(pid) for pid in pids)
+
+    if not _wait(all_gone, timeout, interval=0.2):
+        raise SandboxError(f"processes of node {node.name} outlived SIGKILL for {timeout:.0f}s")
+    node.pidfile.unlink(missing_ok=True)  # a power cut empties /run
+    return len(killed)
 
 
 def load_image(nodes: list[Node], image: str, source_env: dict[str, str] | None = None) -> None:
@@ -253,8 +286,9 @@ def swarm_up(nodes: list[Node], timeout: float = 90) -> None:
 def status(nodes: list[Node]) -> list[dict[str, Any]]:
     """Per node: address, whether its engine answers, and its state as the Swarm's managers see it."""
     seen: dict[str, dict[str, Any]] = {}
+    up = {node.name for node in nodes if answers(node)}
     for node in nodes:
-        if not answers(node):
+        if node.name not in up:
             continue
         try:
             with node.client(timeout=10) as engine:
@@ -265,7 +299,7 @@ def status(nodes: list[Node]) -> list[dict[str, Any]]:
             break
         except docker.errors.APIError:  # not a manager with quorum: ask the next one
             continue
-    return [{"node": n.name, "address": n.address, "engine": "answers" if answers(n) else "down",
+    return [{"node": n.name, "address": n.address, "engine": "answers" if n.name in up else "down",
              **seen.get(n.name, {"state": "unknown", "manager": "unknown"})} for n in nodes]
 
 
@@ -274,15 +308,22 @@ def down(nodes: list[Node] | None = None, purge: bool = False) -> None:
     engine's data (images, volumes). What is already gone is skipped."""
     _require_root()
     nodes = existing() if nodes is None else nodes
+    present = {n.name for n in existing()}
     for node in nodes:
-        stop_engine(node)
-        _run(["ip", "netns", "del", node.name], check=False)  # its veth goes with it
-    if Path(f"/sys/class/net/{BRIDGE}").exists() and not existing():
-        _run(["ip", "link", "del", BRIDGE])
-        if shutil.which("iptables"):
-            _run(["iptables", "-D", "FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"], check=False)
-    if purge:
-        for node in nodes:
+        if node.name in present:
+            stop_engine(node)  # its tasks stop cleanly, then whatever outlived it (shims of a killed engine)
+            power_off(node)
+            _run(["ip", "netns", "del", node.name], check=False)  # its veth goes with it
+    if not existing():
+        if Path(f"/sys/class/net/{BRIDGE}").exists():
+            _run(["ip", "link", "del", BRIDGE])
+        rule = ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"]
+        while shutil.which("iptables") and _run(["iptables", "-D", *rule], check=False).returncode == 0:
+            pass
+    if purge:  # every node's leftovers, also of nodes whose namespaces are gone (a reboot empties /run/netns)
+        for node in plan(MAX_NODES):
+            if node.name in {n.name for n in existing()}:
+                continue
             _unmount_under(node.data_root)
             _unmount_under(node.run_dir)
             shutil.rmtree(node.data_root, ignore_errors=True)
@@ -301,18 +342,20 @@ def _has_image(node: Node, image: str) -> bool:
 
 def _unmount_under(root: Path) -> None:
     """Mounts an engine left under its roots (overlay layers, netns files) must go before its files can."""
-    prefix = f"{root}/"
     mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
-    for mount in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
+    for mount in sorted((m for m in mounts if m == str(root) or m.startswith(f"{root}/")), key=len, reverse=True):
         _run(["umount", "-l", mount], check=False)
 
 
 def _pid(node: Node) -> int | None:
+    """The node's dockerd, if its pidfile names a live process in the node's network namespace (a number
+    reused by another process is not it)."""
     try:
         pid = int(node.pidfile.read_text().strip())
+        same_net = os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{node.name}").st_ino
     except (OSError, ValueError):
         return None
-    return pid if _alive(pid) else None
+    return pid if same_net and _alive(pid) else None
 
 
 def _alive(pid: int) -> bool:
