@@ -1,7 +1,7 @@
 """A Swarm of three engines on this machine (`runbook sandbox nodes up --nodes 3`): time from nothing to three
 ready managers with the image on each (and each stage), memory of the nodes' engines, and a whole node's
-loss: seconds until the Swarm sees it down, and after its engine restarts until it is ready and its task
-serves again. Median of --runs. Prints the figures and writes JSON under tests/bench/results/.
+loss, its engine stopped and by a power cut (SIGKILL to all its processes): seconds until the Swarm sees
+it down, and after its engine restarts until it is ready and its task serves again. Median of --runs. Prints the figures and writes JSON under tests/bench/results/.
 
 usage: .venv/bin/python tests/bench/bench_nodes.py [--runs 3] [--nodes 3] [--keep]
 """
@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from runbook_lib.sandbox import build, nodes  # noqa: E402
 from runbook_lib.sandbox.context import load  # noqa: E402
 from tests.bench.benchutil import arguments, median, save  # noqa: E402
-from tests.nodes.test_three_nodes import members, probe, serves  # noqa: E402
+from tests.nodes.test_three_nodes import members, probing, serves, wait_for  # noqa: E402
 
 
 def engines_rss_mib(present: list[nodes.Node]) -> float:
@@ -37,35 +37,25 @@ def engines_rss_mib(present: list[nodes.Node]) -> float:
     return round(total / 1024, 1)
 
 
-def until(condition, timeout: float = 120) -> float:  # noqa: ANN001
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise TimeoutError("condition not met")
-        time.sleep(0.2)
-    return time.monotonic() - start
-
-
-def node_loss(present: list[nodes.Node], image: str) -> dict[str, float]:
+def node_loss(present: list[nodes.Node], image: str, abrupt: bool) -> dict[str, float]:
     first, second = present[0], present[1]
-    with first.client() as lead:
-        service = probe(lead, image, second, "rbk-bench-probe")
+    with probing(image, second, "rbk-bench-probe", manager=first) as (lead, _):
         try:
-            until(lambda: serves(second.address))
             start = time.monotonic()
-            nodes.stop_engine(second)
-            until(lambda: members(lead)[second.name]["Status"]["State"] == "down")
-            seen_down = time.monotonic() - start
+            nodes.power_off(second) if abrupt else nodes.stop_engine(second)
+            wait_for(lambda: members(lead)[second.name]["Status"]["State"] == "down", 120, "down")
+            seen_down = time.monotonic() - start  # from the loss, not from the end of the stop
             start = time.monotonic()
             nodes.start_engine(second)
-            until(lambda: members(lead)[second.name]["Status"]["State"] == "ready")
+            wait_for(lambda: members(lead)[second.name]["Status"]["State"] == "ready", 120, "ready")
             ready = time.monotonic() - start
-            until(lambda: serves(second.address))
+            wait_for(lambda: serves(second.address), 120, "serving")
             serving = time.monotonic() - start
         finally:
             nodes.start_engine(second)
-            service.remove()
-    return {"seen_down_s": seen_down, "ready_after_restart_s": ready, "task_serving_after_restart_s": serving}
+    kind = "power_cut" if abrupt else "engine_stop"
+    return {f"{kind}_seen_down_s": seen_down, f"{kind}_ready_after_restart_s": ready,
+            f"{kind}_task_serving_after_restart_s": serving}
 
 
 def main() -> None:
@@ -84,7 +74,8 @@ def main() -> None:
         total = time.monotonic() - start
         present = nodes.plan(args.nodes)
         figures = {"up_s": total, "image_copy_s": next(v for k, v in stages.items() if k.startswith("image")),
-                   "engines_rss_mib": engines_rss_mib(present), **node_loss(present, image)}
+                   "engines_rss_mib": engines_rss_mib(present), **node_loss(present, image, abrupt=False),
+                   **node_loss(present, image, abrupt=True)}
         print(f"run {run + 1}: " + ", ".join(f"{k}={v:.1f}" for k, v in figures.items()))
         runs.append(figures)
         if run < args.runs - 1 or not args.keep:

@@ -9,12 +9,16 @@ import os
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import docker
+import docker.errors
 import pytest
 
 from runbook_lib.clients import swarm
 from runbook_lib.config.params import Params, Swarm, load_params
+from runbook_lib.readiness import engine
 from runbook_lib.sandbox import build, lifecycle, nodes
 from runbook_lib.sandbox.context import load
 from tests.campaign import decide
@@ -27,8 +31,8 @@ def three() -> Iterator[tuple[list[nodes.Node], str]]:
     sb = load()
     lifecycle.build(sb)  # the engine that builds and holds the image the nodes load
     image = build.tag(sb)
-    nodes.up(3, image, source_env=sb.docker_env())
     try:
+        nodes.up(3, image, source_env=sb.docker_env())
         yield nodes.plan(3), image
     finally:
         if os.environ.get("RUNBOOK_KEEP_SANDBOX") != "1":
@@ -49,30 +53,47 @@ def members(lead: docker.DockerClient) -> dict[str, dict]:
 
 
 def wait_for(condition, timeout: float, what: str) -> float:  # noqa: ANN001
-    """Seconds until condition() holds; fails naming `what` after timeout."""
+    """Seconds until condition() holds (an engine's error, as in a Raft election, counts as not yet);
+    fails naming `what` after timeout."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        if condition():
-            return time.monotonic() - start
+        try:
+            if condition():
+                return time.monotonic() - start
+        except docker.errors.DockerException:
+            pass
         time.sleep(0.5)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a configured proxy
+
+
 def serves(address: str, port: int = PORT) -> bool:
     try:
-        with urllib.request.urlopen(f"http://{address}:{port}/", timeout=3) as reply:
+        with _DIRECT.open(f"http://{address}:{port}/", timeout=3) as reply:
             return reply.status == 200
     except OSError:
         return False
 
 
-def probe(lead: docker.DockerClient, image: str, node: nodes.Node, name: str):  # noqa: ANN201
-    """A small HTTP server pinned to `node`, host networking, on the node's own address."""
-    for old in lead.services.list(filters={"name": name}):
-        old.remove()
-    return lead.services.create(
-        image, ["python3", "-m", "http.server", "--bind", node.address, str(PORT)], name=name,
-        networks=["host"], constraints=[f"node.labels.{nodes.LABEL}=={node.name}"])
+@contextmanager
+def probing(image: str, on: nodes.Node, name: str, manager: nodes.Node) -> Iterator[tuple[docker.DockerClient, Any]]:
+    """A small HTTP server pinned to node `on` (host networking, on its own address), made through the
+    `manager` node's engine and serving before the caller goes on; removed afterwards."""
+    with manager.client() as lead:
+        for old in lead.services.list(filters={"name": name}):
+            old.remove()
+        service = lead.services.create(
+            image, ["python3", "-m", "http.server", "--bind", on.address, str(PORT)], name=name,
+            networks=["host"], constraints=[f"node.labels.{nodes.LABEL}=={on.name}"])
+        try:
+            wait_for(lambda: serves(on.address), 90, f"the probe to serve on {on.name} ({on.address})")
+            yield lead, service
+        finally:
+            service.remove()
+            # the next probe on this node must not be answered by this one while it stops
+            wait_for(lambda: not serves(on.address), 60, f"the probe on {on.name} to stop")
 
 
 def test_each_node_is_a_manager_on_its_own_address(three):  # noqa: ANN001
@@ -88,36 +109,36 @@ def test_each_node_is_a_manager_on_its_own_address(three):  # noqa: ANN001
 
 def test_inf01_and_inf03_pass_on_three_nodes_without_a_waiver(three):  # noqa: ANN001
     present, _ = three
-    assert decide(on_nodes(present), "INF-01", "INF-03") == {"INF-01": "pass", "INF-03": "pass"}
+    results = {r.id: r for r in engine.run(on_nodes(present), only=["INF-01", "INF-03"])}
+    assert {i: r.outcome for i, r in results.items()} == {"INF-01": "pass", "INF-03": "pass"}
+    assert sorted(results["INF-01"].observed) == [n.name for n in present]  # every node's engine version
+    assert results["INF-03"].observed["ready_active_nodes"] == 3
+    assert results["INF-03"].observed["reachable_managers"] == 3
 
 
 def test_a_task_on_another_node_is_reached_through_its_engine(three):  # noqa: ANN001
     present, image = three
     first, third = present[0], present[2]
-    with first.client() as lead:
-        service = probe(lead, image, third, "rbk-probe-third")
-        try:
-            wait_for(lambda: serves(third.address), 90, f"the probe to serve on {third.address}")
-            assert not serves(first.address)  # it runs on the third node only
-            manager_only = Swarm(docker_host=first.endpoint)
-            with pytest.raises(LookupError, match=f"node {third.name}.*node_engines.{third.name}"):
-                swarm.running_container(manager_only, service)
-            spec = Swarm(docker_host=first.endpoint, node_engines=nodes.engines(present))
-            code, out = swarm.exec_in(spec, service, ["cat", "/proc/net/fib_trie"])
-            assert code == 0
-            assert third.address in out and first.address not in out  # inside the third node's namespace
-        finally:
-            service.remove()
+    with probing(image, third, "rbk-probe-third", manager=first) as (_, service):
+        manager_only = Swarm(docker_host=first.endpoint)
+        with pytest.raises(LookupError, match=f"node {third.name}.*node_engines.{third.name}"):
+            swarm.running_container(manager_only, service)
+        spec = Swarm(docker_host=first.endpoint, node_engines=nodes.engines(present))
+        code, out = swarm.exec_in(spec, service, ["cat", "/proc/net/fib_trie"])
+        assert code == 0
+        assert third.address in out and first.address not in out  # inside the third node's namespace
 
 
-def test_a_lost_node_leaves_a_quorum_and_rejoins(three):  # noqa: ANN001
+@pytest.mark.parametrize("loss", ["engine stopped", "power cut"])
+def test_a_lost_node_leaves_a_quorum_and_rejoins(three, loss: str):  # noqa: ANN001
     present, image = three
     first, second = present[0], present[1]
-    with first.client() as lead:
-        service = probe(lead, image, second, "rbk-probe-second")
+    with probing(image, second, "rbk-probe-second", manager=first) as (lead, service):
         try:
-            wait_for(lambda: serves(second.address), 90, f"the probe to serve on {second.address}")
-            nodes.stop_engine(second)
+            if loss == "power cut":
+                assert nodes.power_off(second) >= 3  # its dockerd, containerd and the probe at least
+            else:
+                nodes.stop_engine(second)
             assert not serves(second.address)
             down_s = wait_for(lambda: members(lead)[second.name]["Status"]["State"] == "down", 90,
                               f"the Swarm to see {second.name} down")
@@ -128,8 +149,7 @@ def test_a_lost_node_leaves_a_quorum_and_rejoins(three):  # noqa: ANN001
                               f"{second.name} to rejoin")
             serving_s = wait_for(lambda: serves(second.address), 90, f"the probe to serve again on {second.name}")
             assert decide(on_nodes(present), "INF-03") == {"INF-03": "pass"}
-            print(f"node loss: seen down after {down_s:.1f}s; after restart ready in {back_s:.1f}s, "
+            print(f"node loss ({loss}): seen down after {down_s:.1f}s; after restart ready in {back_s:.1f}s, "
                   f"its task serving {serving_s:.1f}s later")
         finally:
             nodes.start_engine(second)
-            service.remove()
