@@ -54,13 +54,15 @@ def decide(params: Params, *ids: str, campaign: Path | None = None) -> dict[str,
     return {r.id: r.outcome for r in engine.run(params, only=list(ids), campaign_dir=campaign)}
 
 
-def wait_until(what: str, check, timeout: float = 120, interval: float = 1.0) -> None:  # noqa: ANN001
-    """Until check() is true (its errors count as not yet: the thing is down while we wait), bounded."""
-    deadline = time.monotonic() + timeout
+def wait_until(what: str, check, timeout: float = 120, interval: float = 1.0) -> float:  # noqa: ANN001
+    """Until check() is true (its errors count as not yet: the thing is down while we wait), bounded; returns
+    the seconds it took."""
+    start = time.monotonic()
+    deadline = start + timeout
     while True:
         try:
             if check():
-                return
+                return time.monotonic() - start
         except Exception:  # noqa: BLE001 - the thing is down while we wait
             pass
         assert time.monotonic() < deadline, f"timed out waiting for {what}"

@@ -321,8 +321,9 @@ def down(nodes: list[Node] | None = None, purge: bool = False) -> None:
         while shutil.which("iptables") and _run(["iptables", "-D", *rule], check=False).returncode == 0:
             pass
     if purge:  # every node's leftovers, also of nodes whose namespaces are gone (a reboot empties /run/netns)
+        still = {n.name for n in existing()}
         for node in plan(MAX_NODES):
-            if node.name in {n.name for n in existing()}:
+            if node.name in still:
                 continue
             _unmount_under(node.data_root)
             _unmount_under(node.run_dir)

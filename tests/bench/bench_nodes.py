@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from runbook_lib.sandbox import build, nodes  # noqa: E402
 from runbook_lib.sandbox.context import load  # noqa: E402
 from tests.bench.benchutil import arguments, median, save  # noqa: E402
-from tests.nodes.test_three_nodes import members, probing, serves, wait_for  # noqa: E402
+from tests.campaign import wait_until  # noqa: E402
+from tests.nodes.test_three_nodes import members, probing, serves  # noqa: E402
 
 
 def engines_rss_mib(present: list[nodes.Node]) -> float:
@@ -43,13 +44,13 @@ def node_loss(present: list[nodes.Node], image: str, abrupt: bool) -> dict[str, 
         try:
             start = time.monotonic()
             nodes.power_off(second) if abrupt else nodes.stop_engine(second)
-            wait_for(lambda: members(lead)[second.name]["Status"]["State"] == "down", 120, "down")
+            wait_until("down", lambda: members(lead)[second.name]["Status"]["State"] == "down", 120, interval=0.5)
             seen_down = time.monotonic() - start  # from the loss, not from the end of the stop
             start = time.monotonic()
             nodes.start_engine(second)
-            wait_for(lambda: members(lead)[second.name]["Status"]["State"] == "ready", 120, "ready")
+            wait_until("ready", lambda: members(lead)[second.name]["Status"]["State"] == "ready", 120, interval=0.5)
             ready = time.monotonic() - start
-            wait_for(lambda: serves(second.address), 120, "serving")
+            wait_until("serving", lambda: serves(second.address), 120, interval=0.5)
             serving = time.monotonic() - start
         finally:
             nodes.start_engine(second)

@@ -6,14 +6,12 @@ the Swarm its quorum, and the node rejoins and runs its task again when its engi
 from __future__ import annotations
 
 import os
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import docker
-import docker.errors
 import pytest
 
 from runbook_lib.clients import swarm
@@ -21,7 +19,7 @@ from runbook_lib.config.params import Params, Swarm, load_params
 from runbook_lib.readiness import engine
 from runbook_lib.sandbox import build, lifecycle, nodes
 from runbook_lib.sandbox.context import load
-from tests.campaign import decide
+from tests.campaign import decide, wait_until
 
 PORT = 18480
 
@@ -52,20 +50,6 @@ def members(lead: docker.DockerClient) -> dict[str, dict]:
     return {m.attrs["Description"]["Hostname"]: m.attrs for m in lead.nodes.list()}
 
 
-def wait_for(condition, timeout: float, what: str) -> float:  # noqa: ANN001
-    """Seconds until condition() holds (an engine's error, as in a Raft election, counts as not yet);
-    fails naming `what` after timeout."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        try:
-            if condition():
-                return time.monotonic() - start
-        except docker.errors.DockerException:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a configured proxy
 
 
@@ -88,12 +72,13 @@ def probing(image: str, on: nodes.Node, name: str, manager: nodes.Node) -> Itera
             image, ["python3", "-m", "http.server", "--bind", on.address, str(PORT)], name=name,
             networks=["host"], constraints=[f"node.labels.{nodes.LABEL}=={on.name}"])
         try:
-            wait_for(lambda: serves(on.address), 90, f"the probe to serve on {on.name} ({on.address})")
+            wait_until(f"the probe to serve on {on.name} ({on.address})", lambda: serves(on.address), 90,
+                       interval=0.5)
             yield lead, service
         finally:
             service.remove()
             # the next probe on this node must not be answered by this one while it stops
-            wait_for(lambda: not serves(on.address), 60, f"the probe on {on.name} to stop")
+            wait_until(f"the probe on {on.name} to stop", lambda: not serves(on.address), 60, interval=0.5)
 
 
 def test_each_node_is_a_manager_on_its_own_address(three):  # noqa: ANN001
@@ -140,14 +125,15 @@ def test_a_lost_node_leaves_a_quorum_and_rejoins(three, loss: str):  # noqa: ANN
             else:
                 nodes.stop_engine(second)
             assert not serves(second.address)
-            down_s = wait_for(lambda: members(lead)[second.name]["Status"]["State"] == "down", 90,
-                              f"the Swarm to see {second.name} down")
+            down_s = wait_until(f"the Swarm to see {second.name} down",
+                                lambda: members(lead)[second.name]["Status"]["State"] == "down", 90, interval=0.5)
             assert lead.services.get(service.id).name == "rbk-probe-second"  # two managers of three decide
             assert decide(on_nodes(present), "INF-03") == {"INF-03": "fail"}  # 2 ready nodes < 3
             nodes.start_engine(second)
-            back_s = wait_for(lambda: members(lead)[second.name]["Status"]["State"] == "ready", 90,
-                              f"{second.name} to rejoin")
-            serving_s = wait_for(lambda: serves(second.address), 90, f"the probe to serve again on {second.name}")
+            back_s = wait_until(f"{second.name} to rejoin",
+                                lambda: members(lead)[second.name]["Status"]["State"] == "ready", 90, interval=0.5)
+            serving_s = wait_until(f"the probe to serve again on {second.name}", lambda: serves(second.address), 90,
+                                   interval=0.5)
             assert decide(on_nodes(present), "INF-03") == {"INF-03": "pass"}
             print(f"node loss ({loss}): seen down after {down_s:.1f}s; after restart ready in {back_s:.1f}s, "
                   f"its task serving {serving_s:.1f}s later")
