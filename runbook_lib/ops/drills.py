@@ -270,12 +270,21 @@ def automatic(spec: Patroni, swarm_spec: Swarm | None, write_endpoint: PgSpec, t
     return DrillResult("automatic", rejoined, old, new, round(t_leader, 2), round(t_write, 2), rejoined)
 
 
+def switchover_candidate(members: list[dict[str, Any]]) -> str | None:
+    """The replica Patroni accepts for a switchover: with synchronous_mode on it refuses any but a
+    synchronous standby (HTTP 412), so a streaming synchronous standby goes first, then any streaming one."""
+    streaming = [m for m in members if m.get("role") != "leader" and m.get("state") == "streaming"]
+    synchronous = [m for m in streaming if m.get("role") in ("sync_standby", "quorum_standby")]
+    chosen = (synchronous or streaming or [None])[0]
+    return chosen["name"] if chosen else None
+
+
 def manual(spec: Patroni, write_endpoint: PgSpec, timeout: float = 120, before_promotion: Hook = _nothing,
            rejoin_timeout: float = 180) -> DrillResult:
     """A planned switchover through Patroni's REST API to a streaming replica."""
     members = patroni.members(spec)
     old = next((m["name"] for m in members if m.get("role") == "leader"), None)
-    candidate = next((m["name"] for m in members if m.get("state") == "streaming"), None)
+    candidate = switchover_candidate(members)
     if not old or not candidate:
         raise DrillError("need a leader and a streaming replica for a switchover")
     api = next(m.api_url for m in spec.members if m.name == old)

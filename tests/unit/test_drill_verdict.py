@@ -1,10 +1,12 @@
-"""A failover drill is judged by its bounds: writes back within drills.rto_max, the old leader streaming again."""
+"""A failover drill is judged by its bounds (writes back within drills.rto_max, the old leader streaming
+again), and a switchover goes to a replica Patroni accepts."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 from runbook_lib.config.params import Drills
+from runbook_lib.ops import drills
 from runbook_lib.ops.drills import DrillResult, verdict
 
 
@@ -40,3 +42,37 @@ def test_a_loss_that_was_not_measured_fails_the_drill_and_says_why() -> None:
                          60.0)
     assert not unmeasured.passed and unmeasured.note == ("the writes lost were not measured (no table for the "
                                                          "drill's writes in postgres: denied)")
+
+
+def _member(name: str, role: str, state: str) -> dict[str, str]:
+    return {"name": name, "role": role, "state": state}
+
+
+def test_switchover_goes_to_the_synchronous_standby_when_there_is_one() -> None:
+    # Patroni refuses (HTTP 412) any candidate but the synchronous standby with synchronous_mode on.
+    members = [_member("pg1", "leader", "running"), _member("pg2", "replica", "streaming"),
+               _member("pg3", "sync_standby", "streaming")]
+    assert drills.switchover_candidate(members) == "pg3"
+
+
+def test_switchover_takes_a_quorum_standby_as_synchronous() -> None:
+    members = [_member("a", "replica", "streaming"), _member("b", "quorum_standby", "streaming"),
+               _member("c", "leader", "running")]
+    assert drills.switchover_candidate(members) == "b"
+
+
+def test_switchover_without_synchronous_mode_takes_the_first_streaming_replica() -> None:
+    members = [_member("pg1", "leader", "running"), _member("pg2", "replica", "starting"),
+               _member("pg3", "replica", "streaming")]
+    assert drills.switchover_candidate(members) == "pg3"
+
+
+def test_switchover_skips_a_synchronous_standby_that_does_not_stream() -> None:
+    members = [_member("pg1", "leader", "running"), _member("pg2", "sync_standby", "stopped"),
+               _member("pg3", "replica", "streaming")]
+    assert drills.switchover_candidate(members) == "pg3"
+
+
+def test_switchover_has_no_candidate_without_a_streaming_replica() -> None:
+    members = [_member("pg1", "leader", "running"), _member("pg2", "replica", "stopped")]
+    assert drills.switchover_candidate(members) is None
