@@ -119,6 +119,8 @@ class SandboxSpec(_Strict):
     suite: str = "trixie"
     stack_prefix: str = ""  # prepended to stack names (legacy, dpg, edge, monitoring, app)
     docker_host: str | None = None  # None: DOCKER_HOST or the default socket
+    nodes: int = Field(default=1, ge=1, le=9, description="Docker engines in the Swarm: 1 is this machine's engine "
+                       "on 127.0.0.1; 3 or more are nodes in network namespaces (runbook sandbox nodes)")
     scale: int = Field(default=1, ge=1, le=1000, description="seed size multiplier (1 = test size)")
     profile: Literal["notes", "ledger"] = Field(default="notes", description="the application the legacy database "
                                                 "holds and the synthetic app drives (runbook_lib/sandbox/seed.py)")

@@ -50,10 +50,29 @@ class Sandbox:
     def stack_name(self, short: str) -> str:
         return f"{self.spec.stack_prefix}{short}"
 
+    @property
+    def multi_node(self) -> bool:
+        return self.spec.nodes > 1
+
     def docker_env(self) -> dict[str, str]:
-        """Environment for docker CLI calls: the configured engine, else DOCKER_HOST or the socket."""
+        """Environment for docker CLI calls about the Swarm: on several nodes the manager the runbooks talk to
+        (target.swarm.docker_host), else the configured engine, DOCKER_HOST or the socket."""
+        swarm = self.params.target.swarm.docker_host if self.params.target.swarm else None
+        if self.multi_node:
+            return self._env(swarm)
+        return self._env(self.spec.docker_host or swarm)
+
+    def host_env(self) -> dict[str, str]:
+        """Environment for this machine's own engine, which builds the image (the same as docker_env on one)."""
+        return self._env(self.spec.docker_host) if self.multi_node else self.docker_env()
+
+    def node_engines(self) -> dict[str, str]:
+        """Each node's engine (target.swarm.node_engines): a task's container is reached on its node."""
+        return dict(self.params.target.swarm.node_engines) if self.params.target.swarm else {}
+
+    @staticmethod
+    def _env(host: str | None) -> dict[str, str]:
         env = dict(os.environ)
-        host = self.spec.docker_host or (self.params.target.swarm.docker_host if self.params.target.swarm else None)
         if host:
             env["DOCKER_HOST"] = host
         return env

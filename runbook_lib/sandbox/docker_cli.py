@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from typing import Any
 
 from runbook_lib.sandbox.context import SandboxError
 
 _ENV: dict[str, str] | None = None
+_ENGINES: dict[str, str] = {}  # node hostname -> its engine (DOCKER_HOST), for a task on another node
 
 
-def set_env(env: dict[str, str]) -> None:
-    """Use this environment (DOCKER_HOST) for every later call."""
-    global _ENV
+def set_env(env: dict[str, str], engines: dict[str, str] | None = None) -> None:
+    """Use this environment (DOCKER_HOST) for every later call, and these nodes' engines for tasks' containers."""
+    global _ENV, _ENGINES
     _ENV = env
+    _ENGINES = dict(engines or {})
 
 
-def run(*args: str, check: bool = True, input: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run `docker ARGS`; on failure raise SandboxError with the command and its stderr."""
+def run(*args: str, check: bool = True, input: str | None = None, timeout: float = 300,
+        host: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `docker ARGS` (on engine `host` if given); on failure raise SandboxError with the command and its
+    stderr."""
+    env = {**(_ENV if _ENV is not None else os.environ), "DOCKER_HOST": host} if host else _ENV
     try:
-        proc = subprocess.run(["docker", *args], capture_output=True, text=True, env=_ENV,
+        proc = subprocess.run(["docker", *args], capture_output=True, text=True, env=env,
                               input=input, timeout=timeout)
     except FileNotFoundError:
         raise SandboxError("the docker CLI is not installed; install docker.io (apt-get install -y docker.io)") from None
@@ -29,13 +35,32 @@ def run(*args: str, check: bool = True, input: str | None = None, timeout: float
     return proc
 
 
-def lines(*args: str) -> list[str]:
-    return [line for line in run(*args).stdout.splitlines() if line.strip()]
+def lines(*args: str, host: str | None = None) -> list[str]:
+    return [line for line in run(*args, host=host).stdout.splitlines() if line.strip()]
 
 
-def json_lines(*args: str) -> list[dict[str, Any]]:
+def json_lines(*args: str, host: str | None = None) -> list[dict[str, Any]]:
     """Output of `docker ... --format '{{json .}}'` as dicts."""
-    return [json.loads(line) for line in lines(*args, "--format", "{{json .}}")]
+    return [json.loads(line) for line in lines(*args, "--format", "{{json .}}", host=host)]
+
+
+def all_engines() -> list[str | None]:
+    """The connected engine (None) and every node's own: what lists containers or volumes must ask each."""
+    return [None, *_ENGINES.values()]
+
+
+def task_container(service: str) -> tuple[str, str | None]:
+    """(container ID, engine) of the service's running task, on whichever node runs it: the manager names the
+    node, and that node's engine (node_engines) has the container. Never assumes the manager runs it."""
+    nodes = lines("service", "ps", service, "--filter", "desired-state=running", "--format", "{{.Node}}")
+    engine = next((_ENGINES[n] for n in nodes if n in _ENGINES), None)
+    ids = lines("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}", host=engine)
+    if not ids:
+        where = f"node {nodes[0]}" if nodes else "any node"
+        raise SandboxError(f"no running container of {service} on {where}"
+                           + ("" if engine or not nodes or not _ENGINES else
+                              f"; target.swarm.node_engines has no engine for {nodes[0]}"))
+    return ids[0], engine
 
 
 def inspect(kind: str, *names: str) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ def server_version() -> str | None:
 
 def ensure_engine(sb: Sandbox) -> str:
     """Return the engine version; start dockerd (installing docker.io) when root on Linux and none answers."""
-    env = sb.docker_env()
+    env = sb.host_env()
     docker_cli.set_env(env)
     if shutil.which("docker", path=env.get("PATH")) is None and not _may_start():
         raise SandboxError("the docker CLI is missing; install Docker (Debian: apt-get install docker.io) and retry")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from runbook_lib.clients import etcd as etcd_client
 from runbook_lib.clients import http
-from runbook_lib.sandbox import credentials, docker_cli, resync
+from runbook_lib.sandbox import credentials, docker_cli
 from runbook_lib.sandbox.context import Sandbox, SandboxError
 
 PATRONI_PREFIX = "/service/"
@@ -66,7 +66,8 @@ def enable(sb: Sandbox) -> str:
         return "auth already on"
     port = int(url.rsplit(":", 1)[1])
     service = f"{sb.stack_name('dpg')}_etcd1"
-    proc = docker_cli.run("exec", "-i", resync.container_of(service), "sh", "-s",
+    container, engine = docker_cli.task_container(service)
+    proc = docker_cli.run("exec", "-i", container, "sh", "-s", host=engine,
                           input=_script(port, stale if on else list(USERS), enable=not on), check=False)
     if proc.returncode != 0:
         raise SandboxError(f"etcd auth in {service} failed: {proc.stderr.strip()[:300]}")

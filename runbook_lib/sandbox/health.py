@@ -11,8 +11,8 @@ from typing import Any
 
 import psycopg
 
-from runbook_lib.clients import etcd, http
-from runbook_lib.sandbox import credentials, docker_cli
+from runbook_lib.clients import etcd, http, patroni
+from runbook_lib.sandbox import credentials, docker_cli, placement
 from runbook_lib.sandbox.context import STACKS, Sandbox, SandboxError
 
 
@@ -36,8 +36,10 @@ def services(sb: Sandbox) -> list[ServiceState]:
     """Every service of the sandbox's stacks: desired replicas, and tasks that run the *current* spec
     and whose container reports healthy (so a redeploy is not mistaken for done before it rolled)."""
     health_by_container: dict[str, str] = {}
-    for row in docker_cli.json_lines("ps", "--no-trunc", "--filter", "label=com.docker.stack.namespace"):
-        health_by_container[row["ID"]] = row.get("Status", "")
+    for engine in docker_cli.all_engines():  # a container's health is known only to the engine of its node
+        for row in docker_cli.json_lines("ps", "--no-trunc", "--filter", "label=com.docker.stack.namespace",
+                                         host=engine):
+            health_by_container[row["ID"]] = row.get("Status", "")
     out: list[ServiceState] = []
     for stack in STACKS:
         name = sb.stack_name(stack)
@@ -48,9 +50,11 @@ def services(sb: Sandbox) -> list[ServiceState]:
         tasks = docker_cli.inspect("task", *task_ids) if task_ids else []
         for svc in sorted(svcs, key=lambda x: x["Spec"]["Name"]):
             spec = svc["Spec"]
-            desired = (spec.get("Mode", {}).get("Replicated") or {}).get("Replicas", 1)
             current = _spec_key(spec["TaskTemplate"].get("ContainerSpec"))
             mine = [t for t in tasks if t.get("ServiceID") == svc["ID"]]
+            # a global service (one task per node) wants as many as the Swarm schedules
+            desired = (len(mine) or 1) if "Global" in spec.get("Mode", {}) else \
+                (spec.get("Mode", {}).get("Replicated") or {}).get("Replicas", 1)
             running = [t for t in mine if t.get("Status", {}).get("State") == "running"
                        and _spec_key(t.get("Spec", {}).get("ContainerSpec")) == current]
             statuses = [health_by_container.get(((t.get("Status") or {}).get("ContainerStatus") or {})
@@ -77,7 +81,8 @@ def last_task_error(service: str) -> str:
 def connect(sb: Sandbox, port: int, dbname: str = "postgres", user: str = "postgres",
             secret: str = "postgres_password", timeout: int = 3, **kw: Any) -> psycopg.Connection:
     """TLS (verify-ca against the sandbox CA) connection with a password from the state dir."""
-    return psycopg.connect(host="127.0.0.1", port=port, dbname=dbname, user=user,
+    host = placement.Layout(sb.spec.nodes).host_for_port(sb.spec.ports, port)
+    return psycopg.connect(host=host, port=port, dbname=dbname, user=user,
                            password=credentials.read(sb, secret), sslmode="verify-ca",
                            sslrootcert=str(sb.tls_dir / "ca.crt"), connect_timeout=timeout, **kw)
 
@@ -150,8 +155,8 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: floa
 
 def patroni_apis(sb: Sandbox) -> list[str]:
     """The members' REST API URLs as the parameters give them (TLS and credentials come with their access)."""
-    patroni = sb.params.target.patroni
-    return [m.api_url.rstrip("/") for m in patroni.members] if patroni else []
+    spec = sb.params.target.patroni
+    return [m.api_url.rstrip("/") for m in spec.members] if spec else []
 
 
 def etcd_answers(sb: Sandbox) -> bool:
@@ -201,6 +206,23 @@ def leader_name(sb: Sandbox) -> str | None:
         if m.get("role") == "leader":
             return m["name"]
     return None
+
+
+def lead_from(sb: Sandbox, member: str, timeout: float) -> str:
+    """Make `member` the leader by a switchover (on several nodes the sandbox's leader is placed away from the
+    manager the runbooks talk to); return what it did. Waits until it leads with two streaming replicas."""
+    current = running_leader(sb)
+    if current == member:
+        return f"leader {member}, as placed"
+    spec = sb.params.target.patroni
+    if spec is None:
+        raise SandboxError("target.patroni is not set: no leader to place")
+    api = next(m.api_url.rstrip("/") for m in spec.members if m.name == current)
+    http.call("POST", f"{api}/switchover", json_body={"leader": current, "candidate": member},
+              ok_codes=(200, 202), expect_json=False, timeout=60)
+    wait_for(f"{member} to lead with two streaming replicas, one of them promotable",
+             lambda: running_leader(sb) == member and patroni_ready(sb) and patroni.promotable(spec), timeout)
+    return f"leader moved from {current} to {member} (placement: away from the manager's node)"
 
 
 def align_patroni_parameters(sb: Sandbox, wanted: dict[str, Any]) -> list[str]:

@@ -7,6 +7,7 @@ failed `up` is repaired by running `up` again.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 
@@ -20,6 +21,7 @@ from runbook_lib.sandbox import (
     etcd_auth,
     health,
     pgconf,
+    placement,
     ports,
     progress,
     resync,
@@ -28,15 +30,32 @@ from runbook_lib.sandbox import (
     tls,
 )
 from runbook_lib.sandbox.build import build_image
+from runbook_lib.sandbox.build import tag as image_tag
 from runbook_lib.sandbox.context import STACKS, Sandbox, SandboxError
 
 
 def prepare_engine(sb: Sandbox) -> None:
+    """This machine's engine (it builds the image) and, on one engine, its single-node Swarm."""
     with progress.step("Docker engine"):
         version = dockerd.ensure_engine(sb)
         progress.info(f"engine {version}")
-    with progress.step("Swarm"):
-        progress.info(dockerd.ensure_swarm())
+    if not sb.multi_node:
+        with progress.step("Swarm"):
+            progress.info(dockerd.ensure_swarm())
+
+
+def ensure_nodes(sb: Sandbox) -> None:
+    """On several nodes: their namespaces, engines, image and Swarm (`runbook sandbox nodes up`), then every
+    later docker call goes to the manager the parameters name, and a task's container to its node's engine."""
+    from runbook_lib.sandbox import nodes
+
+    engines = nodes.engines(nodes.plan(sb.spec.nodes))
+    missing = sorted(set(engines) - set(sb.node_engines()))
+    if missing:
+        raise SandboxError(f"target.swarm.node_engines lacks {', '.join(missing)}: the sandbox cannot reach the "
+                           "tasks on those nodes (runbook sandbox nodes params writes a parameters file with them)")
+    nodes.up(sb.spec.nodes, image_tag(sb), source_env=sb.host_env())
+    docker_cli.set_env(sb.docker_env(), sb.node_engines())
 
 
 def build(sb: Sandbox, force: bool = False) -> float:
@@ -66,10 +85,13 @@ def up(sb: Sandbox, scale: int | None = None, profile: str | None = None,
     if profile:
         sb.spec.profile = profile  # type: ignore[assignment]  # argparse's choices are the schema's
     prepare_engine(sb)
-    with progress.step("port check (127.0.0.1)"):
-        check_ports(sb)
-        progress.info(f"{len(sb.spec.ports.all_ports(sb.spec.app.replicas))} ports free or held by this sandbox")
+    if not sb.multi_node:  # the nodes' addresses are in namespaces of our own: nothing else binds there
+        with progress.step("port check (127.0.0.1)"):
+            check_ports(sb)
+            progress.info(f"{len(sb.spec.ports.all_ports(sb.spec.app.replicas))} ports free or held by this sandbox")
     build_image(sb)
+    if sb.multi_node:
+        ensure_nodes(sb)
     with progress.step("credentials, CA and server certificate"):
         credentials.ensure(sb)
         credentials.ensure_signing(sb)
@@ -126,6 +148,8 @@ def up(sb: Sandbox, scale: int | None = None, profile: str | None = None,
             seed.grant_app(conn, app_role, seed.PROFILES[sb.spec.profile])
         health.wait_for("two streaming replicas", lambda: health.patroni_ready(sb), timeout,
                         abort=lambda: health.crashlooping(sb, since))
+        if sb.multi_node:
+            progress.info(health.lead_from(sb, stacks.members(sb)[placement.LEADER_MEMBER]["name"], timeout))
     with progress.step("deploy app"):
         stacks.deploy(sb, "app", files["app"])
     with progress.step("all services healthy"):
@@ -196,8 +220,9 @@ def wait_healthy(sb: Sandbox, timeout: float, since: float | None = None, only: 
 
 
 def down(sb: Sandbox, volumes: bool = False) -> None:
-    """Remove the stacks (and with volumes=True their volumes and the sandbox's secrets/configs)."""
-    docker_cli.set_env(sb.docker_env())
+    """Remove the stacks (and with volumes=True their volumes, on every node, and the sandbox's secrets and
+    configs)."""
+    docker_cli.set_env(sb.docker_env(), sb.node_engines())
     if dockerd.server_version() is None:
         raise SandboxError("no Docker engine answers; nothing to take down (start it or set DOCKER_HOST)")
     present = stacks.deployed(sb)
@@ -209,10 +234,14 @@ def down(sb: Sandbox, volumes: bool = False) -> None:
     if volumes:
         with progress.step("remove volumes, secrets and configs"):
             names = {sb.stack_name(s) for s in STACKS}
-            vols = [v for v in docker_cli.lines("volume", "ls", "--format", "{{.Name}}")
-                    if v.split("_", 1)[0] in names]
-            for v in vols:
-                docker_cli.run("volume", "rm", "-f", v)
+            vols = []
+            for engine in docker_cli.all_engines():
+                mine = [v for v in docker_cli.lines("volume", "ls", "--format", "{{.Name}}", host=engine)
+                        if v.split("_", 1)[0] in names]
+                for v in mine:
+                    docker_cli.run("volume", "rm", "-f", v, host=engine)
+                vols += mine
+            shutil.rmtree(stacks.archive_root(sb), ignore_errors=True)  # the nodes' shared WAL archive
             secrets = docker_cli.lines("secret", "ls", "--filter", f"label={stacks.LABEL}", "--format", "{{.Name}}")
             for s in secrets:
                 docker_cli.run("secret", "rm", s, check=False)
@@ -222,13 +251,16 @@ def down(sb: Sandbox, volumes: bool = False) -> None:
 
 def _wait_gone(sb: Sandbox, timeout: float = 90) -> None:
     """Stack removal is asynchronous: wait until no container of ours is left (volumes are then free)."""
+    ours = {sb.stack_name(s) for s in STACKS}
+
     def gone() -> bool:
-        rows = docker_cli.json_lines("ps", "--filter", "label=com.docker.stack.namespace")
-        ours = {sb.stack_name(s) for s in STACKS}
+        rows = [r for engine in docker_cli.all_engines()
+                for r in docker_cli.json_lines("ps", "--filter", "label=com.docker.stack.namespace", host=engine)]
         return not any(f"com.docker.stack.namespace={n}" in r.get("Labels", "") for r in rows for n in ours)
     health.wait_for("the sandbox's containers to stop", gone, timeout)
-    # exited containers (Swarm's task history) hold volumes and the image: remove ours
-    for n in (sb.stack_name(s) for s in STACKS):
-        ids = docker_cli.lines("ps", "-aq", "--filter", f"label=com.docker.stack.namespace={n}")
-        if ids:
-            docker_cli.run("rm", "-f", *ids, check=False)
+    # exited containers (Swarm's task history) hold volumes and the image: remove ours, on every node
+    for engine in docker_cli.all_engines():
+        for n in ours:
+            ids = docker_cli.lines("ps", "-aq", "--filter", f"label=com.docker.stack.namespace={n}", host=engine)
+            if ids:
+                docker_cli.run("rm", "-f", *ids, check=False, host=engine)

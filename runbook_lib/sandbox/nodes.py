@@ -35,6 +35,7 @@ from runbook_lib.sandbox.dockerd import nofile_limit
 
 BRIDGE = "rbk-nodes0"
 PREFIX = "10.213.7"  # a /24 of our own bridge: the host is .1, node i is .(10 + i)
+BRIDGE_ADDRESS = f"{PREFIX}.1"  # this machine, as the nodes reach it
 LABEL = "runbook.node"  # node label for placement constraints: node.labels.runbook.node == rbk-n2
 MAX_NODES = 9
 RUN_ROOT = Path("/run/runbook-nodes")  # sockets and pidfiles: short paths (a unix socket path is < 108 bytes)
@@ -132,7 +133,7 @@ def network_up(nodes: list[Node]) -> None:
     traffic within our bridge is accepted there."""
     if not Path(f"/sys/class/net/{BRIDGE}").exists():
         _run(["ip", "link", "add", BRIDGE, "type", "bridge"])
-        _run(["ip", "addr", "add", f"{PREFIX}.1/24", "dev", BRIDGE])
+        _run(["ip", "addr", "add", f"{BRIDGE_ADDRESS}/24", "dev", BRIDGE])
     _run(["ip", "link", "set", BRIDGE, "up"])
     rule = ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"]
     if shutil.which("iptables") and _run(["iptables", "-C", *rule], check=False).returncode != 0:

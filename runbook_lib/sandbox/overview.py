@@ -39,7 +39,7 @@ def pgbouncer_backend(sb: Sandbox) -> dict[str, Any]:
     """Where PgBouncer sends the application database, from its admin console (SHOW DATABASES)."""
     app_db, _ = stacks.app_names(sb)
     try:
-        with psycopg.connect(host="127.0.0.1", port=sb.spec.ports.pgbouncer, dbname="pgbouncer",
+        with psycopg.connect(host=stacks.layout(sb).host("pgbouncer"), port=sb.spec.ports.pgbouncer, dbname="pgbouncer",
                              user="pgbouncer_admin", password=credentials.read(sb, "pgbouncer_admin_password"),
                              sslmode="verify-ca", sslrootcert=str(sb.tls_dir / "ca.crt"), connect_timeout=3,
                              autocommit=True, prepare_threshold=None, cursor_factory=psycopg.ClientCursor) as conn:
@@ -70,7 +70,7 @@ def prometheus_targets(sb: Sandbox) -> list[dict[str, Any]]:
 
 
 def collect(sb: Sandbox) -> dict[str, Any]:
-    docker_cli.set_env(sb.docker_env())
+    docker_cli.set_env(sb.docker_env(), sb.node_engines())
     version = dockerd.server_version()
     if version is None:
         return {"engine": None, "healthy": False}

@@ -60,24 +60,27 @@ def settings(spec: SandboxSpec) -> dict[str, str | int | float]:
     }
 
 
-def postgresql_conf(spec: SandboxSpec, port: int) -> str:
+def postgresql_conf(spec: SandboxSpec, port: int, listen: str = "127.0.0.1") -> str:
     """sandbox.conf for the legacy server (included from its postgresql.conf)."""
     lines = ["# Written by the sandbox at every start; ALTER SYSTEM (postgresql.auto.conf) still wins.",
-             "listen_addresses = '127.0.0.1'", f"port = {port}", "unix_socket_directories = '/tmp'"]
+             f"listen_addresses = '{listen}'", f"port = {port}", "unix_socket_directories = '/tmp'"]
     for key, value in settings(spec).items():
         lines.append(f"{key} = {value}" if isinstance(value, (int, float)) else f"{key} = '{value}'")
     return "\n".join(lines) + "\n"
 
 
-def hba_lines(app_db: str, app_role: str) -> list[str]:
-    """TLS + scram on every network line; the application role only over TLS (plain is refused)."""
-    return [
-        "local all all peer",
-        "hostssl replication replicator 127.0.0.1/32 scram-sha-256",
-        # the standbys' slot-sync worker: an ordinary connection to primary_conninfo's dbname (postgres)
-        "hostssl postgres replicator 127.0.0.1/32 scram-sha-256",
-        "hostssl replication postgres 127.0.0.1/32 scram-sha-256",  # pg_basebackup for phase 1 backups
-        "hostssl all postgres 127.0.0.1/32 scram-sha-256",
-        "hostssl all monitor 127.0.0.1/32 scram-sha-256",
-        f"hostssl {app_db} {app_role} 127.0.0.1/32 scram-sha-256",
-    ]
+def hba_lines(app_db: str, app_role: str, network: str | None = None) -> list[str]:
+    """TLS + scram on every network line; the application role only over TLS (plain is refused).
+    `network`: the nodes' network of a multi-node sandbox, allowed beside loopback."""
+    lines = ["local all all peer"]
+    for cidr in ["127.0.0.1/32", *([network] if network else [])]:
+        lines += [
+            f"hostssl replication replicator {cidr} scram-sha-256",
+            # the standbys' slot-sync worker: an ordinary connection to primary_conninfo's dbname (postgres)
+            f"hostssl postgres replicator {cidr} scram-sha-256",
+            f"hostssl replication postgres {cidr} scram-sha-256",  # pg_basebackup for phase 1 backups
+            f"hostssl all postgres {cidr} scram-sha-256",
+            f"hostssl all monitor {cidr} scram-sha-256",
+            f"hostssl {app_db} {app_role} {cidr} scram-sha-256",
+        ]
+    return lines

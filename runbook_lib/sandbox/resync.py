@@ -15,13 +15,6 @@ from runbook_lib.sandbox.context import Sandbox, SandboxError
 ROLES = {"postgres": "postgres_password", "replicator": "replication_password"}
 
 
-def container_of(service: str) -> str:
-    ids = docker_cli.lines("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}")
-    if not ids:
-        raise SandboxError(f"no running container for {service}; cannot reset its passwords")
-    return ids[0]
-
-
 def reset_passwords(sb: Sandbox, service: str, port: int) -> None:
     """ALTER ROLE ... PASSWORD for the superuser (and replicator where it exists) via the unix socket."""
     set_passwords(service, port, {role: credentials.read(sb, secret) for role, secret in ROLES.items()})
@@ -35,8 +28,9 @@ def set_passwords(service: str, port: int, passwords: dict[str, str]) -> None:
                        "EXECUTE format('ALTER ROLE %I PASSWORD %L', {r}, {p}); END IF; END$$;").format(
             r=sql.Literal(role), p=sql.Literal(password))
         stmts.append(stmt.as_string(None))
-    proc = docker_cli.run("exec", "-i", "-u", "postgres", container_of(service), "psql", "-X", "-q",
+    container, engine = docker_cli.task_container(service)
+    proc = docker_cli.run("exec", "-i", "-u", "postgres", container, "psql", "-X", "-q",
                           "-v", "ON_ERROR_STOP=1", "-h", "/tmp", "-p", str(port), "-d", "postgres",
-                          input="\n".join(stmts) + "\n", check=False)
+                          input="\n".join(stmts) + "\n", check=False, host=engine)
     if proc.returncode != 0:
         raise SandboxError(f"resetting passwords in {service} failed: {proc.stderr.strip()[:300]}")

@@ -16,8 +16,8 @@ from typing import Any
 import jinja2
 
 from runbook_lib.promql import rules as matrix_rules
-from runbook_lib.sandbox import build, credentials, docker_cli, pgconf, tls
-from runbook_lib.sandbox.context import IMAGE_DIR, STACKS, Sandbox
+from runbook_lib.sandbox import build, credentials, docker_cli, pgconf, placement, tls
+from runbook_lib.sandbox.context import IMAGE_DIR, STACKS, Sandbox, SandboxError
 
 TEMPLATES = IMAGE_DIR / "templates"
 LABEL = "runbook.sandbox"
@@ -44,10 +44,15 @@ def _env() -> jinja2.Environment:
         comment_start_string="[#", comment_end_string="#]", keep_trailing_newline=True)
 
 
+def layout(sb: Sandbox) -> placement.Layout:
+    return placement.Layout(sb.spec.nodes)
+
+
 def members(sb: Sandbox) -> list[dict[str, Any]]:
-    p = sb.spec.ports
+    p, where = sb.spec.ports, layout(sb)
     names = [f"pg{i + 1}" for i in range(3)]
-    return [{"name": names[i], "etcd": f"etcd{i + 1}", "pg": p.pg[i], "api": p.patroni_api[i],
+    return [{"name": names[i], "etcd": f"etcd{i + 1}", "host": where.host(f"member:{i}"),
+             "pg": p.pg[i], "api": p.patroni_api[i],
              "exporter": p.pg_exporter[i], "etcd_client": p.etcd_client[i], "etcd_peer": p.etcd_peer[i],
              "others": ",".join(n for n in names if n != names[i])}  # the other members' physical slots
             for i in range(3)]
@@ -92,21 +97,25 @@ def context(sb: Sandbox) -> dict[str, Any]:
     spec, ports = sb.spec, sb.spec.ports
     ms = members(sb)
     app_db, app_role = app_names(sb)
+    where = layout(sb)
     backend = ports.legacy if spec.pgbouncer_target == "legacy" else ports.haproxy_rw
     return {
-        "spec": spec, "ports": ports, "members": ms, "image": build.tag(sb),
+        "spec": spec, "ports": ports, "members": ms, "image": build.tag(sb), "layout": where,
         "net": {"external": True, "name": "host"},
         "scope": scope(sb), "target_name": sb.params.target.name,
-        "etcd_hosts": ",".join(f"127.0.0.1:{m['etcd_client']}" for m in ms),
+        "etcd_hosts": ",".join(f"{m['host']}:{m['etcd_client']}" for m in ms),
         "patroni_api_user": credentials.PATRONI_API_USER, "monitoring_user": credentials.MONITORING_USER,
         "webhook_user": credentials.WEBHOOK_USER,
-        "etcd_initial_cluster": ",".join(f"{m['etcd']}=http://127.0.0.1:{m['etcd_peer']}" for m in ms),
-        "etcd_targets": json.dumps([f"127.0.0.1:{m['etcd_client']}" for m in ms]),
-        "app_targets": json.dumps([f"127.0.0.1:{ports.app_metrics_base + s}"
+        "etcd_initial_cluster": ",".join(f"{m['etcd']}=http://{m['host']}:{m['etcd_peer']}" for m in ms),
+        "etcd_targets": json.dumps([f"{m['host']}:{m['etcd_client']}" for m in ms]),
+        "app_targets": json.dumps([f"{where.host('app')}:{ports.app_metrics_base + s}"
                                    for s in range(1, spec.app.replicas + 1)]),
+        "node_targets": json.dumps([f"{a}:{ports.node_exporter}" for a in where.addresses() or [placement.LOOPBACK]]),
         "pg_params": {k: json.dumps(v) for k, v in pgconf.settings(spec).items()},
-        "hba_lines": [json.dumps(line) for line in pgconf.hba_lines(app_db, app_role)],
+        "hba_lines": [json.dumps(line) for line in pgconf.hba_lines(app_db, app_role, where.network())],
         "app_db": app_db, "app_role": app_role, "backend_port": backend,
+        "backend_host": where.host("legacy" if spec.pgbouncer_target == "legacy" else "haproxy"),
+        "wal_archive": wal_archive(sb),
         "pgbouncer_target": spec.pgbouncer_target,
         "app_mix": json.dumps(spec.app.mix),
         "sec": {n: v[0] for n, v in secret_names(sb).items()},
@@ -114,6 +123,24 @@ def context(sb: Sandbox) -> dict[str, Any]:
         "app_fault_dir": str(fault_dir(sb)),
         "priority_routes": [json.dumps(r) for r in matrix_rules.routes(sb.params.policy, "runbook-webhook")],
     }
+
+
+def wal_archive(sb: Sandbox) -> str:
+    """The members' WAL archive: a volume on one engine; on several nodes a folder of this machine that every
+    node binds (shared storage: a replica restores what another node's leader archived). One folder per Swarm,
+    so a new cluster never restores the segments of a purged one, whose names it reuses."""
+    if not layout(sb).multi:
+        return "archive"
+    cluster = docker_cli.run("info", "--format", "{{.Swarm.Cluster.ID}}").stdout.strip()
+    if not cluster:
+        raise SandboxError("the engine is not a Swarm manager; cannot place the WAL archive (runbook sandbox up)")
+    folder = archive_root(sb) / cluster
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder)
+
+
+def archive_root(sb: Sandbox) -> Path:
+    return sb.state_dir / "archive"
 
 
 def fault_dir(sb: Sandbox) -> Path:
@@ -150,9 +177,9 @@ def render(sb: Sandbox) -> dict[str, Path]:
         cfg: dict[str, dict[str, str]] = {}
         for key, source in CONFIGS[stack].items():
             if source == "@legacy_conf":
-                text, fname = pgconf.postgresql_conf(sb.spec, sb.spec.ports.legacy), "sandbox.conf"
+                text, fname = pgconf.postgresql_conf(sb.spec, sb.spec.ports.legacy, layout(sb).listen), "sandbox.conf"
             elif source == "@hba":
-                text, fname = "\n".join(pgconf.hba_lines(app_db, app_role)) + "\n", "pg_hba.conf"
+                text, fname = "\n".join(pgconf.hba_lines(app_db, app_role, layout(sb).network())) + "\n", "pg_hba.conf"
             elif source.endswith(".j2"):
                 text, fname = env.get_template(source).render(**ctx), source[:-3]
             else:

@@ -10,6 +10,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from runbook_lib.sandbox import placement
 from runbook_lib.sandbox.context import Sandbox, SandboxError
 
 DAYS_CA = 3650
@@ -41,6 +42,13 @@ def _leaf(d: Path, stem: str, subject: str, ext: str) -> None:
         (d / tmp).unlink(missing_ok=True)
 
 
+def server_names(sb: Sandbox) -> str:
+    """The server certificate's subjectAltName: loopback, and on several nodes every node's address (clients
+    that check the host name reach each service on its node's)."""
+    nodes = placement.Layout(sb.spec.nodes).addresses()
+    return ",".join(["DNS:localhost", "IP:127.0.0.1", *(f"IP:{a}" for a in nodes)])
+
+
 def ensure(sb: Sandbox) -> dict[str, Path]:
     """Create the CA, the server certificate (127.0.0.1/localhost) and the client certificates once (keys 0600);
     return file name -> path. A new CA reissues every leaf."""
@@ -59,13 +67,17 @@ def ensure(sb: Sandbox) -> dict[str, Path]:
                  "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
         for stem in stems:
             (d / f"{stem}.crt").unlink(missing_ok=True)
+    names = server_names(sb)
+    if (d / "server.names").exists() and (d / "server.names").read_text() != names:
+        (d / "server.crt").unlink(missing_ok=True)  # the nodes changed: a certificate for their addresses
     for stem, subject in stems.items():
         if not ((d / f"{stem}.crt").exists() and (d / f"{stem}.key").exists()):
             # the server certificate is a client's too: etcd's gateway dials its own gRPC port with it, and
             # with client-certificate auth on that port wants clientAuth
-            ext = ("extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1"
+            ext = (f"extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName={names}"
                    if stem == "server" else "extendedKeyUsage=clientAuth")
             _leaf(d, stem, subject, ext)
+    (d / "server.names").write_text(names)
     for name, path in files.items():
         os.chmod(path, 0o600 if name.endswith(".key") else 0o644)
     return files

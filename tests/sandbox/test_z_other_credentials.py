@@ -34,16 +34,19 @@ def test_up_adopts_data_directories_initialised_with_other_passwords(sandbox):
         for port in (sandbox.spec.ports.haproxy_rw, sandbox.spec.ports.legacy):
             with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
                 health.connect(sandbox, port).close()
-        etcd1 = resync.container_of(f"{dpg}_etcd1")
+        etcd1, etcd1_engine = docker_cli.task_container(f"{dpg}_etcd1")
         for user in etcd_auth.USERS:  # etcd's users as another clone made them (its state has etcd's auth on)
             docker_cli.run("exec", "-i", etcd1, "sh", "-c",
                            f"{etcd_auth.etcdctl(int(url.rsplit(':', 1)[1]))} user passwd {user} "
-                           "--interactive=false >/dev/null", input=secrets.token_urlsafe(18))
+                           "--interactive=false >/dev/null", input=secrets.token_urlsafe(18), host=etcd1_engine)
         assert etcd_logins() == {user: False for user in etcd_auth.USERS}
 
         services = [legacy] + [f"{dpg}_{m['name']}" for m in stacks.members(sandbox)]
-        containers = [resync.container_of(s) for s in services]
-        docker_cli.run("stop", *containers, timeout=120)
+        by_engine: dict[str | None, list[str]] = {}
+        for container, engine in (docker_cli.task_container(s) for s in services):
+            by_engine.setdefault(engine, []).append(container)
+        for engine, containers in by_engine.items():  # each engine stops its own at once
+            docker_cli.run("stop", *containers, timeout=120, host=engine)
     finally:
         lifecycle.up(sandbox)
 

@@ -193,7 +193,7 @@ def main():
         host=env["APP_HOST"], port=env["APP_PORT"], dbname=env["APP_DB"], user=env["APP_USER"],
         password=password, sslmode="verify-ca", sslrootcert=env["APP_SSLROOTCERT"],
         application_name=f"sandbox-app-{slot}")
-    start_http_server(int(env.get("APP_METRICS_BASE", "25200")) + slot, addr="127.0.0.1")
+    start_http_server(int(env.get("APP_METRICS_BASE", "25200")) + slot, addr=env.get("APP_METRICS_ADDR", "127.0.0.1"))
     INFO.labels(str(slot), f"{env['APP_HOST']}:{env['APP_PORT']}").set(1)
     workers = int(env.get("APP_WORKERS", "2"))
     rate = float(env.get("APP_RATE", "10")) / workers
