@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.set_defaults(func=_reset)
     n = sub.add_parser("nodes", help="a Swarm of several Docker engines on this machine, one network namespace "
                                      "each (a multi-node rehearsal)")
-    nsub = n.add_subparsers(dest="nodes_command", metavar="{up,status,stop,start,down}")
+    nsub = n.add_subparsers(dest="nodes_command", metavar="{up,status,stop,start,down,params}")
     nsub.required = True
     nu = nsub.add_parser("up", help="namespaces, engines, the image and a Swarm of managers (idempotent)")
     common(nu)
@@ -67,6 +67,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     nd = nsub.add_parser("down", help="stop every node's engine, remove the namespaces and the bridge")
     nd.add_argument("--purge", action="store_true", help="also remove each engine's data (images, volumes)")
     nd.set_defaults(func=_nodes_down)
+    npar = nsub.add_parser("params", help="write parameters/sandbox-nodes.yaml from parameters/sandbox.yaml: the "
+                                          "same sandbox across the nodes (sandbox up -f that file)")
+    npar.add_argument("--nodes", type=int, default=3, help="how many nodes (3 or more)")
+    npar.set_defaults(func=_nodes_params)
 
 
 def _guard(fn):  # type: ignore[no-untyped-def]
@@ -128,9 +132,21 @@ def _nodes_up(args: argparse.Namespace) -> int:
     from runbook_lib.sandbox import build, lifecycle, nodes
     sb = load(args.params)
     lifecycle.build(sb)
-    result = nodes.up(args.nodes, build.tag(sb), source_env=sb.docker_env())
+    result = nodes.up(args.nodes, build.tag(sb), source_env=sb.host_env())
     _print_nodes(nodes.plan(args.nodes))
     progress.info(f"stages (s): {result['seconds']}")
+    return 0
+
+
+@_guard
+def _nodes_params(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from runbook_lib.sandbox import nodes_params
+    root = Path.cwd()
+    if not (root / nodes_params.SOURCE).exists():
+        raise SandboxError(f"{nodes_params.SOURCE} not found here: run from the project's root")
+    progress.info(f"wrote {nodes_params.write(root, args.nodes)}")
     return 0
 
 
