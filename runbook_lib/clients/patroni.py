@@ -22,13 +22,29 @@ def leader(spec: Patroni) -> str | None:
     return next((m["name"] for m in members(spec) if m.get("role") in ("leader", "standby_leader")), None)
 
 
+SYNC_ROLES = ("sync_standby", "quorum_standby")
+
+
+def promotable(spec: Patroni) -> bool:
+    """Whether a replica could take over now. With synchronous_mode on, Patroni promotes only a designated
+    synchronous standby, which a new leader names a loop or two after it leads: a leader lost before that
+    leaves the cluster with no leader until it returns."""
+    ms = members(spec)
+    streaming = [m for m in ms if m.get("role") not in ("leader", "standby_leader") and m.get("state") == "streaming"]
+    if not config(spec).get("synchronous_mode"):
+        return bool(streaming)
+    return any(m.get("role") in SYNC_ROLES for m in streaming)
+
+
 def is_primary(api_url: str) -> bool:
     """GET /primary answers 200 only on the leader (what HAProxy's health check asks)."""
     return http.status(f"{api_url.rstrip('/')}/primary") == 200
 
 
 def config(spec: Patroni) -> dict[str, Any]:
-    return http.get(f"{spec.members[0].api_url.rstrip('/')}/config")
+    """GET /config (the cluster's dynamic configuration) from the first member that answers."""
+    return http.first_answer([m.api_url.rstrip("/") for m in spec.members], "Patroni /config",
+                             lambda url: http.get(f"{url}/config"))
 
 
 def patch_config(spec: Patroni, change: dict[str, Any]) -> dict[str, Any]:

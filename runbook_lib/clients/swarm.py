@@ -81,6 +81,14 @@ def node_engine(spec: Swarm | None, node_id: str) -> docker.DockerClient:
     return client(endpoint) if endpoint else manager
 
 
+def node_of(spec: Swarm | None, service_name: str) -> str:
+    """The hostname of the node that runs the service's task (a node-level drill loses that node)."""
+    manager = for_target(spec)
+    for task in running_tasks(manager.services.get(service_name)):
+        return str(manager.nodes.get(task["NodeID"]).attrs["Description"]["Hostname"])
+    raise LookupError(f"service {service_name} has no running task")
+
+
 def running_container(spec: Swarm | None, service: Service) -> Any:
     """The container of a running task of the service, through the engine of the node that runs it."""
     for task in running_tasks(service):

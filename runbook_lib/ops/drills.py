@@ -243,6 +243,12 @@ def _rejoined(spec: Patroni, timeout: float) -> bool:
 Hook = Callable[[], None]
 
 
+def _wait_promotable(spec: Patroni, timeout: float) -> None:
+    """Before the leader is taken away: a replica Patroni will promote (see patroni.promotable)."""
+    _wait("a replica Patroni may promote (in synchronous mode: a designated synchronous standby)",
+          lambda: patroni.promotable(spec), timeout)
+
+
 def _nothing() -> None:
     return None
 
@@ -256,6 +262,7 @@ def automatic(spec: Patroni, swarm_spec: Swarm | None, write_endpoint: PgSpec, t
     service_name = next((m.service for m in spec.members if m.name == old), None)
     if not service_name:
         raise DrillError(f"target.patroni.members[{old}].service is not set: cannot stop the leader's task")
+    _wait_promotable(spec, timeout)
     before_promotion()
     t0 = time.monotonic()
     swarm.scale(swarm_spec, service_name, 0)
@@ -270,13 +277,46 @@ def automatic(spec: Patroni, swarm_spec: Swarm | None, write_endpoint: PgSpec, t
     return DrillResult("automatic", rejoined, old, new, round(t_leader, 2), round(t_write, 2), rejoined)
 
 
+NodeAction = Callable[[str], None]
+
+
+def node_loss(spec: Patroni, swarm_spec: Swarm | None, write_endpoint: PgSpec, lose: NodeAction,
+              restore: NodeAction, timeout: float = 120, before_promotion: Hook = _nothing,
+              rejoin_timeout: float = 180) -> DrillResult:
+    """Lose the whole node the leader runs on (its engine, and with it every task there, its etcd member
+    too), then bring it back: a replica on another node must take over, the write endpoint follow, and the
+    old leader rejoin once its node returns. `lose` and `restore` act on a node by hostname (a power cut
+    and a restart in the sandbox; on production, what the team's drill plan says)."""
+    old = patroni.leader(spec)
+    if old is None:
+        raise DrillError("no leader before the drill: the cluster is not healthy enough to drill")
+    service_name = next((m.service for m in spec.members if m.name == old), None)
+    if not service_name:
+        raise DrillError(f"target.patroni.members[{old}].service is not set: cannot find the leader's node")
+    node = swarm.node_of(swarm_spec, service_name)
+    _wait_promotable(spec, timeout)
+    before_promotion()
+    t0 = time.monotonic()
+    lose(node)
+    try:
+        new, _ = _wait("a new leader", lambda: _new_leader(spec, old), timeout)
+        t_leader = time.monotonic() - t0
+        _wait("the write endpoint on the new leader", lambda: _writable(write_endpoint), timeout)
+        t_write = time.monotonic() - t0
+    finally:
+        restore(node)
+    rejoined = _rejoined(spec, rejoin_timeout)
+    return DrillResult("node_loss", rejoined, old, new, round(t_leader, 2), round(t_write, 2), rejoined,
+                       note=f"node {node} lost")
+
+
 def switchover_candidate(members: list[dict[str, Any]]) -> str | None:
     """The replica Patroni accepts for a switchover: with synchronous_mode on it refuses any but a
     synchronous standby (HTTP 412), so a streaming synchronous standby goes first, then any streaming one."""
     streaming = [m for m in members if m.get("role") != "leader" and m.get("state") == "streaming"]
-    synchronous = [m for m in streaming if m.get("role") in ("sync_standby", "quorum_standby")]
-    chosen = (synchronous or streaming or [None])[0]
-    return chosen["name"] if chosen else None
+    synchronous = [m for m in streaming if m.get("role") in patroni.SYNC_ROLES]
+    chosen = synchronous or streaming
+    return str(chosen[0]["name"]) if chosen else None
 
 
 def manual(spec: Patroni, write_endpoint: PgSpec, timeout: float = 120, before_promotion: Hook = _nothing,

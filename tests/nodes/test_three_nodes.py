@@ -5,7 +5,6 @@ the Swarm its quorum, and the node rejoins and runs its task again when its engi
 
 from __future__ import annotations
 
-import os
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,24 +16,15 @@ import pytest
 from runbook_lib.clients import swarm
 from runbook_lib.config.params import Params, Swarm, load_params
 from runbook_lib.readiness import engine
-from runbook_lib.sandbox import build, lifecycle, nodes
-from runbook_lib.sandbox.context import load
+from runbook_lib.sandbox import nodes
 from tests.campaign import decide, wait_until
 
 PORT = 18480
 
 
 @pytest.fixture(scope="module")
-def three() -> Iterator[tuple[list[nodes.Node], str]]:
-    sb = load()
-    lifecycle.build(sb)  # the engine that builds and holds the image the nodes load
-    image = build.tag(sb)
-    try:
-        nodes.up(3, image, source_env=sb.docker_env())
-        yield nodes.plan(3), image
-    finally:
-        if os.environ.get("RUNBOOK_KEEP_SANDBOX") != "1":
-            nodes.down(purge=True)
+def three(node_swarm: tuple[list[nodes.Node], str]) -> tuple[list[nodes.Node], str]:
+    return node_swarm
 
 
 def on_nodes(present: list[nodes.Node]) -> Params:
