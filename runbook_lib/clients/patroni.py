@@ -25,6 +25,16 @@ def leader(spec: Patroni) -> str | None:
 SYNC_ROLES = ("sync_standby", "quorum_standby")
 
 
+def switchover_candidates(members: list[dict[str, Any]]) -> list[str]:
+    """The replicas Patroni accepts for a switchover: with synchronous_mode on it refuses any but a
+    synchronous standby (HTTP 412), so the streaming synchronous standbys when there are any, else every
+    streaming replica."""
+    streaming = [m for m in members if m.get("role") not in ("leader", "standby_leader")
+                 and m.get("state") == "streaming"]
+    synchronous = [m for m in streaming if m.get("role") in SYNC_ROLES]
+    return [str(m["name"]) for m in synchronous or streaming]
+
+
 def promotable(spec: Patroni) -> bool:
     """Whether a replica could take over now. With synchronous_mode on, Patroni promotes only a designated
     synchronous standby, which a new leader names a loop or two after it leads: a leader lost before that

@@ -310,21 +310,12 @@ def node_loss(spec: Patroni, swarm_spec: Swarm | None, write_endpoint: PgSpec, l
                        note=f"node {node} lost")
 
 
-def switchover_candidate(members: list[dict[str, Any]]) -> str | None:
-    """The replica Patroni accepts for a switchover: with synchronous_mode on it refuses any but a
-    synchronous standby (HTTP 412), so a streaming synchronous standby goes first, then any streaming one."""
-    streaming = [m for m in members if m.get("role") != "leader" and m.get("state") == "streaming"]
-    synchronous = [m for m in streaming if m.get("role") in patroni.SYNC_ROLES]
-    chosen = synchronous or streaming
-    return str(chosen[0]["name"]) if chosen else None
-
-
 def manual(spec: Patroni, write_endpoint: PgSpec, timeout: float = 120, before_promotion: Hook = _nothing,
            rejoin_timeout: float = 180) -> DrillResult:
     """A planned switchover through Patroni's REST API to a streaming replica."""
     members = patroni.members(spec)
     old = next((m["name"] for m in members if m.get("role") == "leader"), None)
-    candidate = switchover_candidate(members)
+    candidate = next(iter(patroni.switchover_candidates(members)), None)
     if not old or not candidate:
         raise DrillError("need a leader and a streaming replica for a switchover")
     api = next(m.api_url for m in spec.members if m.name == old)

@@ -218,6 +218,10 @@ def lead_from(sb: Sandbox, member: str, timeout: float) -> str:
     if spec is None:
         raise SandboxError("target.patroni is not set: no leader to place")
     api = next(m.api_url.rstrip("/") for m in spec.members if m.name == current)
+    # a member that just rejoined is named a synchronous standby a loop or two later; until then Patroni
+    # refuses it as a candidate (HTTP 412)
+    wait_for(f"{member} to be a switchover candidate Patroni accepts",
+             lambda: member in patroni.switchover_candidates(patroni.members(spec)), timeout)
     http.call("POST", f"{api}/switchover", json_body={"leader": current, "candidate": member},
               ok_codes=(200, 202), expect_json=False, timeout=60)
     wait_for(f"{member} to lead with two streaming replicas, one of them promotable",

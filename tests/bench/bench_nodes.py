@@ -71,7 +71,7 @@ def main() -> None:
     for run in range(args.runs):
         nodes.down(purge=True)
         start = time.monotonic()
-        stages = nodes.up(args.nodes, image, source_env=sb.docker_env())["seconds"]
+        stages = nodes.up(args.nodes, image, source_env=sb.host_env())["seconds"]
         total = time.monotonic() - start
         present = nodes.plan(args.nodes)
         figures = {"up_s": total, "image_copy_s": next(v for k, v in stages.items() if k.startswith("image")),

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from runbook_lib.clients import patroni
 from runbook_lib.config.params import Drills
-from runbook_lib.ops import drills
 from runbook_lib.ops.drills import DrillResult, verdict
 
 
@@ -52,27 +52,27 @@ def test_switchover_goes_to_the_synchronous_standby_when_there_is_one() -> None:
     # Patroni refuses (HTTP 412) any candidate but the synchronous standby with synchronous_mode on.
     members = [_member("pg1", "leader", "running"), _member("pg2", "replica", "streaming"),
                _member("pg3", "sync_standby", "streaming")]
-    assert drills.switchover_candidate(members) == "pg3"
+    assert patroni.switchover_candidates(members) == ["pg3"]
 
 
 def test_switchover_takes_a_quorum_standby_as_synchronous() -> None:
     members = [_member("a", "replica", "streaming"), _member("b", "quorum_standby", "streaming"),
                _member("c", "leader", "running")]
-    assert drills.switchover_candidate(members) == "b"
+    assert patroni.switchover_candidates(members) == ["b"]
 
 
 def test_switchover_without_synchronous_mode_takes_the_first_streaming_replica() -> None:
     members = [_member("pg1", "leader", "running"), _member("pg2", "replica", "starting"),
                _member("pg3", "replica", "streaming")]
-    assert drills.switchover_candidate(members) == "pg3"
+    assert patroni.switchover_candidates(members)[:1] == ["pg3"]
 
 
 def test_switchover_skips_a_synchronous_standby_that_does_not_stream() -> None:
     members = [_member("pg1", "leader", "running"), _member("pg2", "sync_standby", "stopped"),
                _member("pg3", "replica", "streaming")]
-    assert drills.switchover_candidate(members) == "pg3"
+    assert patroni.switchover_candidates(members)[:1] == ["pg3"]
 
 
 def test_switchover_has_no_candidate_without_a_streaming_replica() -> None:
     members = [_member("pg1", "leader", "running"), _member("pg2", "replica", "stopped")]
-    assert drills.switchover_candidate(members) is None
+    assert patroni.switchover_candidates(members) == []
