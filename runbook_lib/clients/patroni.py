@@ -25,25 +25,26 @@ def leader(spec: Patroni) -> str | None:
 SYNC_ROLES = ("sync_standby", "quorum_standby")
 
 
-def switchover_candidates(members: list[dict[str, Any]]) -> list[str]:
-    """The replicas Patroni accepts for a switchover: with synchronous_mode on it refuses any but a
-    synchronous standby (HTTP 412), so the streaming synchronous standbys when there are any, else every
-    streaming replica."""
+def switchover_candidates(members: list[dict[str, Any]], synchronous_mode: object = False) -> list[str]:
+    """The streaming replicas Patroni accepts to take over (a switchover's candidate, a failover's winner):
+    with synchronous_mode on only a designated synchronous standby (any other: HTTP 412 on a switchover, and
+    no promotion on a failover), else every streaming replica."""
     streaming = [m for m in members if m.get("role") not in ("leader", "standby_leader")
                  and m.get("state") == "streaming"]
-    synchronous = [m for m in streaming if m.get("role") in SYNC_ROLES]
-    return [str(m["name"]) for m in synchronous or streaming]
+    if synchronous_mode:
+        streaming = [m for m in streaming if m.get("role") in SYNC_ROLES]
+    return [str(m["name"]) for m in streaming]
+
+
+def candidates(spec: Patroni) -> list[str]:
+    """switchover_candidates of the cluster as it is now. A new leader names its synchronous standbys a loop
+    or two after it leads: a leader lost before that leaves the cluster with no leader until it returns."""
+    return switchover_candidates(members(spec), config(spec).get("synchronous_mode"))
 
 
 def promotable(spec: Patroni) -> bool:
-    """Whether a replica could take over now. With synchronous_mode on, Patroni promotes only a designated
-    synchronous standby, which a new leader names a loop or two after it leads: a leader lost before that
-    leaves the cluster with no leader until it returns."""
-    ms = members(spec)
-    streaming = [m for m in ms if m.get("role") not in ("leader", "standby_leader") and m.get("state") == "streaming"]
-    if not config(spec).get("synchronous_mode"):
-        return bool(streaming)
-    return any(m.get("role") in SYNC_ROLES for m in streaming)
+    """Whether a replica could take over now (see candidates)."""
+    return bool(candidates(spec))
 
 
 def is_primary(api_url: str) -> bool:

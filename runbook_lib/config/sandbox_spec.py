@@ -143,6 +143,13 @@ class SandboxSpec(_Strict):
     log_max_size: str = "10m"
     log_max_file: int = 3
 
+    @model_validator(mode="after")
+    def _nodes(self) -> SandboxSpec:
+        if self.nodes == 2:
+            raise ValueError("sandbox.nodes: 1 (this machine's engine) or 3 and more (a Swarm that keeps its etcd "
+                             "and Raft quorum when a node is lost); 2 would lose both with either node")
+        return self
+
     def image_tag(self) -> str:
         """`<image>:<12 hex of sha256(suite + sorted package list)>`: a changed list is a new image."""
         digest = hashlib.sha256("\n".join([self.suite, *sorted(packages())]).encode()).hexdigest()[:12]

@@ -243,10 +243,21 @@ def _rejoined(spec: Patroni, timeout: float) -> bool:
 Hook = Callable[[], None]
 
 
-def _wait_promotable(spec: Patroni, timeout: float) -> None:
-    """Before the leader is taken away: a replica Patroni will promote (see patroni.promotable)."""
-    _wait("a replica Patroni may promote (in synchronous mode: a designated synchronous standby)",
-          lambda: patroni.promotable(spec), timeout)
+def _wait_promotable(spec: Patroni, timeout: float) -> list[str]:
+    """Before the leader is taken away: the replicas Patroni will promote (see patroni.candidates)."""
+    found, _ = _wait("a replica Patroni may promote (in synchronous mode: a designated synchronous standby)",
+                     lambda: patroni.candidates(spec), timeout)
+    return list(found)
+
+
+def _leader_service(spec: Patroni, why: str) -> tuple[str, str]:
+    old = patroni.leader(spec)
+    if old is None:
+        raise DrillError("no leader before the drill: the cluster is not healthy enough to drill")
+    service_name = next((m.service for m in spec.members if m.name == old), None)
+    if not service_name:
+        raise DrillError(f"target.patroni.members[{old}].service is not set: {why}")
+    return old, service_name
 
 
 def _nothing() -> None:
@@ -256,13 +267,8 @@ def _nothing() -> None:
 def automatic(spec: Patroni, swarm_spec: Swarm | None, write_endpoint: PgSpec, timeout: float = 120,
               before_promotion: Hook = _nothing, rejoin_timeout: float = 180) -> DrillResult:
     """Stop the leader's Swarm service; a replica must take over and the write endpoint follow."""
-    old = patroni.leader(spec)
-    if old is None:
-        raise DrillError("no leader before the drill: the cluster is not healthy enough to drill")
-    service_name = next((m.service for m in spec.members if m.name == old), None)
-    if not service_name:
-        raise DrillError(f"target.patroni.members[{old}].service is not set: cannot stop the leader's task")
-    _wait_promotable(spec, timeout)
+    _wait_promotable(spec, timeout)  # first: leadership may still move while it waits
+    old, service_name = _leader_service(spec, "cannot stop the leader's task")
     before_promotion()
     t0 = time.monotonic()
     swarm.scale(swarm_spec, service_name, 0)
@@ -287,14 +293,11 @@ def node_loss(spec: Patroni, swarm_spec: Swarm | None, write_endpoint: PgSpec, l
     too), then bring it back: a replica on another node must take over, the write endpoint follow, and the
     old leader rejoin once its node returns. `lose` and `restore` act on a node by hostname (a power cut
     and a restart in the sandbox; on production, what the team's drill plan says)."""
-    old = patroni.leader(spec)
-    if old is None:
-        raise DrillError("no leader before the drill: the cluster is not healthy enough to drill")
-    service_name = next((m.service for m in spec.members if m.name == old), None)
-    if not service_name:
-        raise DrillError(f"target.patroni.members[{old}].service is not set: cannot find the leader's node")
+    _wait_promotable(spec, timeout)  # first: leadership may still move while it waits
+    old, service_name = _leader_service(spec, "cannot find the leader's node")
     node = swarm.node_of(swarm_spec, service_name)
-    _wait_promotable(spec, timeout)
+    if patroni.leader(spec) != old:
+        raise DrillError(f"the leader moved from {old} while the drill looked for its node; run the drill again")
     before_promotion()
     t0 = time.monotonic()
     lose(node)
@@ -312,11 +315,10 @@ def node_loss(spec: Patroni, swarm_spec: Swarm | None, write_endpoint: PgSpec, l
 
 def manual(spec: Patroni, write_endpoint: PgSpec, timeout: float = 120, before_promotion: Hook = _nothing,
            rejoin_timeout: float = 180) -> DrillResult:
-    """A planned switchover through Patroni's REST API to a streaming replica."""
-    members = patroni.members(spec)
-    old = next((m["name"] for m in members if m.get("role") == "leader"), None)
-    candidate = next(iter(patroni.switchover_candidates(members)), None)
-    if not old or not candidate:
+    """A planned switchover through Patroni's REST API to a replica it accepts (see patroni.candidates)."""
+    candidate = _wait_promotable(spec, timeout)[0]
+    old = patroni.leader(spec)
+    if not old:
         raise DrillError("need a leader and a streaming replica for a switchover")
     api = next(m.api_url for m in spec.members if m.name == old)
     before_promotion()

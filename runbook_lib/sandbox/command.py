@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("-f", "--params", default=None, help="parameters file (default parameters/sandbox.yaml)")
 
-    e = sub.add_parser("engine", help="make sure a Docker engine answers (start dockerd as root) and a Swarm exists")
+    e = sub.add_parser("engine", help="make sure a Docker engine answers (start dockerd as root) and, on one "
+                                         "engine, a Swarm exists")
     common(e)
     e.set_defaults(func=_engine)
     b = sub.add_parser("build", help="build the image (mmdebstrap + docker import) if missing")

@@ -45,8 +45,19 @@ def json_lines(*args: str, host: str | None = None) -> list[dict[str, Any]]:
 
 
 def all_engines() -> list[str | None]:
-    """The connected engine (None) and every node's own: what lists containers or volumes must ask each."""
-    return [None, *_ENGINES.values()]
+    """Every node's engine (the manager's among them), or the connected engine (None) on one: what lists
+    containers or volumes must ask each."""
+    return list(dict.fromkeys(_ENGINES.values())) or [None]
+
+
+def json_lines_everywhere(*args: str) -> list[dict[str, Any]]:
+    """`json_lines` from every engine that answers: an engine that is down (a node lost) runs no container."""
+    rows: list[dict[str, Any]] = []
+    for engine in all_engines():
+        proc = run(*args, "--format", "{{json .}}", host=engine, check=False)
+        if proc.returncode == 0:
+            rows += [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    return rows
 
 
 def task_container(service: str) -> tuple[str, str | None]:

@@ -36,10 +36,10 @@ def services(sb: Sandbox) -> list[ServiceState]:
     """Every service of the sandbox's stacks: desired replicas, and tasks that run the *current* spec
     and whose container reports healthy (so a redeploy is not mistaken for done before it rolled)."""
     health_by_container: dict[str, str] = {}
-    for engine in docker_cli.all_engines():  # a container's health is known only to the engine of its node
-        for row in docker_cli.json_lines("ps", "--no-trunc", "--filter", "label=com.docker.stack.namespace",
-                                         host=engine):
-            health_by_container[row["ID"]] = row.get("Status", "")
+    # a container's health is known only to the engine of its node
+    for row in docker_cli.json_lines_everywhere("ps", "--no-trunc", "--filter", "label=com.docker.stack.namespace"):
+        health_by_container[row["ID"]] = row.get("Status", "")
+    ready_nodes = sum(n.get("Status") == "Ready" for n in docker_cli.json_lines("node", "ls"))
     out: list[ServiceState] = []
     for stack in STACKS:
         name = sb.stack_name(stack)
@@ -52,8 +52,8 @@ def services(sb: Sandbox) -> list[ServiceState]:
             spec = svc["Spec"]
             current = _spec_key(spec["TaskTemplate"].get("ContainerSpec"))
             mine = [t for t in tasks if t.get("ServiceID") == svc["ID"]]
-            # a global service (one task per node) wants as many as the Swarm schedules
-            desired = (len(mine) or 1) if "Global" in spec.get("Mode", {}) else \
+            # a global service wants one task on every ready node
+            desired = ready_nodes if "Global" in spec.get("Mode", {}) else \
                 (spec.get("Mode", {}).get("Replicated") or {}).get("Replicas", 1)
             running = [t for t in mine if t.get("Status", {}).get("State") == "running"
                        and _spec_key(t.get("Spec", {}).get("ContainerSpec")) == current]
@@ -189,7 +189,7 @@ def patroni_ready(sb: Sandbox) -> bool:
     cluster = patroni_cluster(sb) or {}
     ms = cluster.get("members", [])
     leaders = [m for m in ms if m.get("role") == "leader" and m.get("state") == "running"]
-    streaming = [m for m in ms if m.get("role") in ("replica", "sync_standby") and m.get("state") == "streaming"]
+    streaming = [m for m in ms if m.get("role") in ("replica", *patroni.SYNC_ROLES) and m.get("state") == "streaming"]
     return len(leaders) == 1 and len(streaming) == 2
 
 
@@ -210,23 +210,31 @@ def leader_name(sb: Sandbox) -> str | None:
 
 def lead_from(sb: Sandbox, member: str, timeout: float) -> str:
     """Make `member` the leader by a switchover (on several nodes the sandbox's leader is placed away from the
-    manager the runbooks talk to); return what it did. Waits until it leads with two streaming replicas."""
-    current = running_leader(sb)
-    if current == member:
-        return f"leader {member}, as placed"
+    manager the runbooks talk to) and wait until it leads with two streaming replicas, one of them promotable;
+    return what it did. Asks again while Patroni refuses: a member that just rejoined is named a synchronous
+    standby a loop later (HTTP 412 before), and a switchover still settling answers 503."""
     spec = sb.params.target.patroni
     if spec is None:
         raise SandboxError("target.patroni is not set: no leader to place")
-    api = next(m.api_url.rstrip("/") for m in spec.members if m.name == current)
-    # a member that just rejoined is named a synchronous standby a loop or two later; until then Patroni
-    # refuses it as a candidate (HTTP 412)
-    wait_for(f"{member} to be a switchover candidate Patroni accepts",
-             lambda: member in patroni.switchover_candidates(patroni.members(spec)), timeout)
-    http.call("POST", f"{api}/switchover", json_body={"leader": current, "candidate": member},
-              ok_codes=(200, 202), expect_json=False, timeout=60)
-    wait_for(f"{member} to lead with two streaming replicas, one of them promotable",
-             lambda: running_leader(sb) == member and patroni_ready(sb) and patroni.promotable(spec), timeout)
-    return f"leader moved from {current} to {member} (placement: away from the manager's node)"
+    asked: list[str] = []
+
+    def placed() -> bool:
+        current = running_leader(sb)
+        if current == member:
+            return patroni_ready(sb) and patroni.promotable(spec)
+        if current is None or member not in patroni.candidates(spec):
+            return False
+        api = next(m.api_url.rstrip("/") for m in spec.members if m.name == current)
+        reply = http.call("POST", f"{api}/switchover", json_body={"leader": current, "candidate": member},
+                          ok_codes=http.ANY_STATUS, expect_json=False, timeout=60)
+        asked.append(f"{current}: HTTP {reply.status_code}")
+        return False
+
+    was = running_leader(sb)
+    wait_for(f"{member} to lead with two streaming replicas, one of them promotable", placed, timeout, interval=2)
+    if not asked:
+        return f"leader {member}, as placed"
+    return f"leader moved from {was} to {member} (placement: away from the manager's node; asked {'; '.join(asked)})"
 
 
 def align_patroni_parameters(sb: Sandbox, wanted: dict[str, Any]) -> list[str]:

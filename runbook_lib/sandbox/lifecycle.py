@@ -44,16 +44,30 @@ def prepare_engine(sb: Sandbox) -> None:
             progress.info(dockerd.ensure_swarm())
 
 
+def check_nodes_params(sb: Sandbox) -> None:
+    """On several nodes the parameters must aim at them: the manager as target.swarm.docker_host (else the stacks
+    would go to this machine's own engine) and every node's engine in node_engines. Checked before anything."""
+    from runbook_lib.sandbox import nodes
+
+    planned = nodes.plan(sb.spec.nodes)
+    swarm = sb.params.target.swarm
+    if swarm is None or swarm.docker_host != planned[0].endpoint:
+        raise SandboxError(f"target.swarm.docker_host must be the first node's engine ({planned[0].endpoint}) for "
+                           f"sandbox.nodes: {sb.spec.nodes}; `runbook sandbox nodes params` writes a parameters "
+                           "file that has it. Nothing was changed.")
+    missing = sorted(set(nodes.engines(planned)) - set(sb.node_engines()))
+    if missing:
+        raise SandboxError(f"target.swarm.node_engines lacks {', '.join(missing)}: the sandbox cannot reach the "
+                           "tasks on those nodes (runbook sandbox nodes params writes a parameters file with them). "
+                           "Nothing was changed.")
+
+
 def ensure_nodes(sb: Sandbox) -> None:
     """On several nodes: their namespaces, engines, image and Swarm (`runbook sandbox nodes up`), then every
     later docker call goes to the manager the parameters name, and a task's container to its node's engine."""
     from runbook_lib.sandbox import nodes
 
-    engines = nodes.engines(nodes.plan(sb.spec.nodes))
-    missing = sorted(set(engines) - set(sb.node_engines()))
-    if missing:
-        raise SandboxError(f"target.swarm.node_engines lacks {', '.join(missing)}: the sandbox cannot reach the "
-                           "tasks on those nodes (runbook sandbox nodes params writes a parameters file with them)")
+    check_nodes_params(sb)
     nodes.up(sb.spec.nodes, image_tag(sb), source_env=sb.host_env())
     docker_cli.set_env(sb.docker_env(), sb.node_engines())
 
@@ -80,6 +94,8 @@ def up(sb: Sandbox, scale: int | None = None, profile: str | None = None,
 
     `settle` runs once every service is healthy, before the application's query through PgBouncer is
     checked: a caller's chance to bring a used sandbox to rest (a pool left paused fails that check)."""
+    if sb.multi_node:
+        check_nodes_params(sb)
     if scale:
         sb.spec.scale = scale
     if profile:
@@ -236,8 +252,11 @@ def down(sb: Sandbox, volumes: bool = False) -> None:
             names = {sb.stack_name(s) for s in STACKS}
             vols = []
             for engine in docker_cli.all_engines():
-                mine = [v for v in docker_cli.lines("volume", "ls", "--format", "{{.Name}}", host=engine)
-                        if v.split("_", 1)[0] in names]
+                listed = docker_cli.run("volume", "ls", "--format", "{{.Name}}", host=engine, check=False)
+                if listed.returncode != 0:
+                    progress.warn(f"engine {engine} does not answer: its volumes stay (nodes down --purge removes "
+                                  "them)")
+                mine = [v for v in listed.stdout.split() if v.split("_", 1)[0] in names]
                 for v in mine:
                     docker_cli.run("volume", "rm", "-f", v, host=engine)
                 vols += mine
@@ -254,13 +273,13 @@ def _wait_gone(sb: Sandbox, timeout: float = 90) -> None:
     ours = {sb.stack_name(s) for s in STACKS}
 
     def gone() -> bool:
-        rows = [r for engine in docker_cli.all_engines()
-                for r in docker_cli.json_lines("ps", "--filter", "label=com.docker.stack.namespace", host=engine)]
+        rows = docker_cli.json_lines_everywhere("ps", "--filter", "label=com.docker.stack.namespace")
         return not any(f"com.docker.stack.namespace={n}" in r.get("Labels", "") for r in rows for n in ours)
     health.wait_for("the sandbox's containers to stop", gone, timeout)
     # exited containers (Swarm's task history) hold volumes and the image: remove ours, on every node
     for engine in docker_cli.all_engines():
         for n in ours:
-            ids = docker_cli.lines("ps", "-aq", "--filter", f"label=com.docker.stack.namespace={n}", host=engine)
+            ids = docker_cli.run("ps", "-aq", "--filter", f"label=com.docker.stack.namespace={n}", host=engine,
+                                 check=False).stdout.split()
             if ids:
                 docker_cli.run("rm", "-f", *ids, check=False, host=engine)

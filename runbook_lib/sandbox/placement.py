@@ -5,9 +5,11 @@ each service is pinned to a node by a placement constraint and reached on that n
 as production should be and as the runbooks must cope with: one etcd and one Patroni member per node,
 the manager the runbooks talk to (node 1) running neither the legacy database nor PgBouncer, which share
 node 3, away from node 2, the member the sandbox makes leader (`LEADER_MEMBER`). HAProxy and monitoring
-run on node 1; node exporter on every node. Inside a node's network namespace the only interfaces are
-loopback and the veth on our bridge, so services listen on every address there (health checks keep
-using 127.0.0.1) and nothing is reachable from outside this machine.
+run on node 1; node exporter on every node. Inside a node's network namespace the interfaces are loopback,
+the veth on our bridge and the docker_gwbridge its engine makes for Swarm (a bridge inside the namespace,
+with no task on it: the tasks use host networking), so services listen on every address there (health
+checks keep using 127.0.0.1), and the namespace has no route beyond our bridge, which this machine does
+not forward to any other network.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ class Layout:
 
     @property
     def operator(self) -> str:
-        """Where the nodes reach this machine (`runbook autorollback`, the mail sink's receiver)."""
+        """Where the nodes reach this machine: Alertmanager's rollback alerts go to `runbook autorollback` there
+        (start it with --host at this address)."""
         return BRIDGE_ADDRESS if self.multi else LOOPBACK
 
     def node(self, service: str) -> Node | None:

@@ -50,7 +50,7 @@ def server_names(sb: Sandbox) -> str:
 
 
 def ensure(sb: Sandbox) -> dict[str, Path]:
-    """Create the CA, the server certificate (127.0.0.1/localhost) and the client certificates once (keys 0600);
+    """Create the CA, the server certificate (server_names) and the client certificates once (keys 0600);
     return file name -> path. A new CA reissues every leaf."""
     d = sb.tls_dir
     d.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from runbook_lib.ops import drills  # noqa: E402
 from runbook_lib.sandbox import health, lifecycle, nodes, placement, stacks  # noqa: E402
 from runbook_lib.sandbox.context import load  # noqa: E402
 from tests.bench.benchutil import arguments, median, save  # noqa: E402
+from tests.nodes.test_stacks_on_nodes import power_cut, restart  # noqa: E402
 
 PARAMS = "parameters/sandbox-nodes.yaml"
 
@@ -39,18 +40,6 @@ def nodes_rss_mib(present: list[nodes.Node]) -> float:
                 continue
             total += int(next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")), "0"))
     return round(total / 1024, 1)
-
-
-def by_name(name: str) -> nodes.Node:
-    return next(n for n in nodes.existing() if n.name == name)
-
-
-def power_cut(name: str) -> None:
-    nodes.power_off(by_name(name))
-
-
-def restart(name: str) -> None:
-    nodes.start_engine(by_name(name))
 
 
 def main() -> None:

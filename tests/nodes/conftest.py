@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from runbook_lib.sandbox import build, lifecycle, nodes
+from runbook_lib.sandbox import build, docker_cli, lifecycle, nodes
 from runbook_lib.sandbox.context import load
 
 COUNT = 3
@@ -24,5 +24,6 @@ def node_swarm() -> Iterator[tuple[list[nodes.Node], str]]:
         nodes.up(COUNT, image, source_env=sb.host_env())
         yield nodes.plan(COUNT), image
     finally:
+        docker_cli.set_env(sb.docker_env())  # later packages' docker calls go to this machine's engine again
         if os.environ.get("RUNBOOK_KEEP_SANDBOX") != "1":
             nodes.down(purge=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from runbook_lib.config.params import Params, load_params
 from runbook_lib.ops import drills, fallback, migration
 from runbook_lib.sandbox import health, lifecycle, nodes, overview, placement, stacks
 from runbook_lib.sandbox.context import Sandbox, load
+from tests.campaign import wait_until
 from tests.conftest import ARTIFACTS
 
 PARAMS = Path("parameters/sandbox-nodes.yaml")
@@ -27,10 +30,28 @@ MANAGER = "rbk-n1"  # target.swarm.docker_host: the engine the runbooks talk to
 
 
 @pytest.fixture(scope="module")
-def on_nodes(node_swarm: tuple[list[nodes.Node], str]) -> tuple[Sandbox, Params]:
+def on_nodes(node_swarm: tuple[list[nodes.Node], str]) -> Iterator[tuple[Sandbox, Params]]:
     sb = load(PARAMS)
-    lifecycle.up(sb)
-    return sb, load_params(PARAMS)
+    try:
+        lifecycle.up(sb)
+        yield sb, load_params(PARAMS)
+    finally:  # the stacks, their volumes and the shared WAL archive: the nodes' own tests run on a bare Swarm
+        if os.environ.get("RUNBOOK_KEEP_SANDBOX") != "1":
+            lifecycle.down(sb, volumes=True)
+
+
+def power_cut(name: str) -> None:
+    """A node lost at once (nodes stop --abrupt)."""
+    nodes.power_off(_node(name))
+
+
+def restart(name: str) -> None:
+    nodes.start_engine(_node(name))
+
+
+def _node(name: str) -> nodes.Node:
+    assert name != MANAGER, "the drill would lose the engine the runbooks talk to"
+    return next(n for n in nodes.existing() if n.name == name)
 
 
 def node_of(params: Params, service: str) -> str:
@@ -74,8 +95,10 @@ def test_each_service_runs_where_the_placement_puts_it(on_nodes: tuple[Sandbox, 
     code, out = swarm.exec_in(params.target.swarm, service, ["cat", "/proc/net/fib_trie"])
     assert code == 0 and nodes.Node(3).address in out and nodes.Node(1).address not in out
     # node exporter on every node, each scraped on its node's address
-    targets = {t["instance"] for t in overview.prometheus_targets(sb) if t["job"] == "node" and t["health"] == "up"}
-    assert targets == {f"{nodes.Node(i).address}:{sb.spec.ports.node_exporter}" for i in (1, 2, 3)}
+    wanted = {f"{nodes.Node(i).address}:{sb.spec.ports.node_exporter}" for i in (1, 2, 3)}
+    wait_until("node exporter up on every node's address", lambda: {
+        t["instance"] for t in overview.prometheus_targets(sb) if t["job"] == "node" and t["health"] == "up"} == wanted,
+        60)
 
 
 def test_the_whole_campaign_runs_with_the_leader_off_the_managers_node(on_nodes: tuple[Sandbox, Params],
@@ -83,13 +106,18 @@ def test_the_whole_campaign_runs_with_the_leader_off_the_managers_node(on_nodes:
     sb, params = on_nodes
     terminal = io.StringIO()
     console = Console(file=terminal, width=240, soft_wrap=True)
-    leaders: dict[str, tuple[str, str]] = {}
+    legs: list[str] = []
+    after: dict[str, tuple[str, str]] = {}  # leg -> (leader, its node) once the leg ended
+    moved_before: list[str] = []
     placed = stacks_leader(sb)
 
     def leader_off_the_manager(runbook: str) -> None:
+        if legs:  # what the previous leg left
+            after[legs[-1]] = leader_node(params)
+        legs.append(runbook)
         if runbook != "failover_drill" and leader_node(params)[1] == MANAGER:  # the drills move the leader
             health.lead_from(sb, placed, 120)
-        leaders[runbook] = leader_node(params)
+            moved_before.append(runbook)
 
     try:
         result = rehearse.rehearse(str(PARAMS), campaign="nodes-rehearsal", outputs_dir=tmp_path,
@@ -99,10 +127,14 @@ def test_the_whole_campaign_runs_with_the_leader_off_the_managers_node(on_nodes:
         assert result.exit_code == 0, printed
         assert all(r.status in ("succeeded", "approved") for r in result.results), printed
         assert [r.leg for r in result.results][-1] == "rollback drill"
-        after_drills = {k: v for k, v in leaders.items() if k != "load_test" and k != "failover_drill"}
+        after[legs[-1]] = leader_node(params)
+        # from the readiness leg on, each leg ran and ended with the leader off the manager's node: placed there
+        # at most once, after the drills, and no leg moved it back
+        assert moved_before in ([], ["readiness"]), moved_before
+        later = legs[legs.index("readiness"):]
         assert {"readiness", "phase1_pre_migration", "phase2_migration", "phase3_verification", "rollback"} <= \
-            set(after_drills), leaders
-        assert all(node != MANAGER for _, node in after_drills.values()), leaders
+            set(later), legs
+        assert all(after[leg][1] != MANAGER for leg in later), after
         figures = {r.leg: r.figures for r in result.results}
         assert figures["readiness"]["failing items"] == 0
         assert figures["phase 2"]["tables compared"] > 0 and figures["phase 2"]["failed writes"] == 0
@@ -128,15 +160,8 @@ def test_losing_the_leaders_node_loses_no_acknowledged_write(on_nodes: tuple[San
     assert spec is not None
     write_endpoint = params.endpoints.db(params.readiness.primary or "dpg-rw")
 
-    def lose(node: str) -> None:
-        assert node != MANAGER
-        nodes.power_off(next(n for n in nodes.existing() if n.name == node))
-
-    def restore(node: str) -> None:
-        nodes.start_engine(next(n for n in nodes.existing() if n.name == node))
-
     with drills.DrillWrites(write_endpoint, bounds.write_database, 0.05, "node-loss") as writes:
-        result = drills.node_loss(spec, params.target.swarm, write_endpoint, lose, restore,
+        result = drills.node_loss(spec, params.target.swarm, write_endpoint, power_cut, restart,
                                   rejoin_timeout=bounds.rejoin_max)
     judged = drills.verdict(drills.with_writes(result, writes), bounds.rto_max, bounds.rpo_max_rows)
     record = judged.to_dict()

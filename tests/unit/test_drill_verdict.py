@@ -48,31 +48,34 @@ def _member(name: str, role: str, state: str) -> dict[str, str]:
     return {"name": name, "role": role, "state": state}
 
 
-def test_switchover_goes_to_the_synchronous_standby_when_there_is_one() -> None:
-    # Patroni refuses (HTTP 412) any candidate but the synchronous standby with synchronous_mode on.
+def test_in_synchronous_mode_only_the_synchronous_standby_may_take_over() -> None:
+    # Patroni refuses (HTTP 412) any other switchover candidate, and promotes no other on a failover
     members = [_member("pg1", "leader", "running"), _member("pg2", "replica", "streaming"),
                _member("pg3", "sync_standby", "streaming")]
+    assert patroni.switchover_candidates(members, True) == ["pg3"]
+    assert patroni.switchover_candidates(members, False) == ["pg2", "pg3"]
+
+
+def test_in_quorum_mode_a_quorum_standby_may_take_over() -> None:
+    members = [_member("a", "replica", "streaming"), _member("b", "quorum_standby", "streaming"),
+               _member("c", "leader", "running")]
+    assert patroni.switchover_candidates(members, "quorum") == ["b"]
+
+
+def test_without_synchronous_mode_any_streaming_replica_may_take_over() -> None:
+    members = [_member("pg1", "leader", "running"), _member("pg2", "replica", "starting"),
+               _member("pg3", "replica", "streaming")]
     assert patroni.switchover_candidates(members) == ["pg3"]
 
 
-def test_switchover_takes_a_quorum_standby_as_synchronous() -> None:
-    members = [_member("a", "replica", "streaming"), _member("b", "quorum_standby", "streaming"),
-               _member("c", "leader", "running")]
-    assert patroni.switchover_candidates(members) == ["b"]
-
-
-def test_switchover_without_synchronous_mode_takes_the_first_streaming_replica() -> None:
-    members = [_member("pg1", "leader", "running"), _member("pg2", "replica", "starting"),
-               _member("pg3", "replica", "streaming")]
-    assert patroni.switchover_candidates(members)[:1] == ["pg3"]
-
-
-def test_switchover_skips_a_synchronous_standby_that_does_not_stream() -> None:
+def test_a_synchronous_cluster_whose_standby_does_not_stream_has_no_candidate() -> None:
+    # a new leader has not named its synchronous standby yet, or it stopped: a replica that streams is no
+    # candidate (the drills wait for one, never try it)
     members = [_member("pg1", "leader", "running"), _member("pg2", "sync_standby", "stopped"),
                _member("pg3", "replica", "streaming")]
-    assert patroni.switchover_candidates(members)[:1] == ["pg3"]
+    assert patroni.switchover_candidates(members, True) == []
 
 
-def test_switchover_has_no_candidate_without_a_streaming_replica() -> None:
+def test_no_candidate_without_a_streaming_replica() -> None:
     members = [_member("pg1", "leader", "running"), _member("pg2", "replica", "stopped")]
     assert patroni.switchover_candidates(members) == []

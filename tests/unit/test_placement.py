@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib.config.params import load_params
+from runbook_lib.config.params import ParamsError, load_params
 from runbook_lib.config.sandbox_spec import SandboxPorts
-from runbook_lib.sandbox import nodes, nodes_params, pgconf, placement
-from runbook_lib.sandbox.context import SandboxError
+from runbook_lib.sandbox import lifecycle, nodes, nodes_params, pgconf, placement
+from runbook_lib.sandbox.context import Sandbox, SandboxError
 
 ROOT = Path(__file__).resolve().parents[2]
 PORTS = SandboxPorts()
@@ -89,3 +89,20 @@ def test_a_sandbox_yaml_of_another_shape_is_refused_naming_the_line() -> None:
     text = (ROOT / nodes_params.SOURCE).read_text().replace("synchronous_mode: false", "synchronous_mode: no")
     with pytest.raises(SandboxError, match="synchronous_mode"):
         nodes_params.render(text, PORTS)
+
+
+def test_two_nodes_are_refused_naming_the_field() -> None:
+    with pytest.raises(ParamsError, match="sandbox.nodes: 1 .* or 3 and more"):
+        load_params(ROOT / nodes_params.SOURCE, ["sandbox.nodes=2"])
+
+
+def test_nodes_without_the_managers_engine_are_refused_before_anything() -> None:
+    params = load_params(ROOT / nodes_params.SOURCE, ["sandbox.nodes=3"])
+    assert params.sandbox is not None
+    with pytest.raises(SandboxError, match="target.swarm.docker_host must be the first node's engine"):
+        lifecycle.check_nodes_params(Sandbox(params=params, spec=params.sandbox))
+    aimed = load_params(ROOT / nodes_params.SOURCE, ["sandbox.nodes=3",
+                                                     f"target.swarm.docker_host={nodes.Node(1).endpoint}"])
+    assert aimed.sandbox is not None
+    with pytest.raises(SandboxError, match="node_engines lacks rbk-n1, rbk-n2, rbk-n3"):
+        lifecycle.check_nodes_params(Sandbox(params=aimed, spec=aimed.sandbox))
