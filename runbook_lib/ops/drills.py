@@ -270,17 +270,27 @@ def automatic(spec: Patroni, swarm_spec: Swarm | None, write_endpoint: PgSpec, t
     _wait_promotable(spec, timeout)  # first: leadership may still move while it waits
     old, service_name = _leader_service(spec, "cannot stop the leader's task")
     before_promotion()
+    new, t_leader, t_write = _taken_away(spec, write_endpoint, old, timeout,
+                                         take=lambda: swarm.scale(swarm_spec, service_name, 0),
+                                         give_back=lambda: swarm.scale(swarm_spec, service_name, 1))
+    rejoined = _rejoined(spec, rejoin_timeout)
+    return DrillResult("automatic", rejoined, old, new, t_leader, t_write, rejoined)
+
+
+def _taken_away(spec: Patroni, write_endpoint: PgSpec, old: str, timeout: float, take: Hook,
+                give_back: Hook) -> tuple[str, float, float]:
+    """Take the leader away, time a new leader and the write endpoint on it, then give it back (always):
+    (new leader, seconds to it, seconds until writes are taken)."""
     t0 = time.monotonic()
-    swarm.scale(swarm_spec, service_name, 0)
+    take()
     try:
         new, _ = _wait("a new leader", lambda: _new_leader(spec, old), timeout)
         t_leader = time.monotonic() - t0
         _wait("the write endpoint on the new leader", lambda: _writable(write_endpoint), timeout)
         t_write = time.monotonic() - t0
     finally:
-        swarm.scale(swarm_spec, service_name, 1)
-    rejoined = _rejoined(spec, rejoin_timeout)
-    return DrillResult("automatic", rejoined, old, new, round(t_leader, 2), round(t_write, 2), rejoined)
+        give_back()
+    return new, round(t_leader, 2), round(t_write, 2)
 
 
 NodeAction = Callable[[str], None]
@@ -299,18 +309,10 @@ def node_loss(spec: Patroni, swarm_spec: Swarm | None, write_endpoint: PgSpec, l
     if patroni.leader(spec) != old:
         raise DrillError(f"the leader moved from {old} while the drill looked for its node; run the drill again")
     before_promotion()
-    t0 = time.monotonic()
-    lose(node)
-    try:
-        new, _ = _wait("a new leader", lambda: _new_leader(spec, old), timeout)
-        t_leader = time.monotonic() - t0
-        _wait("the write endpoint on the new leader", lambda: _writable(write_endpoint), timeout)
-        t_write = time.monotonic() - t0
-    finally:
-        restore(node)
+    new, t_leader, t_write = _taken_away(spec, write_endpoint, old, timeout, take=lambda: lose(node),
+                                         give_back=lambda: restore(node))
     rejoined = _rejoined(spec, rejoin_timeout)
-    return DrillResult("node_loss", rejoined, old, new, round(t_leader, 2), round(t_write, 2), rejoined,
-                       note=f"node {node} lost")
+    return DrillResult("node_loss", rejoined, old, new, t_leader, t_write, rejoined, note=f"node {node} lost")
 
 
 def manual(spec: Patroni, write_endpoint: PgSpec, timeout: float = 120, before_promotion: Hook = _nothing,
