@@ -41,7 +41,11 @@ def lines(*args: str, host: str | None = None) -> list[str]:
 
 def json_lines(*args: str, host: str | None = None) -> list[dict[str, Any]]:
     """Output of `docker ... --format '{{json .}}'` as dicts."""
-    return [json.loads(line) for line in lines(*args, "--format", "{{json .}}", host=host)]
+    return _parsed(run(*args, "--format", "{{json .}}", host=host).stdout)
+
+
+def _parsed(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
 
 def all_engines() -> list[str | None]:
@@ -56,7 +60,7 @@ def json_lines_everywhere(*args: str) -> list[dict[str, Any]]:
     for engine in all_engines():
         proc = run(*args, "--format", "{{json .}}", host=engine, check=False)
         if proc.returncode == 0:
-            rows += [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+            rows += _parsed(proc.stdout)
     return rows
 
 

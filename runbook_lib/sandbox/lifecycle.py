@@ -20,6 +20,7 @@ from runbook_lib.sandbox import (
     dockerd,
     etcd_auth,
     health,
+    nodes,
     pgconf,
     placement,
     ports,
@@ -47,8 +48,6 @@ def prepare_engine(sb: Sandbox) -> None:
 def check_nodes_params(sb: Sandbox) -> None:
     """On several nodes the parameters must aim at them: the manager as target.swarm.docker_host (else the stacks
     would go to this machine's own engine) and every node's engine in node_engines. Checked before anything."""
-    from runbook_lib.sandbox import nodes
-
     planned = nodes.plan(sb.spec.nodes)
     swarm = sb.params.target.swarm
     if swarm is None or swarm.docker_host != planned[0].endpoint:
@@ -64,10 +63,8 @@ def check_nodes_params(sb: Sandbox) -> None:
 
 def ensure_nodes(sb: Sandbox) -> None:
     """On several nodes: their namespaces, engines, image and Swarm (`runbook sandbox nodes up`), then every
-    later docker call goes to the manager the parameters name, and a task's container to its node's engine."""
-    from runbook_lib.sandbox import nodes
-
-    check_nodes_params(sb)
+    later docker call goes to the manager the parameters name (up checked them first: check_nodes_params), and
+    a task's container to its node's engine."""
     nodes.up(sb.spec.nodes, image_tag(sb), source_env=sb.host_env())
     docker_cli.set_env(sb.docker_env(), sb.node_engines())
 
